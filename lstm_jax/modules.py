@@ -1,0 +1,326 @@
+"""Flax linen modules mirroring ``torch.nn.LSTM`` and the lecture's ``LSTMModeler``.
+
+They declare torch-named parameters with ``self.param`` and call
+:mod:`lstm_jax.core`; they hold no math of their own. Inputs are checked
+before anything is traced, with errors that say what was expected and what came.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lstm_jax import core
+from lstm_jax.core import LSTMState
+from lstm_jax.init import linear_init, lstm_init
+from lstm_jax.specs import (
+    InputLayout,
+    LSTMConfig,
+    check_input,
+    check_param_shapes,
+    check_seq_lengths,
+    check_state,
+)
+
+StateLike = LSTMState | tuple[Any, Any]
+
+
+def _dtype_of(x: Any) -> np.dtype:
+    return np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
+
+
+def _is_floating(dtype: np.dtype) -> bool:
+    return bool(jnp.issubdtype(dtype, jnp.floating))
+
+
+def _as_state(initial_state: StateLike, who: str) -> LSTMState:
+    if not isinstance(initial_state, tuple) or len(initial_state) != 2:
+        got = type(initial_state).__name__
+        raise TypeError(f"{who}: expected initial_state as a pair (h_0, c_0), got {got}")
+    h, c = initial_state
+    for name, v in (("h_0", h), ("c_0", c)):
+        if not _is_floating(_dtype_of(v)):
+            raise TypeError(f"{who}: expected a floating point {name}, got dtype {_dtype_of(v)}")
+    return LSTMState(jnp.asarray(h), jnp.asarray(c))
+
+
+def _concrete_or_none(x: Any) -> np.ndarray | None:
+    """The value of ``x`` if it is known now (not a tracer inside jit)."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+class LSTM(nn.Module):
+    """``torch.nn.LSTM`` in Flax, with torch's parameter names, shapes and gate order.
+
+    Attributes:
+        hidden_size: H, the size of the cell state.
+        num_layers: L, stacked layers.
+        bias: whether each layer has ``bias_ih`` and ``bias_hh`` (two biases, as torch).
+        batch_first: inputs and outputs are (B, T, F) instead of (T, B, F).
+        dropout: probability of zeroing the outputs of each layer but the last,
+            in training mode (``deterministic=False``, a ``'dropout'`` rng).
+        bidirectional: D = 2 directions instead of 1.
+        proj_size: P > 0 projects h to size P with ``weight_hr``; H_out = P or H.
+        param_dtype: dtype of the parameters created by ``init``.
+        unroll: ``lax.scan`` unroll factor (a speed knob; results are the same).
+
+    Parameters (``variables["params"]``), for layer k and suffix ``""`` or ``"_reverse"``:
+        ``weight_ih_l{k}`` (4H, I or D*H_out), ``weight_hh_l{k}`` (4H, H_out),
+        ``bias_ih_l{k}`` (4H,), ``bias_hh_l{k}`` (4H,), ``weight_hr_l{k}`` (P, H);
+        all drawn from U(-1/sqrt(H), 1/sqrt(H)) as torch does.
+
+    Call ``(x, initial_state=None, *, deterministic=True, seq_lengths=None)``:
+        x: (T, B, I), (B, T, I) with ``batch_first``, or unbatched (T, I).
+        initial_state: (h_0, c_0) of (D*L, B, H_out) and (D*L, B, H)
+            ((D*L, H_out), (D*L, H) unbatched); zeros when None.
+        seq_lengths: optional (B,) valid lengths, padding at the end: the result of
+            torch's ``pack_padded_sequence`` -> LSTM -> ``pad_packed_sequence``.
+
+    Returns:
+        output (T, B, D*H_out) (batch-first or unbatched as the input) and
+        ``LSTMState(h_n, c_n)`` shaped as the initial state.
+    """
+
+    hidden_size: int
+    num_layers: int = 1
+    bias: bool = True
+    batch_first: bool = False
+    dropout: float = 0.0
+    bidirectional: bool = False
+    proj_size: int = 0
+    param_dtype: Any = jnp.float32
+    unroll: int = 1
+
+    def __post_init__(self) -> None:
+        self.config  # noqa: B018 - validates the options at construction, as torch does
+        super().__post_init__()
+
+    @property
+    def config(self) -> LSTMConfig:
+        return LSTMConfig(
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            bias=self.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.bidirectional,
+            proj_size=self.proj_size,
+        )
+
+    def _params(self, input_size: int) -> dict[str, jax.Array]:
+        expected = self.config.param_shapes(input_size)
+        if self.has_variable("params", "weight_ih_l0"):
+            stored = self.variables.get("params", {})
+            check_param_shapes(
+                expected, {k: np.shape(v) for k, v in stored.items()}, "LSTM variables"
+            )
+        init = lstm_init(self.hidden_size)
+        return {
+            name: self.param(name, init, shape, self.param_dtype)
+            for name, shape in expected.items()
+        }
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        initial_state: StateLike | None = None,
+        *,
+        deterministic: bool = True,
+        seq_lengths: jax.Array | None = None,
+    ) -> tuple[jax.Array, LSTMState]:
+        config = self.config
+        dtype = _dtype_of(x)
+        if self.has_variable("params", "weight_ih_l0"):
+            input_size = int(np.shape(self.get_variable("params", "weight_ih_l0"))[-1])
+        else:
+            input_size = int(np.shape(x)[-1]) if np.ndim(x) else 0
+        layout = check_input(config, np.shape(x), str(dtype), _is_floating(dtype), input_size)
+        state = None
+        if initial_state is not None:
+            state = _as_state(initial_state, "LSTM")
+            check_state(config, layout, state.h.shape, state.c.shape)
+        lengths = self._lengths(seq_lengths, layout)
+        params = self._params(input_size)
+
+        compute_dtype = jnp.result_type(dtype, self.param_dtype)
+        params = {k: v.astype(compute_dtype) for k, v in params.items()}
+        x = jnp.asarray(x, compute_dtype)
+        batched = layout.batch_size is not None
+        if not batched:
+            x = x[:, None]
+            state = None if state is None else LSTMState(state.h[:, None], state.c[:, None])
+        elif config.batch_first:
+            x = jnp.swapaxes(x, 0, 1)
+        if state is not None:
+            state = LSTMState(state.h.astype(compute_dtype), state.c.astype(compute_dtype))
+
+        use_dropout = not deterministic and config.dropout > 0 and config.num_layers > 1
+        rng = self.make_rng("dropout") if use_dropout else None
+        out, final = core.lstm(
+            params, x, state, config, seq_lengths=lengths, dropout_rng=rng, unroll=self.unroll
+        )
+
+        if not batched:
+            return out[:, 0], LSTMState(final.h[:, 0], final.c[:, 0])
+        if config.batch_first:
+            out = jnp.swapaxes(out, 0, 1)
+        return out, final
+
+    @staticmethod
+    def _lengths(seq_lengths: Any, layout: InputLayout) -> jax.Array | None:
+        if seq_lengths is None:
+            return None
+        dtype = _dtype_of(seq_lengths)
+        if not jnp.issubdtype(dtype, jnp.integer):
+            raise TypeError(f"LSTM: expected integer seq_lengths, got dtype {dtype}")
+        value = _concrete_or_none(seq_lengths)
+        if value is not None:
+            check_seq_lengths(np.atleast_1d(value).tolist(), layout)
+        return jnp.atleast_1d(jnp.asarray(seq_lengths, jnp.int32))
+
+
+class Linear(nn.Module):
+    """``torch.nn.Linear`` with torch's layout: ``weight`` (O, F), ``bias`` (O,)."""
+
+    features: int
+    use_bias: bool = True
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        fan_in = x.shape[-1]
+        init = linear_init(fan_in)
+        weight = self.param("weight", init, (self.features, fan_in), self.param_dtype)
+        bias = (
+            self.param("bias", init, (self.features,), self.param_dtype) if self.use_bias else None
+        )
+        return core.linear(
+            weight.astype(x.dtype), None if bias is None else bias.astype(x.dtype), x
+        )
+
+
+class LSTMModeler(nn.Module):
+    """The lecture's ``LSTMModeler`` (``nn.LSTM`` + ``nn.Linear`` head) in Flax.
+
+    Submodules ``lstm`` (:class:`LSTM`) and ``linear`` (head of shape (O, D*H_out)),
+    so ``variables["params"]`` flattens on "." to torch's ``state_dict`` keys.
+
+    Call ``(x, hidden_cell=None, *, deterministic=True, seq_lengths=None)``:
+        x: as the lecture's ``forward``: a 1-D (T,) or 2-D (T, I) input is one
+            sequence of T steps with batch 1 (``x.view(len(x), 1, -1)``); a 3-D
+            input is a (T, B, I) batch ((B, T, I) with ``batch_first``).
+        hidden_cell: the torch model's stored ``hidden_cell`` made explicit:
+            (h, c) of (D*L, B, H_out), (D*L, B, H); zeros when None; a batch of 1
+            is broadcast to B (the lecture stores (1, 1, H) zeros).
+        seq_lengths: optional (B,) lengths; the prediction is taken at each row's
+            last valid step.
+
+    Returns:
+        the last step's prediction, (O,) for a 1-D/2-D input or (B, O) for a
+        3-D one, and the new ``hidden_cell`` (``LSTMState``).
+    """
+
+    input_size: int
+    hidden_layer_size: int
+    output_size: int
+    num_layers: int = 1
+    bias: bool = True
+    batch_first: bool = False
+    dropout: float = 0.0
+    bidirectional: bool = False
+    proj_size: int = 0
+    param_dtype: Any = jnp.float32
+    unroll: int = 1
+
+    def __post_init__(self) -> None:
+        self.config  # noqa: B018 - validates the options at construction
+        super().__post_init__()
+
+    @property
+    def config(self) -> LSTMConfig:
+        return LSTMConfig(
+            hidden_size=self.hidden_layer_size,
+            input_size=self.input_size,
+            num_layers=self.num_layers,
+            bias=self.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.bidirectional,
+            proj_size=self.proj_size,
+        )
+
+    def setup(self) -> None:
+        if not isinstance(self.output_size, int) or self.output_size < 1:
+            raise ValueError(f"output_size must be a positive int, got {self.output_size!r}")
+        self.lstm = LSTM(
+            self.hidden_layer_size,
+            num_layers=self.num_layers,
+            bias=self.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.bidirectional,
+            proj_size=self.proj_size,
+            param_dtype=self.param_dtype,
+            unroll=self.unroll,
+        )
+        self.linear = Linear(self.output_size, param_dtype=self.param_dtype)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        hidden_cell: StateLike | None = None,
+        *,
+        deterministic: bool = True,
+        seq_lengths: jax.Array | None = None,
+    ) -> tuple[jax.Array, LSTMState]:
+        config = self.config
+        single_sequence = np.ndim(x) < 3
+        x = lecture_view(x, config, "LSTMModeler")
+        batch = x.shape[0] if config.batch_first else x.shape[1]
+        if hidden_cell is not None:
+            hidden_cell = broadcast_hidden_cell(_as_state(hidden_cell, "LSTMModeler"), batch)
+        out, hidden_cell = self.lstm(
+            x, hidden_cell, deterministic=deterministic, seq_lengths=seq_lengths
+        )
+        time_major = jnp.swapaxes(out, 0, 1) if config.batch_first else out
+        lengths = None if seq_lengths is None else jnp.atleast_1d(jnp.asarray(seq_lengths))
+        y = self.linear(core.last_valid_step(time_major, lengths))
+        return (y[0] if single_sequence else y), hidden_cell
+
+
+def lecture_view(x: Any, config: LSTMConfig, who: str) -> jax.Array:
+    """The lecture's ``x.view(len(x), 1, -1)`` for 1-D/2-D input; 3-D passes through."""
+    dtype = _dtype_of(x)
+    if not _is_floating(dtype):
+        raise TypeError(f"{who}: expected a floating point input, got dtype {dtype}")
+    ndim = np.ndim(x)
+    if ndim not in (1, 2, 3):
+        raise ValueError(
+            f"{who}: expected a 1-D (T,) or 2-D (T, I) sequence or a 3-D batch, "
+            f"got {ndim}-D input of shape {np.shape(x)}"
+        )
+    x = jnp.asarray(x)
+    if ndim == 3:
+        return x
+    if x.shape[0] == 0:
+        raise ValueError(f"{who}: expected at least one time step, got input of shape {x.shape}")
+    return x.reshape((1, len(x), -1) if config.batch_first else (len(x), 1, -1))
+
+
+def broadcast_hidden_cell(state: LSTMState, batch: int) -> LSTMState:
+    """Broadcast a stored (D*L, 1, ·) hidden_cell to batch ``batch``; other shapes pass
+    through to the LSTM's own check."""
+    if state.h.ndim == 3 and state.h.shape[1] == 1 and state.c.shape[1] == 1 and batch != 1:
+        return LSTMState(
+            jnp.broadcast_to(state.h, (state.h.shape[0], batch, state.h.shape[2])),
+            jnp.broadcast_to(state.c, (state.c.shape[0], batch, state.c.shape[2])),
+        )
+    return state

@@ -1,0 +1,285 @@
+"""Configuration, parameter names and input checks shared by both backends.
+
+This module imports only numpy, so ``lstm_torch`` can use it without JAX.
+
+Parameter layout (PyTorch's, gate order i, f, g, o)::
+
+    weight_ih_l{k}{sfx}  (4*H, I)         I = input_size for k = 0, else D*H_out
+    weight_hh_l{k}{sfx}  (4*H, H_out)
+    bias_ih_l{k}{sfx}    (4*H,)           only with bias=True
+    bias_hh_l{k}{sfx}    (4*H,)           only with bias=True
+    weight_hr_l{k}{sfx}  (P, H)           only with proj_size P > 0
+
+with ``sfx`` = ``""`` for the forward direction and ``"_reverse"`` for the
+backward one, ``D`` = 2 if bidirectional else 1 and ``H_out`` = P if P > 0 else H.
+States are ordered ``index = layer * D + direction`` along their first axis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+DIRECTION_SUFFIXES = ("", "_reverse")
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """The options of ``torch.nn.LSTM``, validated on construction.
+
+    ``input_size`` may be ``None`` where it is only known from the data
+    (the Flax module infers it at ``init``).
+    """
+
+    hidden_size: int
+    input_size: int | None = None
+    num_layers: int = 1
+    bias: bool = True
+    batch_first: bool = False
+    dropout: float = 0.0
+    bidirectional: bool = False
+    proj_size: int = 0
+
+    def __post_init__(self) -> None:
+        _check_positive_int("hidden_size", self.hidden_size)
+        if self.input_size is not None:
+            _check_positive_int("input_size", self.input_size)
+        _check_positive_int("num_layers", self.num_layers)
+        if not isinstance(self.proj_size, int) or isinstance(self.proj_size, bool):
+            raise TypeError(
+                f"proj_size should be of type int, got: {type(self.proj_size).__name__}"
+            )
+        if self.proj_size < 0:
+            raise ValueError(
+                f"proj_size should be a positive integer or zero to disable projections, "
+                f"got {self.proj_size}"
+            )
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(
+                f"proj_size has to be smaller than hidden_size, got proj_size={self.proj_size} "
+                f"and hidden_size={self.hidden_size}"
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
+            raise TypeError(f"dropout should be a number in [0, 1], got {self.dropout!r}")
+        if not 0.0 <= float(self.dropout) <= 1.0 or math.isnan(self.dropout):
+            raise ValueError(
+                f"dropout should be a number in range [0, 1] representing the probability "
+                f"of an element being zeroed, got {self.dropout}"
+            )
+        for flag in ("bias", "batch_first", "bidirectional"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} should be a bool, got {getattr(self, flag)!r}")
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """H_out: the size of h (P with projections, else H)."""
+        return self.proj_size if self.proj_size > 0 else self.hidden_size
+
+    def layer_input_size(self, layer: int, input_size: int | None = None) -> int:
+        if layer > 0:
+            return self.num_directions * self.output_size
+        size = self.input_size if input_size is None else input_size
+        if size is None:
+            raise ValueError("input_size is unknown: pass it or infer it from the input")
+        return size
+
+    def param_shapes(self, input_size: int | None = None) -> dict[str, tuple[int, ...]]:
+        """Torch's ``nn.LSTM`` parameter names mapped to their shapes, in torch's order."""
+        H, P, H_out = self.hidden_size, self.proj_size, self.output_size
+        shapes: dict[str, tuple[int, ...]] = {}
+        for layer in range(self.num_layers):
+            for sfx in DIRECTION_SUFFIXES[: self.num_directions]:
+                shapes[f"weight_ih_l{layer}{sfx}"] = (
+                    4 * H,
+                    self.layer_input_size(layer, input_size),
+                )
+                shapes[f"weight_hh_l{layer}{sfx}"] = (4 * H, H_out)
+                if self.bias:
+                    shapes[f"bias_ih_l{layer}{sfx}"] = (4 * H,)
+                    shapes[f"bias_hh_l{layer}{sfx}"] = (4 * H,)
+                if P > 0:
+                    shapes[f"weight_hr_l{layer}{sfx}"] = (P, H)
+        return shapes
+
+    def state_shapes(self, batch_size: int | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of (h, c): (D*L, B, H_out) and (D*L, B, H); no B axis when unbatched."""
+        lead = (self.num_directions * self.num_layers,)
+        if batch_size is not None:
+            lead = (*lead, batch_size)
+        return (*lead, self.output_size), (*lead, self.hidden_size)
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be greater than or equal to 1, got {value}")
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """What an input's shape means: time steps, batch size (None when unbatched)."""
+
+    seq_len: int
+    batch_size: int | None
+
+
+def check_input(
+    config: LSTMConfig,
+    shape: Sequence[int],
+    dtype_name: str,
+    is_floating: bool,
+    input_size: int,
+    who: str = "LSTM",
+) -> InputLayout:
+    """Check an ``nn.LSTM`` input; return its layout or raise a clear error.
+
+    Arguments:
+        shape: (T, B, I), (B, T, I) with ``batch_first``, or unbatched (T, I).
+        input_size: the I the parameters expect.
+    """
+    if not is_floating:
+        raise TypeError(f"{who}: expected a floating point input, got dtype {dtype_name}")
+    if len(shape) not in (2, 3):
+        raise ValueError(
+            f"{who}: expected input to be 2-D (unbatched (T, I)) or 3-D "
+            f"({'(B, T, I)' if config.batch_first else '(T, B, I)'}), got {len(shape)}-D "
+            f"input of shape {tuple(shape)}"
+        )
+    if shape[-1] != input_size:
+        raise ValueError(
+            f"{who}: input.size(-1) must be equal to input_size. Expected {input_size}, "
+            f"got {shape[-1]} (input shape {tuple(shape)})"
+        )
+    if len(shape) == 2:
+        layout = InputLayout(seq_len=shape[0], batch_size=None)
+    elif config.batch_first:
+        layout = InputLayout(seq_len=shape[1], batch_size=shape[0])
+    else:
+        layout = InputLayout(seq_len=shape[0], batch_size=shape[1])
+    if layout.seq_len < 1:
+        raise ValueError(
+            f"{who}: expected at least one time step, got input of shape {tuple(shape)}"
+        )
+    if layout.batch_size == 0:
+        raise ValueError(
+            f"{who}: expected a batch of at least one sequence, got input of shape {tuple(shape)}"
+        )
+    return layout
+
+
+def check_state(
+    config: LSTMConfig,
+    layout: InputLayout,
+    h_shape: Sequence[int],
+    c_shape: Sequence[int],
+    who: str = "LSTM",
+) -> None:
+    """Check an initial state (h_0, c_0) against the input's layout."""
+    expected_h, expected_c = config.state_shapes(layout.batch_size)
+    for name, expected, got in (("h_0", expected_h, h_shape), ("c_0", expected_c, c_shape)):
+        if tuple(got) != expected:
+            raise ValueError(
+                f"{who}: expected {name} of shape {expected} "
+                f"(num_directions*num_layers, {'batch, ' if layout.batch_size else ''}"
+                f"{'proj_size or hidden_size' if name == 'h_0' else 'hidden_size'}), "
+                f"got {tuple(got)}"
+            )
+
+
+def check_seq_lengths(lengths: Sequence[int], layout: InputLayout, who: str = "LSTM") -> None:
+    """Check one length per batch row, each in [1, T] (padding at the end)."""
+    n = 1 if layout.batch_size is None else layout.batch_size
+    lengths = [int(v) for v in lengths]
+    if len(lengths) != n:
+        raise ValueError(f"{who}: expected {n} seq_lengths (one per batch row), got {len(lengths)}")
+    bad = [v for v in lengths if not 1 <= v <= layout.seq_len]
+    if bad:
+        raise ValueError(
+            f"{who}: every seq_length must be in [1, T={layout.seq_len}], got {lengths}"
+        )
+
+
+def check_param_shapes(
+    expected: Mapping[str, tuple[int, ...]],
+    actual: Mapping[str, tuple[int, ...]],
+    what: str = "state_dict",
+) -> None:
+    """Raise ``ValueError`` naming every missing or unexpected key and every
+    shape mismatch (expected against actual) between two ``{name: shape}`` maps."""
+    missing = [k for k in expected if k not in actual]
+    unexpected = [k for k in actual if k not in expected]
+    mismatched = [
+        f"{k}: expected shape {tuple(expected[k])}, got {tuple(actual[k])}"
+        for k in expected
+        if k in actual and tuple(actual[k]) != tuple(expected[k])
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing key(s): {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected key(s): {', '.join(unexpected)}")
+    if mismatched:
+        problems.append("size mismatch for " + "; ".join(mismatched))
+    if problems:
+        raise ValueError(f"Error(s) in {what}: " + ". ".join(problems))
+
+
+def modeler_param_shapes(config: LSTMConfig, output_size: int) -> dict[str, tuple[int, ...]]:
+    """``LSTMModeler.state_dict()`` names and shapes: ``lstm.*`` then the ``linear`` head."""
+    shapes = {f"lstm.{k}": v for k, v in config.param_shapes().items()}
+    shapes["linear.weight"] = (output_size, config.num_directions * config.output_size)
+    shapes["linear.bias"] = (output_size,)
+    return shapes
+
+
+def infer_config(shapes: Mapping[str, Sequence[int]]) -> tuple[LSTMConfig, int | None]:
+    """Read an ``nn.LSTM`` or ``LSTMModeler`` configuration off a ``{key: shape}`` map.
+
+    Returns the config (with ``input_size``) and the head's output size (None for a
+    bare LSTM). Raises ``ValueError`` when the keys are not an LSTM's; whether every
+    key and shape fits the config is :func:`check_param_shapes`'s job.
+    """
+    prefix = "lstm." if any(k.startswith("lstm.") for k in shapes) else ""
+    first_ih, first_hh = f"{prefix}weight_ih_l0", f"{prefix}weight_hh_l0"
+    if first_ih not in shapes or first_hh not in shapes:
+        raise ValueError(
+            f"expected an LSTM state dict with keys {first_ih!r} and {first_hh!r}, "
+            f"got keys {sorted(shapes)[:12]}"
+        )
+    rows, h_cols = shapes[first_hh][0], shapes[first_hh][-1]
+    if len(shapes[first_hh]) != 2 or rows % 4:
+        raise ValueError(
+            f"{first_hh}: expected shape (4*hidden_size, hidden_size or proj_size) with the "
+            f"gates i, f, g, o stacked, got {tuple(shapes[first_hh])} (a GRU or RNN state dict?)"
+        )
+    hr = shapes.get(f"{prefix}weight_hr_l0")
+    layers = 1 + max(
+        int(k[len(prefix) + len("weight_ih_l") :].removesuffix("_reverse"))
+        for k in shapes
+        if k.startswith(f"{prefix}weight_ih_l")
+        and k[len(prefix) + len("weight_ih_l") :].removesuffix("_reverse").isdigit()
+    )
+    config = LSTMConfig(
+        hidden_size=rows // 4,
+        input_size=int(shapes[first_ih][-1]),
+        num_layers=layers,
+        bias=f"{prefix}bias_ih_l0" in shapes or f"{prefix}bias_hh_l0" in shapes,
+        bidirectional=f"{prefix}weight_ih_l0_reverse" in shapes,
+        proj_size=int(hr[0]) if hr is not None else 0,
+    )
+    if config.output_size != h_cols:
+        raise ValueError(
+            f"{first_hh}: expected {config.output_size} columns (hidden_size or proj_size), "
+            f"got shape {tuple(shapes[first_hh])}"
+        )
+    head = shapes.get("linear.weight")
+    output_size = int(head[0]) if prefix and head is not None else None
+    if prefix and output_size is None:
+        output_size = int(shapes["linear.bias"][0]) if "linear.bias" in shapes else 1
+    return config, output_size

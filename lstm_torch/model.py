@@ -1,0 +1,139 @@
+"""The lecture's ``LSTMModeler``: ``nn.LSTM`` followed by an ``nn.Linear`` head.
+
+The lecture's ``forward`` is kept: ``x.view(len(x), 1, -1)`` makes a 1-D (T,) or
+2-D (T, I) input one sequence of T steps with batch 1, and the result is the last
+step's prediction (O,). A 3-D input is a proper (T, B, I) batch ((B, T, I) with
+``batch_first``) and gives (B, O). The model stores its state in ``hidden_cell``
+between calls, as the lecture does; the training loop resets it per batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lstm_jax.specs import LSTMConfig, check_input, check_seq_lengths, check_state
+
+
+class LSTMModeler(nn.Module):
+    """``nn.LSTM(input_size, hidden_layer_size, ...)`` + ``nn.Linear(D*H_out, output_size)``.
+
+    Arguments:
+        input_size: I, features per time step.
+        hidden_layer_size: H, the LSTM's hidden size.
+        output_size: O, the head's outputs.
+        num_layers, bias, batch_first, dropout, bidirectional, proj_size:
+            passed to ``nn.LSTM``; the head takes D*H_out features
+            (D = 2 if bidirectional, H_out = proj_size or H).
+
+    Attributes:
+        lstm, linear: the two submodules (state_dict keys ``lstm.*``, ``linear.*``).
+        hidden_cell: (h, c) of (D*L, 1, H_out) and (D*L, 1, H), zeros at first.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_layer_size: int,
+        output_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+    ) -> None:
+        super().__init__()
+        self.config = LSTMConfig(
+            hidden_size=hidden_layer_size,
+            input_size=input_size,
+            num_layers=num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            proj_size=proj_size,
+        )
+        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
+            raise ValueError(f"output_size must be a positive int, got {output_size!r}")
+        self.hidden_layer_size = hidden_layer_size
+        self.lstm = nn.LSTM(
+            input_size,
+            hidden_layer_size,
+            num_layers=num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            proj_size=proj_size,
+        )
+        self.linear = nn.Linear(self.config.num_directions * self.config.output_size, output_size)
+        self.hidden_cell = self.zero_hidden_cell()
+
+    def zero_hidden_cell(self, batch_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zeros (h, c) of (D*L, B, H_out) and (D*L, B, H) on the model's device and dtype."""
+        weight = self.lstm.weight_ih_l0
+        h_shape, c_shape = self.config.state_shapes(batch_size)
+        return (
+            torch.zeros(h_shape, dtype=weight.dtype, device=weight.device),
+            torch.zeros(c_shape, dtype=weight.dtype, device=weight.device),
+        )
+
+    def forward(self, x: torch.Tensor, seq_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (T,), (T, I) [one sequence] or (T, B, I) [(B, T, I) batch_first] -> (O,) or (B, O).
+
+        With ``seq_lengths`` (B,) the batch is packed, and the prediction is taken
+        at each row's last valid step.
+        """
+        config = self.config
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"LSTMModeler: expected a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"LSTMModeler: expected a floating point input, got dtype {x.dtype}")
+        if x.dim() not in (1, 2, 3):
+            raise ValueError(
+                f"LSTMModeler: expected a 1-D (T,) or 2-D (T, I) sequence or a 3-D batch, "
+                f"got {x.dim()}-D input of shape {tuple(x.shape)}"
+            )
+        single_sequence = x.dim() < 3
+        if single_sequence:
+            # The lecture's view: one sequence of len(x) steps, batch 1.
+            x = x.reshape(1, len(x), -1) if config.batch_first else x.reshape(len(x), 1, -1)
+        weight = self.lstm.weight_ih_l0
+        if x.dtype != weight.dtype:
+            raise TypeError(
+                f"LSTMModeler: expected input of dtype {weight.dtype} (the parameters'), "
+                f"got {x.dtype}"
+            )
+        layout = check_input(
+            config, tuple(x.shape), str(x.dtype), True, config.input_size, "LSTMModeler"
+        )
+        h, c = self.hidden_cell
+        if h.dim() == 3 and h.shape[1] == 1 and c.shape[1] == 1 and layout.batch_size != 1:
+            h = h.expand(h.shape[0], layout.batch_size, h.shape[2]).contiguous()
+            c = c.expand(c.shape[0], layout.batch_size, c.shape[2]).contiguous()
+        check_state(config, layout, tuple(h.shape), tuple(c.shape), "LSTMModeler")
+
+        if seq_lengths is None:
+            lstm_out, self.hidden_cell = self.lstm(x, (h, c))
+            time_major = lstm_out.transpose(0, 1) if config.batch_first else lstm_out
+            last = time_major[-1]
+        else:
+            lengths = torch.as_tensor(seq_lengths).reshape(-1).cpu()
+            check_seq_lengths(lengths.tolist(), layout, "LSTMModeler")
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths, batch_first=config.batch_first, enforce_sorted=False
+            )
+            packed_out, self.hidden_cell = self.lstm(packed, (h, c))
+            time_major, _ = nn.utils.rnn.pad_packed_sequence(
+                packed_out, total_length=layout.seq_len
+            )
+            index = (
+                (lengths - 1)
+                .to(time_major.device)
+                .view(1, -1, 1)
+                .expand(1, -1, time_major.shape[-1])
+            )
+            last = time_major.gather(0, index)[0]
+        out = self.linear(last)
+        return out[0] if single_sequence else out
