@@ -1,0 +1,38 @@
+"""The project's parity tolerances, in one place (numpy only).
+
+Every tolerance is relative to the reference's magnitude: ``actual`` agrees with
+``reference`` when ``max|actual - reference| <= tol * max|reference|``. They are
+tight enough to catch a swapped gate or a missing bias (those move results by
+O(1e-1) of the output's scale).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Forward outputs and final states.
+FORWARD = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+# Gradients w.r.t. every parameter and the input (one backward pass more of rounding).
+GRADIENT = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-11}
+# Per-epoch losses and final parameters after a training run (hundreds of steps).
+TRAINING = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+
+
+def scaled_error(actual: object, reference: object) -> float:
+    """``max|actual - reference| / max|reference|`` (0 when both are all zeros)."""
+    a = np.asarray(actual, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if a.shape != r.shape:
+        raise ValueError(f"shapes differ: actual {a.shape}, reference {r.shape}")
+    diff = float(np.max(np.abs(a - r), initial=0.0))
+    scale = float(np.max(np.abs(r), initial=0.0))
+    if diff == 0.0:
+        return 0.0
+    return diff / scale if scale > 0 else float("inf")
+
+
+def assert_close(actual: object, reference: object, tol: float, what: str = "value") -> None:
+    """Raise ``AssertionError`` with the figures when the scaled error exceeds ``tol``."""
+    err = scaled_error(actual, reference)
+    if not err <= tol:
+        raise AssertionError(f"{what}: scaled error {err:.3g} exceeds tolerance {tol:.1g}")
