@@ -23,6 +23,11 @@ _EXPORTS = {
     "LSTMConfig": "lstm_jax.specs",
     "params_from_torch": "lstm_jax.transfer",
     "params_to_torch": "lstm_jax.transfer",
+    "CheckpointError": "lstm_jax.checkpoint_format",
+    "save_checkpoint": "lstm_jax.checkpoint",
+    "load_checkpoint": "lstm_jax.checkpoint",
+    "ParityReport": "lstm_jax.compare",
+    "compare_with_torch": "lstm_jax.compare",
 }
 
 __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
@@ -34,9 +39,17 @@ __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
     "LSTMConfig",
     "params_from_torch",
     "params_to_torch",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "ParityReport",
+    "compare_with_torch",
 ]
 
 if TYPE_CHECKING:
+    from lstm_jax.checkpoint import load_checkpoint, save_checkpoint
+    from lstm_jax.checkpoint_format import CheckpointError
+    from lstm_jax.compare import ParityReport, compare_with_torch
     from lstm_jax.core import CellParams, LSTMState
     from lstm_jax.modules import LSTM, Linear, LSTMModeler
     from lstm_jax.specs import LSTMConfig

@@ -1,0 +1,100 @@
+"""Check a checkpoint's model in both backends: ``python -m lstm_jax.check CHECKPOINT``.
+
+Loads a safetensors checkpoint (from ``lstm_jax.save_checkpoint`` or
+``lstm_torch.save_checkpoint``) into torch and into JAX, runs both on a random
+input (and random initial state) of the checkpoint's shapes, and prints
+:func:`lstm_jax.compare_with_torch`'s report. Needs torch (the ``torch`` extra).
+
+    python -m lstm_jax.check model.safetensors --seq-len 16 --batch 4 --seed 0
+
+Exit status: 0 when every difference is within tolerance, 1 when one is not,
+2 when the check could not run (a missing or bad file, bad arguments, no torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from lstm_jax import checkpoint_format as fmt
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m lstm_jax.check",
+        description="Compare a checkpoint's model in PyTorch and in JAX on random input: "
+        "outputs, final states and gradients, against lstm_jax.tolerances.",
+        epilog="exit status: 0 within tolerance, 1 beyond, 2 could not check",
+    )
+    p.add_argument("checkpoint", help="a .safetensors file saved by lstm_jax or lstm_torch")
+    p.add_argument("--seq-len", type=_positive_int, default=8, metavar="T", help="time steps")
+    p.add_argument("--batch", type=_positive_int, default=2, metavar="B", help="batch size")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random input")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        spec, _ = fmt.load(args.checkpoint)  # numpy only: a bad file fails before jax/torch load
+    except (OSError, fmt.CheckpointError) as err:
+        print(f"lstm_jax.check: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        import torch  # noqa: F401 - only to say plainly that it is missing
+    except ImportError:
+        print('lstm_jax.check: error: needs torch: pip install "lstm-jax[torch]"', file=sys.stderr)
+        return 2
+
+    import jax
+
+    import lstm_jax
+    import lstm_torch
+
+    x64 = jax.enable_x64(True) if spec.dtype == np.float64 else contextlib.nullcontext()
+    with x64:
+        torch_model = lstm_torch.load_checkpoint(args.checkpoint)
+        jax_model, variables = lstm_jax.load_checkpoint(args.checkpoint)
+        x, state = random_input(spec, args.seq_len, args.batch, args.seed)
+        report = lstm_jax.compare_with_torch(
+            torch_model, jax_model, variables, x, initial_state=state, seed=args.seed
+        )
+    print(f"checkpoint: {args.checkpoint}")
+    print(f"model: {spec.describe()}")
+    print(
+        f"input: {x.shape} and random (h_0, c_0) of {state[0].shape}, {state[1].shape}, "
+        f"seed {args.seed}"
+    )
+    print(report)
+    return 0 if report.ok else 1
+
+
+def random_input(
+    spec: fmt.CheckpointSpec, seq_len: int, batch: int, seed: int
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Standard normal x of (T, B, I) ((B, T, I) with batch_first) and (h_0, c_0)."""
+    config = spec.config
+    rng = np.random.default_rng(seed)
+    shape = (batch, seq_len) if config.batch_first else (seq_len, batch)
+    x = rng.standard_normal((*shape, config.input_size)).astype(spec.dtype)
+    h_shape, c_shape = config.state_shapes(batch)
+    state = (
+        rng.standard_normal(h_shape).astype(spec.dtype),
+        rng.standard_normal(c_shape).astype(spec.dtype),
+    )
+    return x, state
+
+
+if __name__ == "__main__":
+    sys.exit(main())

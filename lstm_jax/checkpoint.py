@@ -1,0 +1,116 @@
+"""Save and load Flax variables as safetensors checkpoints with torch's key names.
+
+The file format (shared with ``lstm_torch.checkpoint``) is described in
+:mod:`lstm_jax.checkpoint_format`; a file written here loads into
+``lstm_torch.load_checkpoint`` or, strictly, into a plain torch module with
+``model.load_state_dict(safetensors.torch.load_file(path), strict=True)``.
+
+Example::
+
+    lstm_jax.save_checkpoint("model.safetensors", variables, model)
+    model, variables = lstm_jax.load_checkpoint("model.safetensors")
+    y, hidden_cell = model.apply(variables, x)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import jax
+import numpy as np
+
+from lstm_jax import checkpoint_format as fmt
+from lstm_jax.checkpoint_format import CheckpointError, CheckpointSpec, PathLike
+from lstm_jax.modules import LSTM, LSTMModeler
+from lstm_jax.transfer import params_from_torch, params_to_torch
+
+__all__ = ["CheckpointError", "load_checkpoint", "model_spec", "save_checkpoint"]
+
+Model = LSTM | LSTMModeler
+
+
+def model_spec(model: Model, dtype: Any, input_size: int | None = None) -> CheckpointSpec:
+    """The checkpoint spec of a Flax ``LSTM`` (whose input size comes from its
+    parameters: pass ``input_size``) or ``LSTMModeler``."""
+    if isinstance(model, LSTMModeler):
+        return CheckpointSpec("LSTMModeler", model.config, model.output_size, dtype)
+    if isinstance(model, LSTM):
+        return CheckpointSpec("LSTM", replace(model.config, input_size=input_size), None, dtype)
+    raise TypeError(
+        f"expected an lstm_jax.LSTM or lstm_jax.LSTMModeler, got {type(model).__name__}"
+    )
+
+
+def save_checkpoint(path: PathLike, variables: Mapping[str, Any], model: Model) -> None:
+    """Write ``variables`` of ``model`` to ``path`` (safetensors, atomically).
+
+    Arguments:
+        path: the file to write; its directory must exist. An existing file is
+            replaced only once the new one is completely written.
+        variables: ``{"params": ...}`` as from ``model.init`` or ``params_from_torch``.
+        model: the ``lstm_jax.LSTM`` or ``LSTMModeler`` they belong to; its options
+            are stored in the file's metadata (``unroll`` and ``param_dtype`` are not:
+            the file's dtype is the parameters').
+
+    Raises:
+        ValueError: keys or shapes that do not fit ``model`` (naming each).
+        TypeError: parameters that are not all float32 or all float64.
+        FileNotFoundError: the directory does not exist.
+    """
+    arrays = params_to_torch(variables)
+    dtype = fmt.common_dtype(arrays, "save_checkpoint")
+    input_size = None
+    if isinstance(model, LSTM):  # a Flax LSTM knows its input size from its parameters only
+        first = arrays.get("weight_ih_l0")
+        if first is None or first.ndim != 2:
+            raise ValueError(
+                f"save_checkpoint: expected params weight_ih_l0 of shape (4*hidden_size, "
+                f"input_size), got {'none' if first is None else first.shape}"
+            )
+        input_size = first.shape[1]
+    fmt.save(path, arrays, model_spec(model, dtype, input_size))
+
+
+def load_checkpoint(path: PathLike, model: Model | None = None) -> tuple[Model, dict[str, Any]]:
+    """Read a checkpoint (written by either backend) into Flax variables.
+
+    Arguments:
+        path: a file written by ``lstm_jax.save_checkpoint`` or ``lstm_torch.save_checkpoint``.
+        model: optional ``lstm_jax.LSTM``/``LSTMModeler`` the file must fit (every
+            option equal); without it one is built from the file's metadata, with
+            ``param_dtype`` the file's dtype. (Flax's ``model.clone(unroll=...)``
+            changes the speed knob afterwards.)
+
+    Returns:
+        ``(model, variables)``; the arrays are bitwise those saved.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError (a ValueError): an empty, truncated, foreign or altered file, or
+            one saved from another configuration than ``model``'s.
+        ValueError: a float64 checkpoint while JAX runs in 32-bit mode (it would be rounded).
+    """
+    spec, arrays = fmt.load(path)
+    if model is None:
+        model = build_model(spec)
+    else:
+        # param_dtype is only init's: the variables keep the file's dtype.
+        fmt.check_fits(spec, model_spec(model, spec.dtype, spec.config.input_size), path)
+    if spec.dtype == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"{path}: holds float64 parameters but JAX runs in 32-bit mode and would round "
+            f"them: enable float64 first (jax.config.update('jax_enable_x64', True), or "
+            f"load inside `with jax.enable_x64(True):`)"
+        )
+    return model, params_from_torch(arrays, model)
+
+
+def build_model(spec: CheckpointSpec) -> Model:
+    """A Flax model with the spec's options, ``param_dtype`` the spec's dtype."""
+    options = spec.options
+    if spec.kind == "LSTMModeler":
+        return LSTMModeler(**options, param_dtype=spec.dtype.type)
+    del options["input_size"]  # the Flax LSTM takes it from its input
+    return LSTM(**options, param_dtype=spec.dtype.type)

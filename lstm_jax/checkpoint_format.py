@@ -1,0 +1,334 @@
+"""The checkpoint file format both backends share (numpy and safetensors only).
+
+A checkpoint is a safetensors file whose tensors are the model's torch
+``state_dict`` (``weight_ih_l0``, ... for an ``nn.LSTM``; ``lstm.weight_ih_l0``,
+..., ``linear.weight``, ``linear.bias`` for an ``LSTMModeler``), so
+``model.load_state_dict(safetensors.torch.load_file(path), strict=True)`` works
+on a plain torch module. Its string metadata says what model the tensors belong
+to, so a file loads without the user repeating the configuration::
+
+    format            "lstm-jax.checkpoint"
+    format_version    "1"
+    kind              "LSTM" (torch.nn.LSTM / lstm_jax.LSTM)
+                      or "LSTMModeler" (lstm_torch / lstm_jax.LSTMModeler)
+    config            JSON of the constructor's options under torch's names:
+                      LSTM: input_size, hidden_size, num_layers, bias,
+                      batch_first, dropout, bidirectional, proj_size;
+                      LSTMModeler: input_size, hidden_layer_size, output_size
+                      and the same LSTM options
+    dtype             "float32" or "float64" (every tensor)
+    lstm_jax_version  the package version that wrote the file
+    sha256            digest of the tensors (names, dtypes, shapes, bytes)
+
+``lstm_jax.checkpoint`` and ``lstm_torch.checkpoint`` convert their models to
+and from numpy arrays and call :func:`save` / :func:`load` here; neither side
+has a reader or writer of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+import lstm_jax
+from lstm_jax.specs import LSTMConfig, check_param_shapes, modeler_param_shapes
+
+FORMAT = "lstm-jax.checkpoint"
+FORMAT_VERSION = 1
+KINDS = ("LSTM", "LSTMModeler")
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+METADATA_KEYS = (
+    "format",
+    "format_version",
+    "kind",
+    "config",
+    "dtype",
+    "lstm_jax_version",
+    "sha256",
+)
+_LSTM_OPTIONS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size")
+
+PathLike = str | os.PathLike[str]
+
+
+class CheckpointError(ValueError):
+    """A file that is not a valid lstm-jax checkpoint, or that does not fit the model."""
+
+    def __init__(self, path: PathLike, problem: str) -> None:
+        super().__init__(f"{os.fspath(path)}: {problem}")
+        self.path = os.fspath(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """What a checkpoint holds: which model, its configuration, its dtype.
+
+    Attributes:
+        kind: "LSTM" or "LSTMModeler".
+        config: the LSTM's options, ``input_size`` included.
+        output_size: O, the head's outputs ("LSTMModeler"); None for "LSTM".
+        dtype: every tensor's dtype, float32 or float64.
+    """
+
+    kind: str
+    config: LSTMConfig
+    output_size: int | None
+    dtype: np.dtype
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.config.input_size is None:
+            raise ValueError("a checkpoint's config needs its input_size")
+        if self.kind == "LSTMModeler":
+            out = self.output_size
+            if isinstance(out, bool) or not isinstance(out, int) or out < 1:
+                raise ValueError(f"output_size must be a positive int, got {out!r}")
+        elif self.output_size is not None:
+            raise ValueError(f"an LSTM has no output_size, got {self.output_size!r}")
+        if np.dtype(self.dtype) not in DTYPES:
+            raise ValueError(
+                f"checkpoints hold float32 or float64 parameters, got {np.dtype(self.dtype)}"
+            )
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The constructor's keyword arguments, torch's names (``torch.nn.LSTM(**options)``
+        or ``lstm_torch.LSTMModeler(**options)``)."""
+        c = self.config
+        lstm = {name: getattr(c, name) for name in _LSTM_OPTIONS}
+        if self.kind == "LSTM":
+            return {"input_size": c.input_size, "hidden_size": c.hidden_size, **lstm}
+        return {
+            "input_size": c.input_size,
+            "hidden_layer_size": c.hidden_size,
+            "output_size": self.output_size,
+            **lstm,
+        }
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The ``state_dict`` keys and shapes the model has, in torch's order."""
+        if self.kind == "LSTM":
+            return self.config.param_shapes()
+        return modeler_param_shapes(self.config, self.output_size)
+
+    def describe(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{self.kind}({options}), {self.dtype}"
+
+    def differences(self, other: CheckpointSpec) -> list[str]:
+        """``"name: self's value vs other's"`` for every option (and the dtype) that differ."""
+        if self.kind != other.kind:
+            return [f"kind: {self.kind} vs {other.kind}"]
+        mine, theirs = self.options, other.options
+        found = [
+            f"{name}: {mine[name]!r} vs {theirs[name]!r}"
+            for name in mine
+            if mine[name] != theirs[name]
+        ]
+        if self.dtype != other.dtype:
+            found.append(f"dtype: {self.dtype} vs {other.dtype}")
+        return found
+
+
+def check_fits(file_spec: CheckpointSpec, model_spec: CheckpointSpec, path: PathLike) -> None:
+    """``CheckpointError`` listing every option (and the dtype) in which the file's model
+    differs from the model it is being loaded into."""
+    differences = file_spec.differences(model_spec)
+    if differences:
+        raise CheckpointError(
+            path,
+            f"saved with another configuration than the model's (file vs model): "
+            f"{'; '.join(differences)}",
+        )
+
+
+def spec_from_options(kind: str, options: Mapping[str, Any], dtype: Any) -> CheckpointSpec:
+    """Build a spec from a constructor's keyword arguments (the inverse of ``.options``).
+
+    Raises ``ValueError``/``TypeError`` for unknown, missing or invalid options.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    hidden = "hidden_size" if kind == "LSTM" else "hidden_layer_size"
+    expected = {"input_size", hidden, *_LSTM_OPTIONS} | (
+        {"output_size"} if kind == "LSTMModeler" else set()
+    )
+    missing, unknown = sorted(expected - set(options)), sorted(set(options) - expected)
+    if missing or unknown:
+        raise ValueError(
+            f"{kind} options: missing {missing or 'none'}, unexpected {unknown or 'none'}"
+        )
+    config = LSTMConfig(
+        hidden_size=options[hidden],
+        input_size=options["input_size"],
+        **{name: options[name] for name in _LSTM_OPTIONS},
+    )
+    return CheckpointSpec(kind, config, options.get("output_size"), np.dtype(dtype))
+
+
+def common_dtype(arrays: Mapping[str, np.ndarray], who: str) -> np.dtype:
+    """The one float32/float64 dtype every array has, or a ``TypeError`` saying which differ."""
+    dtypes = {np.dtype(a.dtype) for a in arrays.values()}
+    if len(dtypes) != 1:
+        listing = ", ".join(f"{k}: {a.dtype}" for k, a in arrays.items())
+        raise TypeError(f"{who}: expected one dtype for every parameter, got {listing}")
+    (dtype,) = dtypes
+    if dtype not in DTYPES:
+        raise TypeError(f"{who}: checkpoints hold float32 or float64 parameters, got {dtype}")
+    return dtype
+
+
+def tensor_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 over every tensor's name, dtype, shape and little-endian bytes, by name."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        array = np.asarray(arrays[key])
+        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        digest.update(json.dumps([key, array.dtype.name, list(array.shape)]).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def metadata(spec: CheckpointSpec, arrays: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """The safetensors metadata (str -> str) that describes ``arrays`` as ``spec``."""
+    return {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "kind": spec.kind,
+        "config": json.dumps(spec.options),
+        "dtype": spec.dtype.name,
+        "lstm_jax_version": lstm_jax.__version__,
+        "sha256": tensor_digest(arrays),
+    }
+
+
+def spec_from_metadata(meta: Mapping[str, str] | None, path: PathLike) -> CheckpointSpec:
+    """Read and validate the metadata; ``CheckpointError`` says what is wrong."""
+    if not meta or meta.get("format") != FORMAT:
+        found = "no metadata" if not meta else f"metadata keys {sorted(meta)}"
+        raise CheckpointError(
+            path,
+            f"not an lstm-jax checkpoint (a safetensors file with {found}, expected "
+            f"format={FORMAT!r}). A bare nn.LSTM state dict loads with "
+            f"safetensors.torch.load_file + model.load_state_dict, or "
+            f"lstm_jax.params_from_torch(safetensors.numpy.load_file(path))",
+        )
+    missing = [key for key in METADATA_KEYS if key not in meta]
+    if missing:
+        raise CheckpointError(path, f"checkpoint metadata lacks {', '.join(missing)}")
+    if meta["format_version"] != str(FORMAT_VERSION):
+        raise CheckpointError(
+            path,
+            f"checkpoint format version {meta['format_version']!r} (written by lstm-jax "
+            f"{meta['lstm_jax_version']}); this lstm-jax {lstm_jax.__version__} reads "
+            f"version {FORMAT_VERSION}",
+        )
+    try:
+        options = json.loads(meta["config"])
+        if not isinstance(options, dict):
+            raise ValueError(f"expected a JSON object, got {meta['config']!r}")
+        if meta["dtype"] not in {d.name for d in DTYPES}:
+            raise ValueError(f"dtype must be float32 or float64, got {meta['dtype']!r}")
+        return spec_from_options(meta["kind"], options, np.dtype(meta["dtype"]))
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(path, f"invalid checkpoint configuration: {err}") from None
+
+
+def array_problems(spec: CheckpointSpec, arrays: Mapping[str, np.ndarray]) -> str | None:
+    """What is wrong with ``arrays`` as the ``state_dict`` of ``spec``'s model (every key
+    and shape, each of the spec's dtype), or None."""
+    try:
+        check_param_shapes(
+            spec.param_shapes(),
+            {k: np.shape(a) for k, a in arrays.items()},
+            f"tensors for {spec.describe()}",
+        )
+    except ValueError as err:
+        return str(err)
+    wrong = [f"{k}: {a.dtype}" for k, a in arrays.items() if np.dtype(a.dtype) != spec.dtype]
+    if wrong:
+        return f"dtype {spec.dtype} expected, but tensors are {', '.join(wrong)}"
+    return None
+
+
+def save(path: PathLike, arrays: Mapping[str, np.ndarray], spec: CheckpointSpec) -> None:
+    """Write ``arrays`` (a ``state_dict`` as numpy) as a checkpoint of ``spec``, atomically.
+
+    The file is written next to ``path`` under a temporary name, flushed to disk,
+    then renamed over ``path``: a failure at any point leaves an existing file as
+    it was. The directory must exist (``FileNotFoundError`` otherwise).
+    """
+    path = Path(path)
+    arrays = {key: np.ascontiguousarray(array) for key, array in arrays.items()}
+    problem = array_problems(spec, arrays)
+    if problem is not None:
+        raise ValueError(f"cannot save checkpoint {os.fspath(path)}: {problem}")
+    data = safetensors.numpy.save(arrays, metadata=metadata(spec, arrays))
+    write_atomic(path, data)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` through a temporary file in the same directory."""
+    directory = path.parent
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"cannot save checkpoint {os.fspath(path)}: directory {os.fspath(directory)} "
+            f"does not exist (create it first)"
+        )
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save checkpoint {os.fspath(path)}: it is a directory")
+    temporary = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    # os.open applies the umask to 0o666, so the checkpoint gets ordinary permissions.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def load(path: PathLike) -> tuple[CheckpointSpec, dict[str, np.ndarray]]:
+    """Read and validate a checkpoint: its spec and ``{torch key: array}`` in torch's order.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: an empty, truncated, foreign or altered file, naming the problem.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {os.fspath(path)}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{os.fspath(path)} is a directory, not a checkpoint file")
+    try:
+        with safetensors.safe_open(os.fspath(path), framework="np") as file:
+            meta = file.metadata()
+            spec = spec_from_metadata(meta, path)
+            arrays = {key: np.array(file.get_tensor(key)) for key in file.keys()}
+    except safetensors.SafetensorError as err:
+        raise CheckpointError(path, f"not a readable safetensors file ({err})") from None
+    problem = array_problems(spec, arrays)
+    if problem is not None:
+        raise CheckpointError(path, problem.replace("expected, but", "in the metadata, but"))
+    if tensor_digest(arrays) != meta["sha256"]:
+        raise CheckpointError(
+            path, "tensor data does not match the checksum it was saved with (corrupted or altered)"
+        )
+    return spec, {key: arrays[key] for key in spec.param_shapes()}
