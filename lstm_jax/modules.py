@@ -242,6 +242,9 @@ class LSTMModeler(nn.Module):
 
     def __post_init__(self) -> None:
         self.config  # noqa: B018 - validates the options at construction
+        output_size = self.output_size
+        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
+            raise ValueError(f"output_size must be a positive int, got {output_size!r}")
         super().__post_init__()
 
     @property
@@ -258,8 +261,6 @@ class LSTMModeler(nn.Module):
         )
 
     def setup(self) -> None:
-        if not isinstance(self.output_size, int) or self.output_size < 1:
-            raise ValueError(f"output_size must be a positive int, got {self.output_size!r}")
         self.lstm = LSTM(
             self.hidden_layer_size,
             num_layers=self.num_layers,

@@ -277,6 +277,7 @@ def infer_config(shapes: Mapping[str, Sequence[int]]) -> tuple[LSTMConfig, int |
         raise ValueError(
             f"{first_hh}: expected {config.output_size} columns (hidden_size or proj_size), "
             f"got shape {tuple(shapes[first_hh])}"
+            + ("" if hr is not None else " (a GRU or RNN state dict?)")
         )
     head = shapes.get("linear.weight")
     output_size = int(head[0]) if prefix and head is not None else None

@@ -80,6 +80,11 @@ def params_from_torch(state_dict: Mapping[str, Any], model: Any = None) -> dict[
     shapes = {key: array.shape for key, array in arrays.items()}
     if model is not None:
         input_size = arrays["weight_ih_l0"].shape[-1] if "weight_ih_l0" in arrays else None
+        if input_size is None and not hasattr(model, "output_size"):
+            raise ValueError(
+                f"expected an nn.LSTM state dict (keys 'weight_ih_l0', 'weight_hh_l0', ...) "
+                f"for {type(model).__name__}, got keys {sorted(arrays)[:12]}"
+            )
         expected = expected_shapes(model, input_size)
     else:
         config, output_size = infer_config(shapes)

@@ -70,6 +70,14 @@ class LSTMModeler(nn.Module):
         self.linear = nn.Linear(self.config.num_directions * self.config.output_size, output_size)
         self.hidden_cell = self.zero_hidden_cell()
 
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        # .double(), .to(device) and the like convert the stored hidden_cell with the
+        # parameters, as they would a buffer: a float64 model otherwise starts from
+        # float32 zeros and nn.LSTM refuses the mix.
+        module = super()._apply(fn, recurse)
+        self.hidden_cell = tuple(fn(t) for t in self.hidden_cell)
+        return module
+
     def zero_hidden_cell(self, batch_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Zeros (h, c) of (D*L, B, H_out) and (D*L, B, H) on the model's device and dtype."""
         weight = self.lstm.weight_ih_l0
@@ -97,6 +105,11 @@ class LSTMModeler(nn.Module):
             )
         single_sequence = x.dim() < 3
         if single_sequence:
+            if len(x) == 0:
+                raise ValueError(
+                    f"LSTMModeler: expected at least one time step, got input of shape "
+                    f"{tuple(x.shape)}"
+                )
             # The lecture's view: one sequence of len(x) steps, batch 1.
             x = x.reshape(1, len(x), -1) if config.batch_first else x.reshape(len(x), 1, -1)
         weight = self.lstm.weight_ih_l0
