@@ -28,6 +28,14 @@ _EXPORTS = {
     "load_checkpoint": "lstm_jax.checkpoint",
     "ParityReport": "lstm_jax.compare",
     "compare_with_torch": "lstm_jax.compare",
+    "fit": "lstm_jax.train",
+    "make_train_step": "lstm_jax.train",
+    "as_optax": "lstm_jax.train",
+    "TrainingDiverged": "lstm_jax.errors",
+    "SGD": "lstm_jax.optim",
+    "Adam": "lstm_jax.optim",
+    "AdamW": "lstm_jax.optim",
+    "epoch_orders": "lstm_jax.data",
 }
 
 __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
@@ -44,6 +52,14 @@ __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
     "load_checkpoint",
     "ParityReport",
     "compare_with_torch",
+    "fit",
+    "make_train_step",
+    "as_optax",
+    "TrainingDiverged",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "epoch_orders",
 ]
 
 if TYPE_CHECKING:
@@ -51,8 +67,12 @@ if TYPE_CHECKING:
     from lstm_jax.checkpoint_format import CheckpointError
     from lstm_jax.compare import ParityReport, compare_with_torch
     from lstm_jax.core import CellParams, LSTMState
+    from lstm_jax.data import epoch_orders
+    from lstm_jax.errors import TrainingDiverged
     from lstm_jax.modules import LSTM, Linear, LSTMModeler
+    from lstm_jax.optim import SGD, Adam, AdamW
     from lstm_jax.specs import LSTMConfig
+    from lstm_jax.train import as_optax, fit, make_train_step
     from lstm_jax.transfer import params_from_torch, params_to_torch
 
 

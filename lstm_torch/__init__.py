@@ -1,10 +1,20 @@
 """lstm_torch: the PyTorch reference, the lecture's ``LSTMModeler`` and training loop.
 
-Needs torch, never JAX (it shares only ``lstm_jax.specs`` and ``lstm_jax.checkpoint_format``,
-which import numpy and safetensors alone).
+Needs torch, never JAX (it shares only ``lstm_jax.specs``, ``lstm_jax.checkpoint_format``,
+``lstm_jax.data``, ``lstm_jax.optim`` and ``lstm_jax.errors``, which import numpy and
+safetensors alone).
 """
 
 from lstm_torch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lstm_torch.model import LSTMModeler
+from lstm_torch.train import TrainingDiverged, fit, make_optimizer
 
-__all__ = ["CheckpointError", "LSTMModeler", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "LSTMModeler",
+    "TrainingDiverged",
+    "fit",
+    "load_checkpoint",
+    "make_optimizer",
+    "save_checkpoint",
+]

@@ -1,0 +1,221 @@
+"""The lecture's training loop, generalized: batches, shuffling, optimizers, clipping.
+
+Per step, as the lecture: ``model.zero_grad()`` (and ``optimizer.zero_grad()``),
+``hidden_cell`` reset to zeros for the batch, forward, loss, backward, optional
+gradient clipping, ``optimizer.step()``. A per-epoch loss is the sum of that
+epoch's batch losses (the lecture's ``total_loss``).
+
+Data order and batching come from :mod:`lstm_jax.data` (numpy only), which
+``lstm_jax.fit`` uses too, so both backends see the same batches in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lstm_jax.data import batch_plan, check_positive_int, epoch_orders, prepare_data
+from lstm_jax.errors import TrainingDiverged
+from lstm_jax.optim import SGD, Adam, AdamW, is_spec
+
+
+def make_optimizer(spec: Any, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+    """An :mod:`lstm_jax.optim` spec -> its ``torch.optim`` optimizer over ``params``.
+
+    ``clip_norm`` is not part of a torch optimizer; :func:`fit` applies it.
+    """
+    if isinstance(spec, SGD):
+        return torch.optim.SGD(
+            params,
+            lr=spec.lr,
+            momentum=spec.momentum,
+            dampening=0.0,
+            weight_decay=spec.weight_decay,
+            nesterov=spec.nesterov,
+        )
+    if isinstance(spec, Adam):
+        return torch.optim.Adam(
+            params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay
+        )
+    if isinstance(spec, AdamW):
+        return torch.optim.AdamW(
+            params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay
+        )
+    raise TypeError(
+        f"expected an lstm_jax.optim spec (SGD, Adam, AdamW), got {type(spec).__name__}"
+    )
+
+
+def _loss_function(loss: str) -> Any:
+    if loss == "mse":
+        return nn.MSELoss()
+    return nn.CrossEntropyLoss()
+
+
+def _resolve_optimizer(
+    model: nn.Module, optimizer: Any, clip_norm: float | None
+) -> tuple[torch.optim.Optimizer, float | None]:
+    if is_spec(optimizer):
+        if clip_norm is not None and optimizer.clip_norm is not None:
+            raise ValueError("clip_norm given twice: in the optimizer spec and as an argument")
+        return make_optimizer(optimizer, model.parameters()), (
+            optimizer.clip_norm if clip_norm is None else clip_norm
+        )
+    if isinstance(optimizer, torch.optim.Optimizer):
+        own = {id(p) for p in model.parameters()}
+        listed = [p for group in optimizer.param_groups for p in group["params"]]
+        if not any(id(p) in own for p in listed):
+            raise ValueError(
+                "the torch optimizer holds none of the model's parameters: build it with "
+                "model.parameters() of this model"
+            )
+        return optimizer, clip_norm
+    raise TypeError(
+        f"optimizer: expected a torch.optim.Optimizer or an lstm_jax.optim spec "
+        f"(SGD, Adam, AdamW), got {type(optimizer).__name__}"
+    )
+
+
+def _all_finite(params: list[torch.Tensor]) -> bool:
+    with torch.no_grad():
+        return bool(torch.isfinite(torch.cat([p.reshape(-1) for p in params])).all())
+
+
+def fit(
+    model: nn.Module,
+    xs: Any,
+    ys: Any,
+    *,
+    optimizer: Any,
+    epochs: int,
+    batch_size: int = 1,
+    shuffle_seed: int | None = None,
+    loss: str = "mse",
+    clip_norm: float | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Train ``model`` (an ``lstm_torch.LSTMModeler``) in place; return per-epoch losses.
+
+    Arguments:
+        model: the model; its parameters' dtype and device set those of the batches.
+        xs: (N, T, I) sequences, or (N, I) samples of one step each (-> (N, 1, I)).
+        ys: (N, O) targets for ``"mse"`` ((N,) when O = 1), or (N,) integer labels
+            for ``"cross_entropy"``.
+        optimizer: an :mod:`lstm_jax.optim` spec (``SGD``, ``Adam``, ``AdamW``; the
+            same value configures ``lstm_jax.fit``) or a ``torch.optim.Optimizer``
+            built over ``model.parameters()``.
+        epochs: passes over the data.
+        batch_size: B; batches are (T, B, I) ((B, T, I) with ``batch_first``); the
+            last batch of an epoch has N % B samples when that is not 0.
+        shuffle_seed: None keeps the data order; an int draws one permutation per
+            epoch with ``numpy.random.default_rng(shuffle_seed)`` (as ``lstm_jax.fit``).
+        loss: ``"mse"`` (``nn.MSELoss``, mean) or ``"cross_entropy"`` (mean).
+        clip_norm: for a native optimizer, clip gradients with
+            ``clip_grad_norm_(params, clip_norm)`` before each step (a spec carries
+            its own ``clip_norm``).
+        progress: show a tqdm bar over epochs (it appears after 2 s).
+
+    Returns:
+        (epochs,) float64 per-epoch losses, each the sum of its batch losses.
+
+    Raises:
+        TrainingDiverged: a step gave a non-finite loss or non-finite parameters; the
+            model keeps the parameters from before that step.
+    """
+    if not isinstance(model, nn.Module) or not all(
+        hasattr(model, a) for a in ("lstm", "linear", "zero_hidden_cell")
+    ):
+        raise TypeError(
+            f"model: expected an lstm_torch.LSTMModeler (with lstm, linear and "
+            f"zero_hidden_cell), got {type(model).__name__}"
+        )
+    epochs = check_positive_int("epochs", epochs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    first = params[0]
+    x_np, y_np = prepare_data(
+        xs,
+        ys,
+        loss=loss,
+        input_size=model.lstm.input_size,
+        output_size=model.linear.out_features,
+        dtype=torch.empty((), dtype=first.dtype).numpy().dtype,
+    )
+    plan = batch_plan(len(x_np), batch_size)
+    orders = epoch_orders(plan.n, epochs, shuffle_seed)
+    opt, clip = _resolve_optimizer(model, optimizer, clip_norm)
+    loss_function = _loss_function(loss)
+    batch_first = bool(getattr(model.lstm, "batch_first", False))
+
+    x_all = torch.from_numpy(x_np).to(first.device)
+    y_all = torch.from_numpy(y_np).to(first.device)
+    if loss == "cross_entropy":
+        y_all = y_all.long()
+    last_finite = [torch.empty_like(p) for p in params]
+    losses = np.zeros(epochs)
+    was_training = model.training
+    model.train()
+    try:
+        bar = tqdm(range(epochs), desc="torch fit", unit="epoch", disable=not progress, delay=2)
+        for epoch in bar:
+            total_loss = 0.0
+            for step, index in enumerate(plan.batches(orders[epoch])):
+                idx = torch.from_numpy(index).to(first.device)
+                x = x_all[idx]
+                x = x if batch_first else x.transpose(0, 1).contiguous()
+                y = y_all[idx]
+                model.zero_grad()
+                opt.zero_grad()
+                model.hidden_cell = model.zero_hidden_cell(len(index))
+                y_hat = model(x)
+                batch_loss = loss_function(y_hat, y)
+                value = batch_loss.item()
+                if not math.isfinite(value):
+                    _diverged(model, epoch, step, plan, value, losses, None, params)
+                batch_loss.backward()
+                if clip is not None:
+                    nn.utils.clip_grad_norm_(params, clip)
+                with torch.no_grad():
+                    for keep, p in zip(last_finite, params, strict=True):
+                        keep.copy_(p)
+                opt.step()
+                if not _all_finite(params):
+                    _diverged(model, epoch, step, plan, value, losses, last_finite, params)
+                total_loss += value
+            losses[epoch] = total_loss
+            bar.set_postfix(loss=f"{total_loss:.4g}", refresh=False)
+    finally:
+        model.train(was_training)
+    return losses
+
+
+def _diverged(
+    model: nn.Module,
+    epoch: int,
+    step: int,
+    plan: Any,
+    loss: float,
+    losses: np.ndarray,
+    last_finite: list[torch.Tensor] | None,
+    params: list[torch.Tensor],
+) -> None:
+    """Restore the parameters from before the failing step (when it changed them), raise."""
+    if last_finite is not None:
+        with torch.no_grad():
+            for p, keep in zip(params, last_finite, strict=True):
+                p.copy_(keep)
+    raise TrainingDiverged(
+        epoch=epoch,
+        step=step,
+        global_step=epoch * plan.steps_per_epoch + step,
+        loss=loss,
+        losses=losses[:epoch].copy(),
+        variables={k: v.detach().clone() for k, v in model.state_dict().items()},
+    )
