@@ -35,7 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh
 
+from lstm_jax import parallel
 from lstm_jax.data import batch_plan, check_loss, epoch_orders, prepare_data
 from lstm_jax.errors import TrainingDiverged
 from lstm_jax.optim import is_spec
@@ -100,6 +102,7 @@ def update(
     x: Array,
     y: Array,
     rng: Array | None = None,
+    compute_dtype: Any = None,
 ) -> tuple[PyTree, PyTree, Array]:
     """One training step on one batch.
 
@@ -109,13 +112,25 @@ def update(
         opt_state: ``optimizer``'s state.
         x: (T, B, I) batch ((B, T, I) with ``batch_first``); y: (B, O) or (B,) labels.
         rng: a dropout key (training mode), or None (deterministic).
+        compute_dtype: None computes in the parameters' dtype. A float dtype (e.g.
+            ``jnp.bfloat16``): mixed precision. The forward and backward passes run
+            on ``params`` and ``x`` cast to it (the model cloned with that
+            ``param_dtype``); the prediction is cast back to the parameters'
+            dtype for the loss, so the gradients arrive in that dtype (the cast's
+            transpose) and the optimizer updates the master parameters in it.
 
     Returns:
         (new params, new opt_state, the batch loss before the step).
     """
 
     def objective(p: PyTree) -> Array:
-        return loss_value(loss, predict(model, p, rest, x, rng), y)
+        if compute_dtype is None:
+            return loss_value(loss, predict(model, p, rest, x, rng), y)
+        master = jax.tree.leaves(p)[0].dtype
+        low = jax.tree.map(lambda a: a.astype(compute_dtype), p)
+        forward = model.clone(param_dtype=compute_dtype)
+        prediction = predict(forward, low, rest, x.astype(compute_dtype), rng)
+        return loss_value(loss, prediction.astype(master), y)
 
     value, grads = jax.value_and_grad(objective)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -123,16 +138,18 @@ def update(
 
 
 def make_train_step(
-    model: nn.Module, optimizer: Any, loss: str = "mse"
+    model: nn.Module, optimizer: Any, loss: str = "mse", compute_dtype: Any = None
 ) -> Callable[..., tuple[PyTree, PyTree, Array]]:
     """A jitted ``train_step(variables, opt_state, x, y, rng=None) -> (variables,
     opt_state, loss)`` for a hand-written loop (see :func:`update` for the shapes).
 
     ``optimizer`` is an Optax transformation or an :mod:`lstm_jax.optim` spec; start
     from ``opt_state = lstm_jax.as_optax(optimizer).init(variables["params"])``.
+    ``compute_dtype``: as :func:`fit`'s (e.g. ``jnp.bfloat16``: mixed precision).
     """
     opt = as_optax(optimizer)
     loss = check_loss(loss)
+    compute = _compute_dtype(compute_dtype)
 
     @jax.jit
     def train_step(
@@ -144,7 +161,7 @@ def make_train_step(
     ) -> tuple[PyTree, PyTree, Array]:
         rest = {k: v for k, v in variables.items() if k != "params"}
         params, opt_state, value = update(
-            model, opt, loss, variables["params"], rest, opt_state, x, y, rng
+            model, opt, loss, variables["params"], rest, opt_state, x, y, rng, compute
         )
         return {**rest, "params": params}, opt_state, value
 
@@ -160,7 +177,10 @@ def _select(keep_new: Array, new: PyTree, old: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.where(keep_new, a, b), new, old)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "optimizer", "loss", "batch_size"))
+@functools.partial(
+    jax.jit,
+    static_argnames=("model", "optimizer", "loss", "batch_size", "mesh", "compute_dtype"),
+)
 def _train_run(
     model: nn.Module,
     optimizer: optax.GradientTransformation,
@@ -172,11 +192,15 @@ def _train_run(
     ys: Array,
     orders: Array,
     rng: Array | None,
+    mesh: Mesh | None = None,
+    compute_dtype: np.dtype | None = None,
 ) -> tuple[PyTree, Array, Array, Array]:
     """All epochs of training as one program.
 
     xs (N, T, I), ys (N, O) or (N,), orders (E, N). Returns the last finite params,
     the (E,) per-epoch losses, and the first failing global step (-1: none) and its loss.
+    With a ``mesh``, every batch is split over its ``"batch"`` axis (the rest is
+    replicated, see :mod:`lstm_jax.parallel`).
     """
     n = xs.shape[0]
     full_batches, remainder = divmod(n, batch_size)
@@ -186,11 +210,13 @@ def _train_run(
 
     def guarded_step(carry: tuple, index: Array, global_step: Array) -> tuple:
         params, opt_state, ok, bad_step, bad_loss, total = carry
-        x = xs[index]
+        x, y = xs[index], ys[index]
+        if mesh is not None:
+            x, y = parallel.shard_batch(x, mesh, 0), parallel.shard_batch(y, mesh, 0)
         x = x if batch_first else jnp.swapaxes(x, 0, 1)
         key = None if rng is None else jax.random.fold_in(rng, global_step)
         new_params, new_state, value = update(
-            model, optimizer, loss, params, rest, opt_state, x, ys[index], key
+            model, optimizer, loss, params, rest, opt_state, x, y, key, compute_dtype
         )
         good = jnp.isfinite(value) & _all_finite(new_params)
         first_bad = ok & ~good
@@ -231,6 +257,8 @@ def _train_run(
     )
     epochs = jnp.arange(orders.shape[0], dtype=step_type)
     (params, _, _, bad_step, bad_loss), losses = lax.scan(epoch, init, (orders, epochs))
+    if mesh is not None:
+        params = jax.lax.with_sharding_constraint(params, parallel.replicated(mesh))
     return params, losses, bad_step, bad_loss
 
 
@@ -249,6 +277,19 @@ def _param_dtype(params: PyTree) -> np.dtype:
     return dtype
 
 
+def _compute_dtype(compute_dtype: Any, param_dtype: np.dtype | None = None) -> np.dtype | None:
+    """None, or a float dtype other than the parameters' (theirs is None: plain training)."""
+    if compute_dtype is None:
+        return None
+    try:
+        dtype = np.dtype(compute_dtype)
+    except TypeError as error:
+        raise TypeError(f"compute_dtype: expected a dtype, got {compute_dtype!r}") from error
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"compute_dtype: expected a floating point dtype, got {dtype}")
+    return None if dtype == param_dtype else dtype
+
+
 def fit(
     model: nn.Module,
     variables: Mapping[str, Any],
@@ -261,6 +302,8 @@ def fit(
     shuffle_seed: int | None = None,
     loss: str = "mse",
     rng: Array | None = None,
+    mesh: Mesh | None = None,
+    compute_dtype: Any = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Train an ``lstm_jax.LSTMModeler``; the whole run is one compiled program.
 
@@ -284,6 +327,16 @@ def fit(
         loss: ``"mse"`` or ``"cross_entropy"``, means over the batch as torch's.
         rng: a key for dropout (training mode), folded with the global step; None
             trains deterministically (required for a model with dropout between layers).
+        mesh: None trains on one device. A ``jax.sharding.Mesh`` with an axis named
+            ``"batch"`` (``lstm_jax.parallel.batch_mesh()``, or
+            ``jax.make_mesh((n,), ("batch",))``): data-parallel training, every batch
+            split over that axis, parameters, optimizer state and data replicated,
+            gradients all-reduced by XLA (see :mod:`lstm_jax.parallel`). Every batch,
+            the remainder batch too, must divide among the axis' devices.
+        compute_dtype: None computes in the parameters' dtype. ``jnp.bfloat16`` (any
+            float dtype): mixed precision; forward and backward in that dtype, loss,
+            gradients, optimizer state and the returned (master) parameters in the
+            parameters' dtype (see :func:`update`).
 
     Returns:
         (trained variables, (epochs,) float64 per-epoch losses, each the sum of
@@ -322,17 +375,20 @@ def fit(
             "with it (training mode, as torch's model.train())"
         )
     rest = {k: v for k, v in variables.items() if k != "params"}
+    compute_dtype = _compute_dtype(compute_dtype, dtype)
+    data = (params, rest, x, y, orders.astype(np.int32), rng if dropout else None)
+    if mesh is not None:
+        parallel.check_divisible(plan.n, plan.batch_size, parallel.check_mesh(mesh))
+        mesh = parallel.auto_mesh(mesh)
+        data = parallel.replicate(data, mesh)
     new_params, losses, bad_step, bad_loss = _train_run(
         model,
         opt,
         loss,
         plan.batch_size,
-        params,
-        rest,
-        jnp.asarray(x),
-        jnp.asarray(y),
-        jnp.asarray(orders, jnp.int32),
-        rng if dropout else None,
+        *data,
+        mesh,
+        compute_dtype,
     )
     trained = {**rest, "params": new_params}
     losses = np.asarray(losses, dtype=np.float64)

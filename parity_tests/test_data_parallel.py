@@ -1,0 +1,167 @@
+"""Data-parallel ``lstm_jax.fit(..., mesh=)`` on 8 simulated CPU devices.
+
+XLA reads ``--xla_force_host_platform_device_count`` when JAX starts, so the
+runs happen in a fresh subprocess. The reference is the same ``fit`` on one
+device (whose parity with torch ``test_training_parity`` establishes): the mesh
+run must give the same losses and parameters within float32 training
+tolerance (the gradient sums are ordered differently), keep the parameters
+replicated, and really partition the program (an all-reduce in the compiled
+training run, absent from the one-device run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_jax.tolerances import TRAINING, scaled_error
+
+ROOT = Path(__file__).resolve().parents[1]
+F32 = np.dtype(np.float32)
+DEVICES = 8
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    import lstm_jax
+    from lstm_jax.parallel import batch_mesh
+
+    out = sys.argv[1]
+    assert jax.device_count() == 8, jax.devices()
+    rng = np.random.default_rng(0)
+    # N = 56 in batches of 16: three full batches and a remainder of 8 per epoch.
+    xs = rng.standard_normal((56, 12, 3)).astype(np.float32)
+    ys = np.tanh(xs[:, -3:, 0].sum(1, keepdims=True)).astype(np.float32)
+    model = lstm_jax.LSTMModeler(3, 16, 1, num_layers=2)
+    variables = model.init(jax.random.key(0), xs[0])
+    options = dict(optimizer=lstm_jax.Adam(0.003), epochs=8, batch_size=16, shuffle_seed=0)
+    result = {}
+    with jax.default_matmul_precision("highest"):
+        for name, mesh in (
+            ("one", None),
+            ("mesh", batch_mesh()),
+            ("explicit", jax.make_mesh((8,), ("batch",))),  # Explicit axes by default
+        ):
+            trained, losses = lstm_jax.fit(model, variables, xs, ys, mesh=mesh, **options)
+            flat = lstm_jax.params_to_torch(trained)
+            result[name] = {"losses": losses.tolist(), **{k: v.tolist() for k, v in flat.items()}}
+            leaf = jax.tree.leaves(trained)[0]
+            sharding = leaf.sharding
+            result[name + "_sharding"] = [sharding.is_fully_replicated, len(sharding.device_set)]
+        errors = {}
+        for label, kwargs in (
+            ("batch", dict(xs=xs, ys=ys, batch_size=12)),
+            ("remainder", dict(xs=xs[:52], ys=ys[:52], batch_size=16)),
+            ("axis", dict(xs=xs, ys=ys, batch_size=16, mesh=jax.make_mesh((8,), ("data",)))),
+            ("type", dict(xs=xs, ys=ys, batch_size=16, mesh="batch")),
+        ):
+            kwargs.setdefault("mesh", batch_mesh())
+            try:
+                lstm_jax.fit(model, variables, kwargs.pop("xs"), kwargs.pop("ys"),
+                             optimizer=lstm_jax.SGD(0.1), epochs=1, **kwargs)
+                errors[label] = None
+            except (ValueError, TypeError) as error:
+                errors[label] = [type(error).__name__, str(error)]
+        result["errors"] = errors
+    json.dump(result, open(out, "w"))
+    """
+)
+
+
+def run_worker(tmp_path: Path) -> tuple[dict, Path]:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    dump = tmp_path / "hlo"
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES} "
+        f"--xla_dump_to={dump} --xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*train_run.*",
+    }
+    out = tmp_path / "result.json"
+    python([str(script), str(out)], env, tmp_path)
+    return json.loads(out.read_text()), dump
+
+
+def python(argv: list[str], env: dict[str, str], cwd: Path) -> str:
+    """Run ``python *argv`` in a fresh process; its stdout (it must succeed)."""
+    result = subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    return run_worker(tmp_path_factory.mktemp("data_parallel"))
+
+
+@pytest.mark.parametrize("mesh", ["mesh", "explicit"])
+def test_mesh_run_matches_one_device(worker: tuple[dict, Path], mesh: str) -> None:
+    result, _ = worker
+    one, many = result["one"], result[mesh]
+    assert one.keys() == many.keys()
+    losses = np.array(one["losses"])
+    assert losses[-1] < 0.8 * losses[0]  # it trains
+    for key in one:
+        err = scaled_error(np.array(many[key]), np.array(one[key]))
+        assert err <= TRAINING[F32], f"{mesh} {key}: scaled error {err:.3g}"
+    # One device is not bitwise the mesh: the runs did differ in summation order.
+    assert any(one[k] != many[k] for k in one if k != "losses")
+
+
+def test_parameters_stay_replicated(worker: tuple[dict, Path]) -> None:
+    result, _ = worker
+    assert result["mesh_sharding"] == [True, DEVICES]
+    assert result["explicit_sharding"] == [True, DEVICES]
+    assert result["one_sharding"] == [True, 1]
+
+
+def test_the_program_is_partitioned(worker: tuple[dict, Path]) -> None:
+    """XLA inserted the gradient all-reduce in the mesh runs, not in the one-device run;
+    each device's LSTM matmuls see 16 / 8 = 2 rows of the batch."""
+    _, dump = worker
+    programs = [p.read_text() for p in sorted(dump.glob("*train_run*after_optimizations.txt"))]
+    reduced = ["all-reduce(" in text for text in programs]
+    assert sorted(set(reduced)) == [False, True], sorted(p.name for p in dump.iterdir())[:20]
+    for text, partitioned in zip(programs, reduced, strict=True):
+        # The recurrent product h @ W_hh^T: (B_local, H) x (H, 4H) -> (B_local, 64).
+        rows = {int(m) for m in re.findall(r"f32\[(\d+),64\]\{1,0\} dot\(", text)}
+        assert (2 in rows) == partitioned, rows
+        assert (16 in rows) != partitioned, rows
+
+
+def test_batches_that_do_not_divide_are_a_clear_error(worker: tuple[dict, Path]) -> None:
+    errors = worker[0]["errors"]
+    kind, message = errors["batch"]
+    assert kind == "ValueError"
+    assert "batch_size of 12 samples does not divide among the mesh's 8 devices" in message
+    kind, message = errors["remainder"]
+    assert kind == "ValueError"
+    assert "remainder" in message and "4 samples" in message and "8 devices" in message
+    kind, message = errors["axis"]
+    assert kind == "ValueError" and "axis named 'batch'" in message and "data" in message
+    kind, message = errors["type"]
+    assert kind == "TypeError" and "jax.sharding.Mesh" in message
+
+
+def test_data_parallel_example_tiny(tmp_path: Path) -> None:
+    """``examples/data_parallel.py`` sets up the simulated devices itself."""
+    argv = ["--samples", "64", "--batch-size", "16", "--epochs", "2", "--repeats", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = python([str(ROOT / "examples" / "data_parallel.py"), *argv], env, tmp_path)
+    assert "8 cpu device(s) (simulated)" in out, out
+    errors = re.search(r"losses scaled error (\S+), parameters (\S+)", out)
+    assert errors, out
+    assert float(errors[1]) <= TRAINING[F32] and float(errors[2]) <= TRAINING[F32], out
+    rates = re.findall(r"^(?:one device|mesh of 8)\s+\S+\s+\S+\s+(\d+)\s*$", out, flags=re.M)
+    assert len(rates) == 2 and all(int(r) > 0 for r in rates), out
