@@ -1,7 +1,10 @@
 """The LSTM as pure functions over pytrees, in PyTorch's layout.
 
 All math of the project lives here once; the Flax modules only declare
-parameters and call :func:`lstm`.
+parameters and call :func:`lstm`. The time loop of a layer (:func:`lstm_layer`)
+runs in :mod:`lstm_jax.recurrence`, which writes the same step in the shape that
+is fast to run and to differentiate (one fused matmul per step, a hand-written
+backward pass, cuDNN on GPUs).
 
 Shapes (time-major): ``x`` (T, B, I); states ``h`` (B, H_out), ``c`` (B, H);
 per layer and direction the weights are, as in ``torch.nn.LSTM``::
@@ -26,8 +29,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
+from lstm_jax import recurrence
 from lstm_jax.specs import DIRECTION_SUFFIXES, LSTMConfig
 
 Array = jax.Array
@@ -112,39 +115,35 @@ def lstm_layer(
     *,
     seq_lengths: Array | None = None,
     unroll: int = 1,
+    impl: str = "auto",
+    remat: int = 0,
 ) -> tuple[Array, LSTMState]:
-    """Run one direction of one layer over time with ``lax.scan``.
+    """Run one direction of one layer over time.
 
     Arguments:
         x: (T, B, I) time-major input.
         state: initial ``LSTMState`` ((B, H_out), (B, H)).
         seq_lengths: optional (B,) valid lengths; steps at or past a row's
             length leave its state unchanged and output zeros.
+        unroll: ``lax.scan`` unroll factor.
+        impl: ``"auto"``, ``"scan"``, ``"custom_vjp"`` or ``"cudnn"``: how the
+            recurrence runs and is differentiated (see :mod:`lstm_jax.recurrence`;
+            ``"scan"`` is the one that supports forward-mode autodiff).
+        remat: K > 0 rematerializes in chunks of K steps: training memory
+            O(T/K + K) states instead of O(T), for about one more forward pass.
 
     Returns:
         outputs (T, B, H_out) and the final state (at each row's last valid step).
     """
-    x_proj = input_projection(p, x)  # (T, B, 4H): one matmul for all steps
-
-    if seq_lengths is None:
-
-        def step(carry: LSTMState, xp: Array) -> tuple[LSTMState, Array]:
-            new = cell_from_projection(p, carry, xp)
-            return new, new.h
-
-        final, outputs = lax.scan(step, state, x_proj, unroll=unroll)
-        return outputs, final
-
-    def masked_step(carry: LSTMState, inputs: tuple[Array, Array]) -> tuple[LSTMState, Array]:
-        xp, t = inputs
-        new = cell_from_projection(p, carry, xp)
-        valid = (t < seq_lengths)[:, None]
-        kept = LSTMState(jnp.where(valid, new.h, carry.h), jnp.where(valid, new.c, carry.c))
-        return kept, jnp.where(valid, new.h, jnp.zeros_like(new.h))
-
-    steps = jnp.arange(x.shape[0])
-    final, outputs = lax.scan(masked_step, state, (x_proj, steps), unroll=unroll)
-    return outputs, final
+    if seq_lengths is not None:
+        # Zero the padding before it meets the weights: torch's packed LSTM never reads it,
+        # and a NaN or inf there would otherwise reach the weight gradients (0 * NaN = NaN).
+        valid_steps = jnp.arange(x.shape[0])[:, None] < seq_lengths[None, :]  # (T, B)
+        x = jnp.where(valid_steps[..., None], x, jnp.zeros((), x.dtype))
+    outputs, (h, c) = recurrence.run(
+        p, x, state, seq_lengths, unroll=unroll, impl=impl, remat=remat
+    )
+    return outputs, LSTMState(h, c)
 
 
 def zero_state(config: LSTMConfig, batch_size: int, dtype: jnp.dtype) -> LSTMState:
@@ -172,6 +171,8 @@ def lstm(
     seq_lengths: Array | None = None,
     dropout_rng: Array | None = None,
     unroll: int = 1,
+    impl: str = "auto",
+    remat: int = 0,
 ) -> tuple[Array, LSTMState]:
     """A stack of (bi)directional LSTM layers, exactly ``torch.nn.LSTM``'s forward.
 
@@ -183,14 +184,18 @@ def lstm(
         seq_lengths: optional (B,) lengths, padding at the end (packed-sequence semantics).
         dropout_rng: a PRNG key to apply ``config.dropout`` between layers
             (training mode); None means eval mode (no dropout).
+        unroll, impl, remat: speed and memory knobs of each layer, see :func:`lstm_layer`;
+            the results do not depend on them (up to float rounding).
 
     Returns:
         output (T, B, D*H_out) of the last layer, and ``LSTMState(h_n, c_n)``
         of shapes (D*L, B, H_out) and (D*L, B, H), ordered ``layer * D + direction``.
     """
+    recurrence.check_options(impl, remat, unroll)
     D = config.num_directions
     if initial_state is None:
         initial_state = zero_state(config, x.shape[1], x.dtype)
+    knobs = {"unroll": unroll, "impl": impl, "remat": remat}
     h_n, c_n = [], []
     layer_input = x
     for layer in range(config.num_layers):
@@ -203,14 +208,10 @@ def lstm(
             state = LSTMState(initial_state.h[index], initial_state.c[index])
             p = cell_params(params, layer, direction)
             if direction == 0:
-                out, final = lstm_layer(
-                    p, layer_input, state, seq_lengths=seq_lengths, unroll=unroll
-                )
+                out, final = lstm_layer(p, layer_input, state, seq_lengths=seq_lengths, **knobs)
             else:
                 reversed_input = reverse_padded(layer_input, seq_lengths)
-                out, final = lstm_layer(
-                    p, reversed_input, state, seq_lengths=seq_lengths, unroll=unroll
-                )
+                out, final = lstm_layer(p, reversed_input, state, seq_lengths=seq_lengths, **knobs)
                 out = reverse_padded(out, seq_lengths)
             outputs.append(out)
             h_n.append(final.h)

@@ -17,6 +17,7 @@ import numpy as np
 from lstm_jax import core
 from lstm_jax.core import LSTMState
 from lstm_jax.init import linear_init, lstm_init
+from lstm_jax.recurrence import check_options
 from lstm_jax.specs import (
     InputLayout,
     LSTMConfig,
@@ -70,6 +71,12 @@ class LSTM(nn.Module):
         proj_size: P > 0 projects h to size P with ``weight_hr``; H_out = P or H.
         param_dtype: dtype of the parameters created by ``init``.
         unroll: ``lax.scan`` unroll factor (a speed knob; results are the same).
+        impl: how each layer's recurrence runs: ``"auto"`` (cuDNN on an NVIDIA GPU,
+            else a scan with a hand-written backward), ``"scan"`` (plain JAX
+            autodiff; the one that supports ``jax.jvp``), ``"custom_vjp"`` or
+            ``"cudnn"``; see :mod:`lstm_jax.recurrence`. Results are the same.
+        remat: K > 0 rematerializes each layer in chunks of K steps when
+            differentiated: training memory O(T/K + K) states instead of O(T).
 
     Parameters (``variables["params"]``), for layer k and suffix ``""`` or ``"_reverse"``:
         ``weight_ih_l{k}`` (4H, I or D*H_out), ``weight_hh_l{k}`` (4H, H_out),
@@ -97,9 +104,12 @@ class LSTM(nn.Module):
     proj_size: int = 0
     param_dtype: Any = jnp.float32
     unroll: int = 1
+    impl: str = "auto"
+    remat: int = 0
 
     def __post_init__(self) -> None:
         self.config  # noqa: B018 - validates the options at construction, as torch does
+        check_options(self.impl, self.remat, self.unroll)
         super().__post_init__()
 
     @property
@@ -165,7 +175,15 @@ class LSTM(nn.Module):
         use_dropout = not deterministic and config.dropout > 0 and config.num_layers > 1
         rng = self.make_rng("dropout") if use_dropout else None
         out, final = core.lstm(
-            params, x, state, config, seq_lengths=lengths, dropout_rng=rng, unroll=self.unroll
+            params,
+            x,
+            state,
+            config,
+            seq_lengths=lengths,
+            dropout_rng=rng,
+            unroll=self.unroll,
+            impl=self.impl,
+            remat=self.remat,
         )
 
         if not batched:
@@ -212,6 +230,8 @@ class LSTMModeler(nn.Module):
 
     Submodules ``lstm`` (:class:`LSTM`) and ``linear`` (head of shape (O, D*H_out)),
     so ``variables["params"]`` flattens on "." to torch's ``state_dict`` keys.
+    The LSTM options (and the speed knobs ``unroll``, ``impl``, ``remat``) are
+    :class:`LSTM`'s.
 
     Call ``(x, hidden_cell=None, *, deterministic=True, seq_lengths=None)``:
         x: as the lecture's ``forward``: a 1-D (T,) or 2-D (T, I) input is one
@@ -239,9 +259,12 @@ class LSTMModeler(nn.Module):
     proj_size: int = 0
     param_dtype: Any = jnp.float32
     unroll: int = 1
+    impl: str = "auto"
+    remat: int = 0
 
     def __post_init__(self) -> None:
         self.config  # noqa: B018 - validates the options at construction
+        check_options(self.impl, self.remat, self.unroll, "LSTMModeler")
         output_size = self.output_size
         if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
             raise ValueError(f"output_size must be a positive int, got {output_size!r}")
@@ -271,6 +294,8 @@ class LSTMModeler(nn.Module):
             proj_size=self.proj_size,
             param_dtype=self.param_dtype,
             unroll=self.unroll,
+            impl=self.impl,
+            remat=self.remat,
         )
         self.linear = Linear(self.output_size, param_dtype=self.param_dtype)
 
