@@ -36,6 +36,9 @@ _EXPORTS = {
     "Adam": "lstm_jax.optim",
     "AdamW": "lstm_jax.optim",
     "epoch_orders": "lstm_jax.data",
+    "find_nonfinite": "lstm_jax.checks",
+    "check_finite": "lstm_jax.checks",
+    "NonFinite": "lstm_jax.checks",
 }
 
 __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
@@ -60,11 +63,15 @@ __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
     "Adam",
     "AdamW",
     "epoch_orders",
+    "find_nonfinite",
+    "check_finite",
+    "NonFinite",
 ]
 
 if TYPE_CHECKING:
     from lstm_jax.checkpoint import load_checkpoint, save_checkpoint
     from lstm_jax.checkpoint_format import CheckpointError
+    from lstm_jax.checks import NonFinite, check_finite, find_nonfinite
     from lstm_jax.compare import ParityReport, compare_with_torch
     from lstm_jax.core import CellParams, LSTMState
     from lstm_jax.data import epoch_orders

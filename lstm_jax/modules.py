@@ -24,6 +24,7 @@ from lstm_jax.specs import (
     check_input,
     check_param_shapes,
     check_seq_lengths,
+    check_seq_lengths_layout,
     check_state,
 )
 
@@ -47,6 +48,17 @@ def _as_state(initial_state: StateLike, who: str) -> LSTMState:
         if not _is_floating(_dtype_of(v)):
             raise TypeError(f"{who}: expected a floating point {name}, got dtype {_dtype_of(v)}")
     return LSTMState(jnp.asarray(h), jnp.asarray(c))
+
+
+def _check_param_dtype(param_dtype: Any, who: str) -> None:
+    try:
+        dtype = np.dtype(param_dtype)
+    except TypeError:
+        raise TypeError(
+            f"{who}: expected a floating point param_dtype, got {param_dtype!r}"
+        ) from None
+    if not _is_floating(dtype):
+        raise TypeError(f"{who}: expected a floating point param_dtype, got {dtype}")
 
 
 def _concrete_or_none(x: Any) -> np.ndarray | None:
@@ -110,6 +122,7 @@ class LSTM(nn.Module):
     def __post_init__(self) -> None:
         self.config  # noqa: B018 - validates the options at construction, as torch does
         check_options(self.impl, self.remat, self.unroll)
+        _check_param_dtype(self.param_dtype, "LSTM")
         super().__post_init__()
 
     @property
@@ -157,7 +170,7 @@ class LSTM(nn.Module):
         if initial_state is not None:
             state = _as_state(initial_state, "LSTM")
             check_state(config, layout, state.h.shape, state.c.shape)
-        lengths = self._lengths(seq_lengths, layout)
+        lengths, lengths_checked = self._lengths(seq_lengths, layout)
         params = self._params(input_size)
 
         compute_dtype = jnp.result_type(dtype, self.param_dtype)
@@ -185,6 +198,8 @@ class LSTM(nn.Module):
             impl=self.impl,
             remat=self.remat,
         )
+        if not lengths_checked:
+            out, final = _poison_invalid_rows(out, final, lengths, layout.seq_len)
 
         if not batched:
             return out[:, 0], LSTMState(final.h[:, 0], final.c[:, 0])
@@ -193,16 +208,34 @@ class LSTM(nn.Module):
         return out, final
 
     @staticmethod
-    def _lengths(seq_lengths: Any, layout: InputLayout) -> jax.Array | None:
+    def _lengths(seq_lengths: Any, layout: InputLayout) -> tuple[jax.Array | None, bool]:
+        """The lengths as (B,) int32, and whether their values were checked.
+
+        Under ``jax.jit`` traced lengths have no values to check: only their shape
+        and dtype are; rows whose length falls outside [1, T] then come out NaN.
+        """
         if seq_lengths is None:
-            return None
-        dtype = _dtype_of(seq_lengths)
-        if not jnp.issubdtype(dtype, jnp.integer):
-            raise TypeError(f"LSTM: expected integer seq_lengths, got dtype {dtype}")
+            return None, True
+        if isinstance(seq_lengths, list | tuple):
+            seq_lengths = jnp.asarray(seq_lengths)  # stacks traced scalars too (a list under jit)
         value = _concrete_or_none(seq_lengths)
         if value is not None:
-            check_seq_lengths(np.atleast_1d(value).tolist(), layout)
-        return jnp.atleast_1d(jnp.asarray(seq_lengths, jnp.int32))
+            check_seq_lengths(value, layout)
+        else:
+            check_seq_lengths_layout(np.shape(seq_lengths), _dtype_of(seq_lengths), layout)
+        return jnp.atleast_1d(jnp.asarray(seq_lengths, jnp.int32)), value is not None
+
+
+def _poison_invalid_rows(
+    out: jax.Array, final: LSTMState, lengths: jax.Array, seq_len: int
+) -> tuple[jax.Array, LSTMState]:
+    """NaN in every row whose (traced, unchecked) length lies outside [1, T], so a bad
+    length shows up in the results instead of silently reading padding or wrapping."""
+    bad = (lengths < 1) | (lengths > seq_len)  # (B,)
+    nan = jnp.array(jnp.nan, out.dtype)
+    return jnp.where(bad[None, :, None], nan, out), LSTMState(
+        jnp.where(bad[None, :, None], nan, final.h), jnp.where(bad[None, :, None], nan, final.c)
+    )
 
 
 class Linear(nn.Module):
@@ -268,6 +301,7 @@ class LSTMModeler(nn.Module):
         output_size = self.output_size
         if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
             raise ValueError(f"output_size must be a positive int, got {output_size!r}")
+        _check_param_dtype(self.param_dtype, "LSTMModeler")
         super().__post_init__()
 
     @property

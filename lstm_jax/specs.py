@@ -21,6 +21,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 DIRECTION_SUFFIXES = ("", "_reverse")
 
 
@@ -192,16 +194,35 @@ def check_state(
             )
 
 
-def check_seq_lengths(lengths: Sequence[int], layout: InputLayout, who: str = "LSTM") -> None:
-    """Check one length per batch row, each in [1, T] (padding at the end)."""
+def check_seq_lengths_layout(
+    shape: Sequence[int], dtype: object, layout: InputLayout, who: str = "LSTM"
+) -> None:
+    """Check what is known of ``seq_lengths`` even when its values are not (under
+    ``jax.jit``): one integer length per batch row, as a (B,) array (or a scalar for B=1)."""
     n = 1 if layout.batch_size is None else layout.batch_size
-    lengths = [int(v) for v in lengths]
-    if len(lengths) != n:
-        raise ValueError(f"{who}: expected {n} seq_lengths (one per batch row), got {len(lengths)}")
-    bad = [v for v in lengths if not 1 <= v <= layout.seq_len]
-    if bad:
+    shape = tuple(shape)
+    if len(shape) > 1:
+        raise ValueError(f"{who}: expected seq_lengths of shape ({n},), got shape {shape}")
+    count = shape[0] if shape else 1
+    if count != n:
+        raise ValueError(f"{who}: expected {n} seq_lengths (one per batch row), got {count}")
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.integer):
+        raise TypeError(f"{who}: expected integer seq_lengths, got dtype {dtype}")
+
+
+def check_seq_lengths(lengths: object, layout: InputLayout, who: str = "LSTM") -> None:
+    """Check one integer length per batch row, each in [1, T] (padding at the end).
+
+    ``lengths`` is any array-like of known values (a list, numpy array, ``tensor.tolist()``).
+    """
+    values = np.asarray(lengths)
+    check_seq_lengths_layout(values.shape, values.dtype, layout, who)
+    bad = (values < 1) | (values > layout.seq_len)
+    if np.any(bad):
         raise ValueError(
-            f"{who}: every seq_length must be in [1, T={layout.seq_len}], got {lengths}"
+            f"{who}: every seq_length must be in [1, T={layout.seq_len}], "
+            f"got {np.atleast_1d(values).tolist()}"
         )
 
 

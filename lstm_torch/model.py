@@ -78,6 +78,17 @@ class LSTMModeler(nn.Module):
         self.hidden_cell = tuple(fn(t) for t in self.hidden_cell)
         return module
 
+    def load_state_dict(self, state_dict, strict=True, assign=False):  # type: ignore[no-untyped-def]
+        """``nn.Module.load_state_dict``, all or nothing: torch's copies every parameter
+        that fits before it raises for those that do not (a model half old, half new);
+        here a failed load puts the old values back and raises torch's error unchanged."""
+        backup = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except BaseException:
+            super().load_state_dict(backup, strict=True, assign=assign)
+            raise
+
     def zero_hidden_cell(self, batch_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Zeros (h, c) of (D*L, B, H_out) and (D*L, B, H) on the model's device and dtype."""
         weight = self.lstm.weight_ih_l0
@@ -86,6 +97,27 @@ class LSTMModeler(nn.Module):
             torch.zeros(h_shape, dtype=weight.dtype, device=weight.device),
             torch.zeros(c_shape, dtype=weight.dtype, device=weight.device),
         )
+
+    def _stored_state(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``hidden_cell`` checked to be a pair of tensors of the parameters' dtype and device."""
+        state = self.hidden_cell
+        if not isinstance(state, tuple | list) or len(state) != 2:
+            got = f"a {type(state).__name__}" + (
+                f" of {len(state)}" if isinstance(state, tuple | list) else ""
+            )
+            raise TypeError(f"LSTMModeler: expected hidden_cell as a pair (h, c), got {got}")
+        for name, t in zip(("h", "c"), state, strict=True):
+            if not isinstance(t, torch.Tensor) or t.dtype != weight.dtype:
+                raise TypeError(
+                    f"LSTMModeler: expected hidden_cell {name} of dtype {weight.dtype} (the "
+                    f"parameters'), got {getattr(t, 'dtype', type(t).__name__)}"
+                )
+            if t.device != weight.device:
+                raise ValueError(
+                    f"LSTMModeler: expected hidden_cell {name} on device {weight.device} (the "
+                    f"parameters'), got {t.device}"
+                )
+        return state[0], state[1]
 
     def forward(self, x: torch.Tensor, seq_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x: (T,), (T, I) [one sequence] or (T, B, I) [(B, T, I) batch_first] -> (O,) or (B, O).
@@ -118,10 +150,15 @@ class LSTMModeler(nn.Module):
                 f"LSTMModeler: expected input of dtype {weight.dtype} (the parameters'), "
                 f"got {x.dtype}"
             )
+        if x.device != weight.device:
+            raise ValueError(
+                f"LSTMModeler: expected input on device {weight.device} (the parameters'), "
+                f"got {x.device}"
+            )
         layout = check_input(
             config, tuple(x.shape), str(x.dtype), True, config.input_size, "LSTMModeler"
         )
-        h, c = self.hidden_cell
+        h, c = self._stored_state(weight)
         if h.dim() == 3 and h.shape[1] == 1 and c.shape[1] == 1 and layout.batch_size != 1:
             h = h.expand(h.shape[0], layout.batch_size, h.shape[2]).contiguous()
             c = c.expand(c.shape[0], layout.batch_size, c.shape[2]).contiguous()
@@ -132,8 +169,9 @@ class LSTMModeler(nn.Module):
             time_major = lstm_out.transpose(0, 1) if config.batch_first else lstm_out
             last = time_major[-1]
         else:
-            lengths = torch.as_tensor(seq_lengths).reshape(-1).cpu()
+            lengths = torch.as_tensor(seq_lengths).cpu()
             check_seq_lengths(lengths.tolist(), layout, "LSTMModeler")
+            lengths = lengths.reshape(-1)  # a scalar for a single sequence
             packed = nn.utils.rnn.pack_padded_sequence(
                 x, lengths, batch_first=config.batch_first, enforce_sorted=False
             )

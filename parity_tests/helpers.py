@@ -378,9 +378,11 @@ def jax_loss_grads(
     variables: dict,
     inputs: Mapping[str, np.ndarray],
     cotangents: Mapping[str, np.ndarray],
+    *,
+    compiler_options: Mapping[str, object] | None = None,
 ) -> tuple[Arrays, Arrays]:
     """Differentiate ``sum_k <fn(variables, inputs)[k], cotangents[k]>`` with one
-    ``jax.jit``-compiled ``value_and_grad``.
+    ``jax.jit``-compiled ``value_and_grad`` (``compiler_options`` go to XLA).
 
     Returns:
         the outputs and the gradients: of every parameter under its flattened
@@ -391,7 +393,9 @@ def jax_loss_grads(
         outputs = dict(fn(variables, inputs))
         return sum(jnp.vdot(outputs[k], cotangents[k]) for k in outputs), outputs
 
-    grad_fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+    grad_fn = jax.jit(
+        jax.value_and_grad(loss, argnums=(0, 1), has_aux=True), compiler_options=compiler_options
+    )
     inputs = {k: jnp.asarray(v) for k, v in inputs.items()}
     (_, outputs), (g_vars, g_inputs) = grad_fn(variables, inputs, dict(cotangents))
     grads = {k: np.asarray(v) for k, v in flatten(g_vars["params"]).items()}

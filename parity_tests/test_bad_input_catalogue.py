@@ -1,0 +1,871 @@
+"""The catalogue of user mistakes: what each gives on each backend (README's table).
+
+Every entry runs its mistake on the JAX side and on the torch side and checks the
+exception's exact type and a message excerpt that names what was expected and what
+came. JAX calls run eagerly and under ``jax.jit``: the error must be ours (a plain
+ValueError/TypeError raised before XLA sees anything), never a JAX error. Mistakes
+that touch stored state (weight loading, checkpoints) must leave it as it was.
+``README.md``'s section "Bad input: what each mistake gives" is this catalogue,
+row for row (:func:`test_readme_table_is_this_catalogue`). Exhaustive variants of
+the shape and option checks live in ``test_bad_input.py`` and ``test_checkpoint.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import safetensors.numpy
+import torch
+
+import lstm_jax
+import lstm_torch
+
+ROOT = Path(__file__).resolve().parents[1]
+T, B, I, H, P = 5, 2, 3, 4, 2
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one backend does with a mistake: ``run(jit)`` makes it (``jit`` only matters
+    for JAX calls that can be traced); ``error`` None means it is accepted (``excerpt``
+    then says what happens instead). ``excerpt``: text the message holds, or a tuple of
+    texts it holds in that order."""
+
+    run: Callable[[bool], object] | None  # None: no such thing on this backend
+    error: type[BaseException] | None
+    excerpt: str | tuple[str, ...]
+    jit: bool = False  # also run under jax.jit
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return (self.excerpt,) if isinstance(self.excerpt, str) else self.excerpt
+
+    def matches(self, message: str) -> bool:
+        position = 0
+        for part in self.parts:
+            position = message.find(part, position)
+            if position < 0:
+                return False
+            position += len(part)
+        return True
+
+    def cell(self) -> str:
+        text = " … ".join(self.parts)
+        if self.run is None:
+            return text
+        if self.error is None:
+            return f"no error: {text}"
+        return f"`{self.error.__name__}`: {text}"
+
+
+NOT_APPLICABLE = Outcome(None, None, "(no such option)")
+
+
+# --- models and data the mistakes are made with -------------------------------------------
+
+
+@functools.cache
+def torch_modeler(**options: object) -> lstm_torch.LSTMModeler:
+    torch.manual_seed(0)
+    return lstm_torch.LSTMModeler(I, H, 1, **options)
+
+
+def fresh_torch_modeler(**options: object) -> lstm_torch.LSTMModeler:
+    model = torch_modeler(**options)
+    model.hidden_cell = model.zero_hidden_cell()
+    return model
+
+
+@functools.cache
+def jax_lstm(**options: object) -> tuple[lstm_jax.LSTM, dict]:
+    torch.manual_seed(0)
+    sd = torch.nn.LSTM(I, H, **options).state_dict()
+    return lstm_jax.LSTM(H, **options), lstm_jax.params_from_torch(sd)
+
+
+def zeros(*shape: int, dtype: object = np.float32) -> np.ndarray:
+    return np.zeros(shape, dtype)
+
+
+def jax_call(x: np.ndarray, state: object = None, lengths: object = None, **options: object):
+    """``run(jit)`` of ``lstm_jax.LSTM(H, **options).apply(v, x, state, seq_lengths=...)``."""
+
+    def run(jit: bool) -> object:
+        model, variables = jax_lstm(**options)
+
+        def apply(v, x, state, lengths):
+            return model.apply(v, x, state, seq_lengths=lengths)
+
+        return (jax.jit(apply) if jit else apply)(variables, x, state, lengths)
+
+    return run
+
+
+def torch_call(x: np.ndarray, hidden_cell: object = None, lengths: object = None, **options):
+    """``run(_)`` of ``lstm_torch.LSTMModeler(I, H, 1, **options)(x, seq_lengths)``."""
+
+    def run(_: bool) -> object:
+        model = fresh_torch_modeler(**options)
+        if hidden_cell is not None:
+            model.hidden_cell = hidden_cell
+        xt = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+        with torch.no_grad():
+            return model(xt, None if lengths is None else torch.as_tensor(lengths))
+
+    return run
+
+
+def construct(make: Callable[[], object]) -> Callable[[bool], object]:
+    return lambda _: make()
+
+
+def t(*arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(a) for a in arrays)
+
+
+TWO_DEVICES = """
+import json, jax, numpy as np, lstm_jax
+d0, d1 = jax.devices()
+model = lstm_jax.LSTM(4)
+x = np.zeros((5, 2, 3), np.float32)
+variables = jax.device_put(model.init(jax.random.key(0), x), d0)
+found = []
+for apply in (model.apply, jax.jit(model.apply)):
+    try:
+        apply(variables, jax.device_put(x, d1))
+        found.append(None)
+    except Exception as err:
+        found.append([type(err).__module__, type(err).__name__, str(err)])
+print(json.dumps(found))
+"""
+
+
+def jax_on_two_devices() -> None:
+    """Params on CPU device 0, input on device 1, eager and jitted, in a subprocess that
+    splits the CPU into two devices; re-raise what both calls raised there (the same)."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    result = subprocess.run(
+        [sys.executable, "-c", TWO_DEVICES], env=env, capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0:
+        raise AssertionError(result.stderr)
+    eager, jitted = json.loads(result.stdout.splitlines()[-1])
+    if eager is None or jitted is None or eager[:2] != jitted[:2]:
+        raise AssertionError(f"expected one error type eager and jitted, got {eager}, {jitted}")
+    module, name, message = eager
+    if module != "builtins":
+        raise AssertionError(f"a {module}.{name}, not a builtin error: {message}")
+    raise getattr(builtins, name)(f"{message} || jitted: {jitted[2]}")
+
+
+# --- inputs and states ---------------------------------------------------------------------
+
+X = zeros(T, B, I)
+INPUTS = {
+    "input feature size differs from input_size": (
+        Outcome(
+            jax_call(zeros(T, B, I + 1)),
+            ValueError,
+            "input.size(-1) must be equal to input_size. Expected 3, got 4",
+            jit=True,
+        ),
+        Outcome(
+            torch_call(zeros(T, B, I + 1)),
+            ValueError,
+            "input.size(-1) must be equal to input_size. Expected 3, got 4",
+        ),
+    ),
+    "input of rank 4": (
+        Outcome(
+            jax_call(zeros(T, B, I, 1)),
+            ValueError,
+            ("expected input to be 2-D", "or 3-D", "got 4-D input of shape (5, 2, 3, 1)"),
+            jit=True,
+        ),
+        Outcome(
+            torch_call(zeros(T, B, I, 1)),
+            ValueError,
+            ("expected a 1-D (T,) or 2-D (T, I) sequence or a 3-D batch", "got 4-D input"),
+        ),
+    ),
+    "integer input": (
+        Outcome(
+            jax_call(zeros(T, B, I, dtype=np.int32)),
+            TypeError,
+            "expected a floating point input, got dtype int32",
+            jit=True,
+        ),
+        Outcome(
+            torch_call(zeros(T, B, I, dtype=np.int32)),
+            TypeError,
+            "expected a floating point input, got dtype torch.int32",
+        ),
+    ),
+    "float64 input, float32 parameters": (
+        Outcome(jax_call(zeros(T, B, I, dtype=np.float64)), None, "computes in float32"),
+        Outcome(
+            torch_call(zeros(T, B, I, dtype=np.float64)),
+            TypeError,
+            "expected input of dtype torch.float32 (the parameters'), got torch.float64",
+        ),
+    ),
+    "no time steps (T = 0)": (
+        Outcome(jax_call(zeros(0, B, I)), ValueError, "expected at least one time step", jit=True),
+        Outcome(torch_call(zeros(0, B, I)), ValueError, "expected at least one time step"),
+    ),
+    "empty batch (B = 0)": (
+        Outcome(jax_call(zeros(T, 0, I)), ValueError, "at least one sequence", jit=True),
+        Outcome(torch_call(zeros(T, 0, I)), ValueError, "at least one sequence"),
+    ),
+    "input on another device than the parameters": (
+        Outcome(
+            lambda _: jax_on_two_devices(),
+            ValueError,
+            "Received incompatible devices for jitted computation",
+        ),
+        Outcome(
+            torch_call(torch.zeros(T, B, I, device="meta")),
+            ValueError,
+            "expected input on device cpu (the parameters'), got meta",
+        ),
+    ),
+    "h_0 of the wrong shape": (
+        Outcome(
+            jax_call(X, (zeros(2, B, H), zeros(1, B, H))),
+            ValueError,
+            "expected h_0 of shape (1, 2, 4)",
+            jit=True,
+        ),
+        Outcome(
+            torch_call(X, t(zeros(2, B, H), zeros(1, B, H))),
+            ValueError,
+            "expected h_0 of shape (1, 2, 4)",
+        ),
+    ),
+    "(c_0, h_0) instead of (h_0, c_0), with proj_size": (
+        Outcome(
+            jax_call(X, (zeros(1, B, H), zeros(1, B, P)), proj_size=P),
+            ValueError,
+            ("expected h_0 of shape (1, 2, 2)", "got (1, 2, 4)"),
+            jit=True,
+        ),
+        Outcome(
+            torch_call(X, t(zeros(1, B, H), zeros(1, B, P)), proj_size=P),
+            ValueError,
+            ("expected h_0 of shape (1, 2, 2)", "got (1, 2, 4)"),
+        ),
+    ),
+    "(c_0, h_0) instead of (h_0, c_0), without proj_size": (
+        Outcome(jax_call(X, (zeros(1, B, H), zeros(1, B, H))), None, "not detectable"),
+        Outcome(torch_call(X, t(zeros(1, B, H), zeros(1, B, H))), None, "not detectable"),
+    ),
+    "initial state not a pair": (
+        Outcome(
+            jax_call(X, (zeros(1, B, H),)),
+            TypeError,
+            "expected initial_state as a pair (h_0, c_0)",
+            jit=True,
+        ),
+        Outcome(
+            torch_call(X, t(zeros(1, B, H))),
+            TypeError,
+            "expected hidden_cell as a pair (h, c), got a tuple of 1",
+        ),
+    ),
+    "integer initial state": (
+        Outcome(
+            jax_call(X, (zeros(1, B, H, dtype=np.int32), zeros(1, B, H))),
+            TypeError,
+            "expected a floating point h_0, got dtype int32",
+            jit=True,
+        ),
+        Outcome(
+            torch_call(X, t(zeros(1, B, H, dtype=np.int32), zeros(1, B, H))),
+            TypeError,
+            "expected hidden_cell h of dtype torch.float32 (the parameters'), got torch.int32",
+        ),
+    ),
+    "a seq_length of 0 or beyond T": (
+        Outcome(jax_call(X, None, np.array([0, T + 1])), ValueError, "in [1, T=5], got [0, 6]"),
+        Outcome(torch_call(X, None, [0, T + 1]), ValueError, "in [1, T=5], got [0, 6]"),
+    ),
+    "seq_lengths out of range under jax.jit (values unknown)": (
+        Outcome(
+            lambda _: jax_call(X, None, np.array([0, T + 1]))(True),
+            None,
+            "rows with such lengths come out NaN",
+        ),
+        Outcome(None, None, "(no tracing: values always checked, as above)"),
+    ),
+    "a seq_length per row too few or too many": (
+        Outcome(
+            jax_call(X, None, np.array([2, 3, 4])),
+            ValueError,
+            "expected 2 seq_lengths (one per batch row), got 3",
+            jit=True,
+        ),
+        Outcome(
+            torch_call(X, None, [2, 3, 4]),
+            ValueError,
+            "expected 2 seq_lengths (one per batch row), got 3",
+        ),
+    ),
+    "non-integer seq_lengths": (
+        Outcome(
+            jax_call(X, None, np.array([2.0, 3.0])),
+            TypeError,
+            "expected integer seq_lengths, got dtype float",
+            jit=True,
+        ),
+        Outcome(
+            torch_call(X, None, [2.0, 3.0]), TypeError, "expected integer seq_lengths, got dtype"
+        ),
+    ),
+}
+
+# --- constructor options -------------------------------------------------------------------
+
+
+def both_constructors(error: type, excerpt: str, **options: object) -> tuple[Outcome, Outcome]:
+    """The same bad option given to lstm_jax.LSTMModeler and lstm_torch.LSTMModeler."""
+    kwargs = dict(input_size=I, hidden_layer_size=H, output_size=1) | options
+    return (
+        Outcome(construct(lambda: lstm_jax.LSTMModeler(**kwargs)), error, excerpt),
+        Outcome(construct(lambda: lstm_torch.LSTMModeler(**kwargs)), error, excerpt),
+    )
+
+
+def jax_constructor(error: type, excerpt: str, **options: object) -> tuple[Outcome, Outcome]:
+    """A JAX-only option (both ``lstm_jax.LSTM`` and ``LSTMModeler`` take it)."""
+
+    def make() -> None:
+        lstm_jax.LSTM(H, **options)
+        lstm_jax.LSTMModeler(I, H, 1, **options)
+
+    return Outcome(construct(make), error, excerpt), NOT_APPLICABLE
+
+
+OPTIONS = {
+    "input_size 0": both_constructors(
+        ValueError, "input_size must be greater than or equal to 1, got 0", input_size=0
+    ),
+    "hidden_size 0": both_constructors(
+        ValueError, "hidden_size must be greater than or equal to 1, got 0", hidden_layer_size=0
+    ),
+    "output_size 0": both_constructors(
+        ValueError, "output_size must be a positive int, got 0", output_size=0
+    ),
+    "num_layers 0": both_constructors(
+        ValueError, "num_layers must be greater than or equal to 1, got 0", num_layers=0
+    ),
+    "num_layers 2.0 (not an int)": both_constructors(
+        TypeError, "num_layers should be of type int, got: float", num_layers=2.0
+    ),
+    "proj_size not below hidden_size": both_constructors(
+        ValueError,
+        "proj_size has to be smaller than hidden_size, got proj_size=4 and hidden_size=4",
+        proj_size=H,
+    ),
+    "proj_size negative": both_constructors(
+        ValueError, "proj_size should be a positive integer or zero", proj_size=-1
+    ),
+    "dropout outside [0, 1]": both_constructors(
+        ValueError, ("dropout should be a number in range [0, 1]", "got 1.5"), dropout=1.5
+    ),
+    "bias not a bool": both_constructors(TypeError, "bias should be a bool, got 'yes'", bias="yes"),
+    "batch_first not a bool": both_constructors(
+        TypeError, "batch_first should be a bool, got 1", batch_first=1
+    ),
+    "bidirectional not a bool": both_constructors(
+        TypeError, "bidirectional should be a bool, got None", bidirectional=None
+    ),
+    "param_dtype not floating": jax_constructor(
+        TypeError, "expected a floating point param_dtype, got int32", param_dtype=np.int32
+    ),
+    "unknown impl": jax_constructor(ValueError, "expected impl in", impl="fast"),
+    "unroll 0": jax_constructor(ValueError, "expected unroll >= 1, got 0", unroll=0),
+    "remat negative": jax_constructor(ValueError, "expected remat >= 0, got -1", remat=-1),
+}
+
+# --- weight transfer -------------------------------------------------------------------------
+
+
+@functools.cache
+def torch_state_dict(kind: str, **options: object) -> dict[str, np.ndarray]:
+    torch.manual_seed(1)
+    module = getattr(torch.nn, kind)(I, H, **options)
+    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def modeler_sd(**options: object) -> dict[str, np.ndarray]:
+    """``params_to_torch`` of a JAX modeler of other options (what a user would load)."""
+    model = lstm_jax.LSTMModeler(I, H, 1, **options)
+    return lstm_jax.params_to_torch(model.init(jax.random.key(1), zeros(T, B, I)))
+
+
+def from_torch(sd: dict, hidden_size: int | None = H) -> Callable[[bool], object]:
+    """``params_from_torch(sd, model=LSTM(hidden_size))`` (no model for None); the input
+    must stay untouched."""
+
+    def run(_: bool) -> object:
+        before = {k: v.copy() for k, v in sd.items()}
+        model = None if hidden_size is None else lstm_jax.LSTM(hidden_size)
+        try:
+            return lstm_jax.params_from_torch(sd, model=model)
+        finally:
+            assert before.keys() == sd.keys()
+            assert all(np.array_equal(before[k], sd[k]) for k in sd)
+
+    return run
+
+
+def load_into_torch(sd: dict) -> Callable[[bool], object]:
+    """``lstm_torch.LSTMModeler.load_state_dict(sd)``; a failure must leave the model as it was."""
+
+    def run(_: bool) -> object:
+        model = lstm_torch.LSTMModeler(I, H, 1)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        try:
+            return model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+        finally:
+            after = model.state_dict()
+            changed = [k for k in before if not torch.equal(before[k], after[k])]
+            assert not changed, f"a failed load_state_dict changed {changed}"
+
+    return run
+
+
+def _drop(sd: dict, key: str) -> dict:
+    return {k: v for k, v in sd.items() if k != key}
+
+
+def _modeler_sd_of_lstm(sd: dict) -> dict:
+    """An nn.LSTM state dict under the modeler's ``lstm.`` prefix plus a fitting head."""
+    return {f"lstm.{k}": v for k, v in sd.items()} | {
+        "linear.weight": zeros(1, H),
+        "linear.bias": zeros(1),
+    }
+
+
+TRANSFER = {
+    "a GRU's state dict": (
+        Outcome(
+            from_torch(torch_state_dict("GRU"), hidden_size=None),
+            ValueError,
+            "(a GRU or RNN state dict?)",
+        ),
+        Outcome(
+            load_into_torch(_modeler_sd_of_lstm(torch_state_dict("GRU"))),
+            RuntimeError,
+            "size mismatch for lstm.weight_ih_l0",
+        ),
+    ),
+    "a state dict with another layer count": (
+        Outcome(
+            from_torch(torch_state_dict("LSTM", num_layers=2)),
+            ValueError,
+            "unexpected key(s): weight_ih_l1, weight_hh_l1, bias_ih_l1, bias_hh_l1",
+        ),
+        Outcome(
+            load_into_torch(modeler_sd(num_layers=2)),
+            RuntimeError,
+            'Unexpected key(s) in state_dict: "lstm.weight_ih_l1"',
+        ),
+    ),
+    "a bidirectional state dict into a unidirectional model": (
+        Outcome(
+            from_torch(torch_state_dict("LSTM", bidirectional=True)),
+            ValueError,
+            "unexpected key(s): weight_ih_l0_reverse",
+        ),
+        Outcome(
+            load_into_torch(modeler_sd(bidirectional=True)),
+            RuntimeError,
+            'Unexpected key(s) in state_dict: "lstm.weight_ih_l0_reverse"',
+        ),
+    ),
+    "a state dict of another hidden size": (
+        Outcome(
+            from_torch(torch_state_dict("LSTM"), hidden_size=H + 1),
+            ValueError,
+            "size mismatch for weight_ih_l0: expected shape (20, 3), got (16, 3)",
+        ),
+        Outcome(
+            load_into_torch(modeler_sd(proj_size=1)),
+            RuntimeError,
+            "size mismatch for lstm.weight_hh_l0",
+        ),
+    ),
+    "a state dict with a key missing": (
+        Outcome(
+            from_torch(_drop(torch_state_dict("LSTM"), "bias_hh_l0")),
+            ValueError,
+            "missing key(s): bias_hh_l0",
+        ),
+        Outcome(
+            load_into_torch(_drop(modeler_sd(), "lstm.bias_hh_l0")),
+            RuntimeError,
+            'Missing key(s) in state_dict: "lstm.bias_hh_l0"',
+        ),
+    ),
+    "a state dict with an extra key": (
+        Outcome(
+            from_torch(torch_state_dict("LSTM") | {"weight_xx_l0": zeros(2)}),
+            ValueError,
+            "unexpected key(s): weight_xx_l0",
+        ),
+        Outcome(
+            load_into_torch(modeler_sd() | {"lstm.weight_xx_l0": zeros(2)}),
+            RuntimeError,
+            'Unexpected key(s) in state_dict: "lstm.weight_xx_l0"',
+        ),
+    ),
+}
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+@functools.cache
+def checkpoint_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="lstm-jax-catalogue-"))
+
+
+def saved_checkpoint(name: str, damage: Callable[[Path], None] = lambda p: None) -> Path:
+    """A fresh checkpoint of ``lstm_torch.LSTMModeler(I, H, 1)``, then ``damage`` done to it."""
+    path = checkpoint_dir() / f"{name}.safetensors"
+    lstm_torch.save_checkpoint(path, torch_modeler())
+    damage(path)
+    return path
+
+
+def load_jax(name: str, damage: Callable[[Path], None], **options: object):
+    def run(_: bool) -> object:
+        model = lstm_jax.LSTMModeler(I, H, 1, **options) if options else None
+        return lstm_jax.load_checkpoint(saved_checkpoint(name, damage), model)
+
+    return run
+
+
+def load_torch(name: str, damage: Callable[[Path], None], **options: object):
+    """``lstm_torch.load_checkpoint`` into a model (when ``options``); a failure must leave
+    the model as it was."""
+
+    def run(_: bool) -> object:
+        model = lstm_torch.LSTMModeler(I, H, 1, **options) if options else None
+        before = {} if model is None else {k: v.clone() for k, v in model.state_dict().items()}
+        try:
+            return lstm_torch.load_checkpoint(saved_checkpoint(name, damage), model)
+        finally:
+            if model is not None:
+                after = model.state_dict()
+                assert all(torch.equal(before[k], after[k]) for k in before)
+
+    return run
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-40])
+
+
+def _tamper(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # one bit of the last tensor's data
+    path.write_bytes(bytes(data))
+
+
+def _foreign(path: Path) -> None:
+    safetensors.numpy.save_file(torch_state_dict("LSTM"), path)  # a bare state dict
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def both_loaders(name, damage, error, excerpt, **options) -> tuple[Outcome, Outcome]:
+    return (
+        Outcome(load_jax(name, damage, **options), error, excerpt),
+        Outcome(load_torch(name, damage, **options), error, excerpt),
+    )
+
+
+def save_keeps_old_file(save: Callable[[Path], None]) -> Callable[[bool], None]:
+    """``save(path)`` over an existing checkpoint, which must survive a failure unchanged."""
+
+    def run(_: bool) -> None:
+        path = saved_checkpoint("old")
+        before = path.read_bytes()
+        try:
+            save(path)
+        finally:
+            assert path.read_bytes() == before, "a failed save changed the existing file"
+
+    return run
+
+
+def _jax_save_mismatched(path: Path) -> None:
+    variables = jax_lstm()[1]  # an nn.LSTM's variables, given as a modeler's
+    lstm_jax.save_checkpoint(path, variables, lstm_jax.LSTMModeler(I, H, 1))
+
+
+def _torch_save_float16(path: Path) -> None:
+    lstm_torch.save_checkpoint(path, lstm_torch.LSTMModeler(I, H, 1).half())
+
+
+CheckpointError = lstm_jax.CheckpointError
+CHECKPOINTS = {
+    "an empty checkpoint file": both_loaders(
+        "empty", _empty, CheckpointError, "not a readable safetensors file"
+    ),
+    "a truncated checkpoint file": both_loaders(
+        "truncated", _truncate, CheckpointError, "not a readable safetensors file"
+    ),
+    "a safetensors file that is not a checkpoint": both_loaders(
+        "foreign", _foreign, CheckpointError, "not an lstm-jax checkpoint"
+    ),
+    "a tampered checkpoint (one bit flipped)": both_loaders(
+        "tampered", _tamper, CheckpointError, "does not match the checksum"
+    ),
+    "a checkpoint of another configuration": both_loaders(
+        "other",
+        lambda p: None,
+        CheckpointError,
+        "saved with another configuration than the model's (file vs model): num_layers: 1 vs 2",
+        num_layers=2,
+    ),
+    "saving into a missing directory": (
+        Outcome(
+            lambda _: lstm_jax.save_checkpoint(
+                checkpoint_dir() / "missing" / "m.safetensors", *reversed(jax_lstm())
+            ),
+            FileNotFoundError,
+            "does not exist (create it first)",
+        ),
+        Outcome(
+            lambda _: lstm_torch.save_checkpoint(
+                checkpoint_dir() / "missing" / "m.safetensors", torch_modeler()
+            ),
+            FileNotFoundError,
+            "does not exist (create it first)",
+        ),
+    ),
+    "a failed save over an existing checkpoint": (
+        Outcome(
+            save_keeps_old_file(_jax_save_mismatched),
+            ValueError,
+            "missing key(s): lstm.weight_ih_l0",
+        ),
+        Outcome(
+            save_keeps_old_file(_torch_save_float16),
+            TypeError,
+            "checkpoints hold float32 or float64 parameters, got torch.float16",
+        ),
+    ),
+}
+
+# --- non-finite values -------------------------------------------------------------------------
+
+X_NAN = zeros(T, B, I)
+X_NAN[3, 1, 2] = np.nan
+
+
+def _check_finite(x: object) -> Callable[[bool], None]:
+    return lambda _: lstm_jax.check_finite(x)
+
+
+NONFINITE = {
+    "NaN or inf in the input": (
+        Outcome(jax_call(X_NAN), None, "NaN propagates, as in torch"),
+        Outcome(torch_call(X_NAN), None, "NaN propagates"),
+    ),
+    "NaN or inf in the input, with check_finite": (
+        Outcome(
+            _check_finite(X_NAN),
+            ValueError,
+            "the first is nan at time step 3 of batch row 1",
+        ),
+        Outcome(
+            lambda _: lstm_torch.check_finite(torch.from_numpy(X_NAN)),
+            ValueError,
+            "the first is nan at time step 3 of batch row 1",
+        ),
+    ),
+}
+
+SECTIONS = {
+    "Inputs, states and lengths": INPUTS,
+    "Constructor options": OPTIONS,
+    "Weight transfer (`params_from_torch` / `load_state_dict`)": TRANSFER,
+    "Checkpoints": CHECKPOINTS,
+    "Non-finite values": NONFINITE,
+}
+CATALOGUE = {
+    mistake: outcomes for section in SECTIONS.values() for mistake, outcomes in section.items()
+}
+BACKENDS = ("lstm_jax", "lstm_torch")
+CASES = [
+    (mistake, backend)
+    for mistake, outcomes in CATALOGUE.items()
+    for backend, outcome in zip(BACKENDS, outcomes, strict=True)
+    if outcome.run is not None
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cleanup_checkpoints():
+    yield
+    shutil.rmtree(checkpoint_dir(), ignore_errors=True)
+
+
+@pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")
+@pytest.mark.parametrize(("mistake", "backend"), CASES, ids=[f"{b}: {m}" for m, b in CASES])
+def test_catalogue(mistake: str, backend: str) -> None:
+    outcome = CATALOGUE[mistake][BACKENDS.index(backend)]
+    for jit in (False, True) if outcome.jit else (False,):
+        if outcome.error is None:
+            outcome.run(jit)
+            continue
+        with pytest.raises(outcome.error) as info:
+            outcome.run(jit)
+        assert type(info.value) is outcome.error, (
+            f"{'jit: ' if jit else ''}{type(info.value).__mro__} raised, "
+            f"expected exactly {outcome.error.__name__}"
+        )
+        assert outcome.matches(str(info.value)), f"{'jit: ' if jit else ''}{info.value}"
+
+
+def readme_tables() -> str:
+    """The catalogue as README's markdown: one table per section."""
+    lines = []
+    for section, entries in SECTIONS.items():
+        lines += [
+            f"**{section}**",
+            "",
+            "| mistake | lstm_jax | lstm_torch |",
+            "| --- | --- | --- |",
+        ]
+        for mistake, (jax_side, torch_side) in entries.items():
+            lines.append(f"| {mistake} | {jax_side.cell()} | {torch_side.cell()} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def test_readme_table_is_this_catalogue() -> None:
+    """README's "Bad input" section holds exactly these tables (regenerate them with
+    ``python parity_tests/test_bad_input_catalogue.py``)."""
+    readme = (ROOT / "README.md").read_text()
+    assert readme_tables() in readme, "README's bad-input tables differ from the catalogue"
+
+
+# --- what the accepted mistakes do -----------------------------------------------------------
+
+
+def test_float64_input_computes_in_the_promoted_dtype() -> None:
+    """JAX computes in ``jnp.result_type(x.dtype, param_dtype)``: float64 with float64 on,
+    float32 (the input rounded) in JAX's default 32-bit mode; torch refuses the mix."""
+    model, variables = jax_lstm()
+    x64 = np.random.default_rng(0).standard_normal((T, B, I))
+    with pytest.warns(UserWarning, match="truncated to dtype float32"):
+        out32, _ = model.apply(variables, x64)
+    assert out32.dtype == np.float32
+    np.testing.assert_array_equal(out32, model.apply(variables, x64.astype(np.float32))[0])
+    with jax.enable_x64(True):
+        out64, _ = model.apply(variables, x64)
+    assert out64.dtype == np.float64
+
+
+def test_swapped_state_without_projection_is_not_detectable() -> None:
+    """Without proj_size h and c have the same shape: (c, h) runs, and gives other results
+    (LSTMState(h, c) names the order; only a wrong shape can be caught)."""
+    model, variables = jax_lstm()
+    rng = np.random.default_rng(0)
+    h, c = (rng.standard_normal((1, B, H)).astype(np.float32) for _ in range(2))
+    right, _ = model.apply(variables, X, lstm_jax.LSTMState(h=h, c=c))
+    swapped, _ = model.apply(variables, X, (c, h))
+    assert not np.allclose(right, swapped)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_nan_propagates_as_in_torch(bidirectional: bool) -> None:
+    """A NaN at step 3 of row 1 makes exactly the outputs torch makes NaN: row 1 from step
+    3 on (and up to step 3 in the reverse direction), the other row untouched."""
+    model, variables = jax_lstm(bidirectional=bidirectional)
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(I, H, bidirectional=bidirectional)
+    with torch.no_grad():
+        ref, (ref_h, _) = module(torch.from_numpy(X_NAN))
+    out, (h_n, _) = model.apply(variables, X_NAN)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref.numpy()))
+    np.testing.assert_array_equal(np.isnan(h_n), np.isnan(ref_h.numpy()))
+    assert np.isnan(out[3:, 1, :H]).all() and not np.isnan(out[:, 0]).any()  # forward half
+    if bidirectional:  # the reverse direction meets the NaN at step 3 coming from the end
+        assert np.isnan(out[:4, 1, H:]).all() and not np.isnan(out[4:, 1, H:]).any()
+
+
+# --- check_finite / find_nonfinite --------------------------------------------------------------
+
+
+def test_find_nonfinite_in_every_layout() -> None:
+    x = np.zeros((6, 3, 2), np.float32)  # (T, B, I)
+    assert lstm_jax.find_nonfinite(x) is None
+    x[4, 0, 1], x[2, 2, 0], x[5, 1, 1] = np.inf, -np.inf, np.nan
+    first = lstm_jax.NonFinite(row=2, step=2, feature=0, value=-np.inf, count=3)
+    assert lstm_jax.find_nonfinite(x) == first
+    assert lstm_jax.find_nonfinite(np.swapaxes(x, 0, 1), batch_first=True) == first
+    assert lstm_jax.find_nonfinite(x[:, 0]) == (None, 4, 1, np.inf, 1)  # unbatched (T, I)
+    assert lstm_jax.find_nonfinite(x[:, 0, 1]) == (None, 4, 0, np.inf, 1)  # the lecture's (T,)
+    # padding past each row's length is not looked at (no backend reads it)
+    found = lstm_jax.find_nonfinite(x, seq_lengths=[4, 6, 2])
+    assert found[:3] == (1, 5, 1) and np.isnan(found.value) and found.count == 1
+    assert lstm_jax.find_nonfinite(x, seq_lengths=[4, 5, 2]) is None
+    tensor = torch.from_numpy(x).requires_grad_(True)  # torch tensors, with grad, work too
+    assert lstm_torch.find_nonfinite(tensor)[:2] == (2, 2)
+    assert lstm_jax.find_nonfinite(jax.numpy.asarray(x))[:2] == (2, 2)
+
+
+def test_find_nonfinite_refuses_what_is_not_a_sequence_batch() -> None:
+    with pytest.raises(TypeError, match="floating point input, got dtype int64"):
+        lstm_jax.find_nonfinite(np.zeros((3, 2), np.int64))
+    with pytest.raises(ValueError, match=r"got shape \(1, 2, 3, 4\)"):
+        lstm_jax.find_nonfinite(np.zeros((1, 2, 3, 4)))
+    with pytest.raises(ValueError, match=r"expected \(2,\) integer seq_lengths"):
+        lstm_jax.find_nonfinite(np.zeros((3, 2, 1)), seq_lengths=[1, 2, 3])
+
+
+def test_check_finite_names_the_first_bad_step() -> None:
+    lstm_jax.check_finite(X)  # all finite: nothing happens
+    with pytest.raises(ValueError, match="x has 1 non-finite value") as info:
+        lstm_jax.check_finite(X_NAN, name="x")
+    assert "time step 3 of batch row 1 (feature 2; all 0-based)" in str(info.value)
+
+
+# --- no assert for user errors -------------------------------------------------------------------
+
+
+def test_no_assert_statements_in_the_packages() -> None:
+    """``assert`` vanishes under ``python -O`` and says nothing useful: user errors raise."""
+    found = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for package in ("lstm_jax", "lstm_torch")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Assert)
+    ]
+    assert not found, f"assert statements in {found}"
+
+
+if __name__ == "__main__":
+    print(readme_tables())
