@@ -127,15 +127,7 @@ class LSTM(nn.Module):
 
     @property
     def config(self) -> LSTMConfig:
-        return LSTMConfig(
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            bias=self.bias,
-            batch_first=self.batch_first,
-            dropout=self.dropout,
-            bidirectional=self.bidirectional,
-            proj_size=self.proj_size,
-        )
+        return LSTMConfig.of(self, self.hidden_size)
 
     def _params(self, input_size: int) -> dict[str, jax.Array]:
         expected = self.config.param_shapes(input_size)
@@ -306,26 +298,12 @@ class LSTMModeler(nn.Module):
 
     @property
     def config(self) -> LSTMConfig:
-        return LSTMConfig(
-            hidden_size=self.hidden_layer_size,
-            input_size=self.input_size,
-            num_layers=self.num_layers,
-            bias=self.bias,
-            batch_first=self.batch_first,
-            dropout=self.dropout,
-            bidirectional=self.bidirectional,
-            proj_size=self.proj_size,
-        )
+        return LSTMConfig.of(self, self.hidden_layer_size, self.input_size)
 
     def setup(self) -> None:
         self.lstm = LSTM(
             self.hidden_layer_size,
-            num_layers=self.num_layers,
-            bias=self.bias,
-            batch_first=self.batch_first,
-            dropout=self.dropout,
-            bidirectional=self.bidirectional,
-            proj_size=self.proj_size,
+            **self.config.lstm_options(),
             param_dtype=self.param_dtype,
             unroll=self.unroll,
             impl=self.impl,

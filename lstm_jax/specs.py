@@ -20,10 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 DIRECTION_SUFFIXES = ("", "_reverse")
+# ``torch.nn.LSTM``'s keyword options after (input_size, hidden_size), in its order.
+LSTM_OPTIONS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size")
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,16 @@ class LSTMConfig:
         for flag in ("bias", "batch_first", "bidirectional"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} should be a bool, got {getattr(self, flag)!r}")
+
+    def lstm_options(self) -> dict[str, Any]:
+        """The keyword options of ``torch.nn.LSTM`` (``LSTM_OPTIONS``) as a dict."""
+        return {name: getattr(self, name) for name in LSTM_OPTIONS}
+
+    @classmethod
+    def of(cls, owner: Any, hidden_size: int, input_size: int | None = None) -> LSTMConfig:
+        """The config of any object carrying ``LSTM_OPTIONS`` as attributes (the modules)."""
+        options = {name: getattr(owner, name) for name in LSTM_OPTIONS}
+        return cls(hidden_size=hidden_size, input_size=input_size, **options)
 
     @property
     def num_directions(self) -> int:

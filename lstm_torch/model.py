@@ -57,16 +57,7 @@ class LSTMModeler(nn.Module):
         if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
             raise ValueError(f"output_size must be a positive int, got {output_size!r}")
         self.hidden_layer_size = hidden_layer_size
-        self.lstm = nn.LSTM(
-            input_size,
-            hidden_layer_size,
-            num_layers=num_layers,
-            bias=bias,
-            batch_first=batch_first,
-            dropout=dropout,
-            bidirectional=bidirectional,
-            proj_size=proj_size,
-        )
+        self.lstm = nn.LSTM(input_size, hidden_layer_size, **self.config.lstm_options())
         self.linear = nn.Linear(self.config.num_directions * self.config.output_size, output_size)
         self.hidden_cell = self.zero_hidden_cell()
 
