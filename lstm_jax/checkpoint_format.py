@@ -42,7 +42,7 @@ import safetensors
 import safetensors.numpy
 
 import lstm_jax
-from lstm_jax.specs import LSTMConfig, check_param_shapes, modeler_param_shapes
+from lstm_jax.specs import LSTM_OPTIONS, LSTMConfig, check_param_shapes, modeler_param_shapes
 
 FORMAT = "lstm-jax.checkpoint"
 FORMAT_VERSION = 1
@@ -57,7 +57,6 @@ METADATA_KEYS = (
     "lstm_jax_version",
     "sha256",
 )
-_LSTM_OPTIONS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size")
 
 PathLike = str | os.PathLike[str]
 
@@ -109,7 +108,7 @@ class CheckpointSpec:
         """The constructor's keyword arguments, torch's names (``torch.nn.LSTM(**options)``
         or ``lstm_torch.LSTMModeler(**options)``)."""
         c = self.config
-        lstm = {name: getattr(c, name) for name in _LSTM_OPTIONS}
+        lstm = c.lstm_options()
         if self.kind == "LSTM":
             return {"input_size": c.input_size, "hidden_size": c.hidden_size, **lstm}
         return {
@@ -164,7 +163,7 @@ def spec_from_options(kind: str, options: Mapping[str, Any], dtype: Any) -> Chec
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     hidden = "hidden_size" if kind == "LSTM" else "hidden_layer_size"
-    expected = {"input_size", hidden, *_LSTM_OPTIONS} | (
+    expected = {"input_size", hidden, *LSTM_OPTIONS} | (
         {"output_size"} if kind == "LSTMModeler" else set()
     )
     missing, unknown = sorted(expected - set(options)), sorted(set(options) - expected)
@@ -175,7 +174,7 @@ def spec_from_options(kind: str, options: Mapping[str, Any], dtype: Any) -> Chec
     config = LSTMConfig(
         hidden_size=options[hidden],
         input_size=options["input_size"],
-        **{name: options[name] for name in _LSTM_OPTIONS},
+        **{name: options[name] for name in LSTM_OPTIONS},
     )
     return CheckpointSpec(kind, config, options.get("output_size"), np.dtype(dtype))
 
