@@ -3,7 +3,7 @@
     python benchmarks/variants.py                       # medium and long, wall clock
     python benchmarks/variants.py --threads 1 --clock cpu   # on a busy machine: CPU time, 1 CPU
 
-The evidence behind ``lstm_jax.recurrence`` (see ``benchmarks/NOTES.md``). One
+The evidence behind ``lstm_jax.core.recurrence`` (see ``benchmarks/NOTES.md``). One
 layer, one direction, float32, zero initial state; "forward" is the outputs (T, B, H),
 "train" the gradient of ``sum(outputs * g)`` with respect to the weights and x
 (torch: forward + ``backward``). Samples alternate between torch and each variant;
@@ -29,7 +29,8 @@ def variants() -> dict[str, Callable]:
     import jax.numpy as jnp
     from jax import lax
 
-    from lstm_jax import core, recurrence
+    from lstm_jax import core
+    from lstm_jax.core import recurrence
 
     def cell(z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
         i, f, g, o = jnp.split(z, 4, axis=-1)
@@ -68,7 +69,7 @@ def variants() -> dict[str, Callable]:
         return jnp.tanh(z * scale) * scale + jnp.where(is_g, 0.0, 0.5).astype(z.dtype)
 
     def library(impl: str, unroll: int = 1, remat: int = 0, **patch: object) -> Callable:
-        """``core.lstm_layer``; ``patch`` replaces names in ``lstm_jax.recurrence`` while
+        """``core.lstm_layer``; ``patch`` replaces names in ``lstm_jax.core.recurrence`` while
         the layer is traced (the variants the library does not offer as options)."""
 
         def layer(params: tuple, x: jax.Array) -> jax.Array:

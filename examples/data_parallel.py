@@ -6,7 +6,7 @@ trains ``lstm_jax.LSTMModeler(3, 16, 1, num_layers=2)`` on the synthetic task
 of the parity tests (N = 512 random sequences of T = 20 steps, I = 3, targets a
 fixed function of them; Adam lr 0.003, batch 64, 10 epochs, shuffled) twice from the same initial
 weights: with ``lstm_jax.fit(...)`` on one device, and with ``lstm_jax.fit(...,
-mesh=lstm_jax.parallel.batch_mesh())``, every batch split over all devices. It
+mesh=lstm_jax.train.parallel.batch_mesh())``, every batch split over all devices. It
 prints the largest differences between the two runs' losses and parameters
 (float32 rounding: the gradient sums are ordered differently), the first
 (compiling) call's time, and the throughput of the compiled program (samples
@@ -89,8 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import jax
 
     import lstm_jax
-    from lstm_jax.parallel import batch_mesh
-    from lstm_jax.tolerances import scaled_error
+    from lstm_jax.common.tolerances import scaled_error
+    from lstm_jax.train.parallel import batch_mesh
 
     xs, ys = synthetic_data(args.samples, args.seq_len)
     model = lstm_jax.LSTMModeler(3, args.hidden, 1, num_layers=args.layers)

@@ -1,6 +1,6 @@
 """Move the lecture's PyTorch LSTMModeler to JAX and print both predictions.
 
-    python examples/quickstart.py
+python examples/quickstart.py
 """
 
 import jax

@@ -37,8 +37,8 @@ import torch
 
 import lstm_jax
 import lstm_torch
-from lstm_jax.optim import SGD, Adam, AdamW
-from lstm_jax.tolerances import scaled_error
+from lstm_jax.common.optim import SGD, Adam, AdamW
+from lstm_jax.common.tolerances import scaled_error
 
 # The lecture's data: temperatures and the next day's; the test asks 27 -> 28.
 TRAIN_X = np.array([[32.0], [37.0], [25.0]], np.float32)

@@ -35,9 +35,9 @@ import torch
 from _plotting import add_plot_arguments, pyplot, save
 from _two_backends import train_both
 
-from lstm_jax.compare import pinned_precision
-from lstm_jax.optim import Adam
-from lstm_jax.tolerances import scaled_error
+from lstm_jax.common.optim import Adam
+from lstm_jax.common.tolerances import scaled_error
+from lstm_jax.interop.compare import pinned_precision
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -43,7 +43,7 @@ import torch
 from _plotting import add_plot_arguments, pyplot, save
 
 import lstm_jax
-from lstm_jax.transfer import to_numpy
+from lstm_jax.interop.transfer import to_numpy
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -3,7 +3,7 @@
 Parameters use torch's names, shapes and gate order (two biases), so weights
 move between the backends with :func:`params_from_torch` / :func:`params_to_torch`.
 
-Submodules load on first use (PEP 562), so ``lstm_jax.specs`` (numpy only)
+Submodules load on first use (PEP 562), so ``lstm_jax.common.config`` (numpy only)
 can serve ``lstm_torch`` without importing JAX.
 """
 
@@ -12,33 +12,33 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from lstm_jax.common.version import __version__ as __version__
 
 _EXPORTS = {
-    "LSTMState": "lstm_jax.core",
-    "CellParams": "lstm_jax.core",
-    "LSTM": "lstm_jax.modules",
-    "LSTMModeler": "lstm_jax.modules",
-    "Linear": "lstm_jax.modules",
-    "LSTMConfig": "lstm_jax.specs",
-    "params_from_torch": "lstm_jax.transfer",
-    "params_to_torch": "lstm_jax.transfer",
-    "CheckpointError": "lstm_jax.checkpoint_format",
-    "save_checkpoint": "lstm_jax.checkpoint",
-    "load_checkpoint": "lstm_jax.checkpoint",
-    "ParityReport": "lstm_jax.compare",
-    "compare_with_torch": "lstm_jax.compare",
-    "fit": "lstm_jax.train",
-    "make_train_step": "lstm_jax.train",
-    "as_optax": "lstm_jax.train",
-    "TrainingDiverged": "lstm_jax.errors",
-    "SGD": "lstm_jax.optim",
-    "Adam": "lstm_jax.optim",
-    "AdamW": "lstm_jax.optim",
-    "epoch_orders": "lstm_jax.data",
-    "find_nonfinite": "lstm_jax.checks",
-    "check_finite": "lstm_jax.checks",
-    "NonFinite": "lstm_jax.checks",
+    "LSTMState": "lstm_jax.core.state",
+    "CellParams": "lstm_jax.core.state",
+    "LSTM": "lstm_jax.linen.modules",
+    "LSTMModeler": "lstm_jax.linen.modules",
+    "Linear": "lstm_jax.linen.modules",
+    "LSTMConfig": "lstm_jax.common.config",
+    "params_from_torch": "lstm_jax.interop.transfer",
+    "params_to_torch": "lstm_jax.interop.transfer",
+    "CheckpointError": "lstm_jax.common.checkpoint_format",
+    "save_checkpoint": "lstm_jax.interop.checkpoint",
+    "load_checkpoint": "lstm_jax.interop.checkpoint",
+    "ParityReport": "lstm_jax.interop.compare",
+    "compare_with_torch": "lstm_jax.interop.compare",
+    "fit": "lstm_jax.train.loop",
+    "make_train_step": "lstm_jax.train.loop",
+    "as_optax": "lstm_jax.train.optimizers",
+    "TrainingDiverged": "lstm_jax.common.errors",
+    "SGD": "lstm_jax.common.optim",
+    "Adam": "lstm_jax.common.optim",
+    "AdamW": "lstm_jax.common.optim",
+    "epoch_orders": "lstm_jax.common.data",
+    "find_nonfinite": "lstm_jax.common.finite",
+    "check_finite": "lstm_jax.common.finite",
+    "NonFinite": "lstm_jax.common.finite",
 }
 
 __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
@@ -69,18 +69,19 @@ __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
 ]
 
 if TYPE_CHECKING:
-    from lstm_jax.checkpoint import load_checkpoint, save_checkpoint
-    from lstm_jax.checkpoint_format import CheckpointError
-    from lstm_jax.checks import NonFinite, check_finite, find_nonfinite
-    from lstm_jax.compare import ParityReport, compare_with_torch
-    from lstm_jax.core import CellParams, LSTMState
-    from lstm_jax.data import epoch_orders
-    from lstm_jax.errors import TrainingDiverged
-    from lstm_jax.modules import LSTM, Linear, LSTMModeler
-    from lstm_jax.optim import SGD, Adam, AdamW
-    from lstm_jax.specs import LSTMConfig
-    from lstm_jax.train import as_optax, fit, make_train_step
-    from lstm_jax.transfer import params_from_torch, params_to_torch
+    from lstm_jax.common.checkpoint_format import CheckpointError
+    from lstm_jax.common.config import LSTMConfig
+    from lstm_jax.common.data import epoch_orders
+    from lstm_jax.common.errors import TrainingDiverged
+    from lstm_jax.common.finite import NonFinite, check_finite, find_nonfinite
+    from lstm_jax.common.optim import SGD, Adam, AdamW
+    from lstm_jax.core.state import CellParams, LSTMState
+    from lstm_jax.interop.checkpoint import load_checkpoint, save_checkpoint
+    from lstm_jax.interop.compare import ParityReport, compare_with_torch
+    from lstm_jax.interop.transfer import params_from_torch, params_to_torch
+    from lstm_jax.linen.modules import LSTM, Linear, LSTMModeler
+    from lstm_jax.train.loop import fit, make_train_step
+    from lstm_jax.train.optimizers import as_optax
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lstm_jax import checkpoint_format as fmt
+from lstm_jax.common import checkpoint_format as fmt
 
 
 def _positive_int(text: str) -> int:
@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lstm_jax.check",
         description="Compare a checkpoint's model in PyTorch and in JAX on random input: "
-        "outputs, final states and gradients, against lstm_jax.tolerances.",
+        "outputs, final states and gradients, against lstm_jax.common.tolerances.",
         epilog="exit status: 0 within tolerance, 1 beyond, 2 could not check",
     )
     p.add_argument("checkpoint", help="a .safetensors file saved by lstm_jax or lstm_torch")

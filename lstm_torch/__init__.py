@@ -1,11 +1,9 @@
 """lstm_torch: the PyTorch reference, the lecture's ``LSTMModeler`` and training loop.
 
-Needs torch, never JAX (it shares only ``lstm_jax.specs``, ``lstm_jax.checkpoint_format``,
-``lstm_jax.data``, ``lstm_jax.optim``, ``lstm_jax.errors`` and ``lstm_jax.checks``, which
-import numpy and safetensors alone).
+Needs torch, never JAX: it shares only ``lstm_jax.common`` (numpy and safetensors alone).
 """
 
-from lstm_jax.checks import check_finite, find_nonfinite
+from lstm_jax.common.finite import check_finite, find_nonfinite
 from lstm_torch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lstm_torch.model import LSTMModeler
 from lstm_torch.train import TrainingDiverged, fit, make_optimizer

@@ -1,7 +1,7 @@
 """Save and load torch models as safetensors checkpoints (the format ``lstm_jax`` uses).
 
 The file's tensors are the model's ``state_dict``, its metadata the model's
-options (see :mod:`lstm_jax.checkpoint_format`, numpy only, shared with the JAX
+options (see :mod:`lstm_jax.common.checkpoint_format`, numpy only, shared with the JAX
 side), so a file saved here loads with ``lstm_jax.load_checkpoint`` and a file
 saved there loads here.
 
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lstm_jax import checkpoint_format as fmt
-from lstm_jax.checkpoint_format import CheckpointError, CheckpointSpec, PathLike
-from lstm_jax.specs import LSTMConfig
+from lstm_jax.common import checkpoint_format as fmt
+from lstm_jax.common.checkpoint_format import CheckpointError, CheckpointSpec, PathLike
+from lstm_jax.common.config import LSTMConfig
 from lstm_torch.model import LSTMModeler
 
 __all__ = ["CheckpointError", "load_checkpoint", "model_spec", "save_checkpoint"]

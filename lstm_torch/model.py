@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lstm_jax.specs import LSTMConfig, check_input, check_seq_lengths, check_state
+from lstm_jax.common.config import LSTMConfig, check_input, check_seq_lengths, check_state
 
 
 class LSTMModeler(nn.Module):

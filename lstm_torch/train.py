@@ -5,7 +5,7 @@ Per step, as the lecture: ``model.zero_grad()`` (and ``optimizer.zero_grad()``),
 gradient clipping, ``optimizer.step()``. A per-epoch loss is the sum of that
 epoch's batch losses (the lecture's ``total_loss``).
 
-Data order and batching come from :mod:`lstm_jax.data` (numpy only), which
+Data order and batching come from :mod:`lstm_jax.common.data` (numpy only), which
 ``lstm_jax.fit`` uses too, so both backends see the same batches in the same order.
 """
 
@@ -20,13 +20,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lstm_jax.data import batch_plan, check_positive_int, epoch_orders, prepare_data
-from lstm_jax.errors import TrainingDiverged
-from lstm_jax.optim import SGD, Adam, AdamW, is_spec
+from lstm_jax.common.data import batch_plan, check_positive_int, epoch_orders, prepare_data
+from lstm_jax.common.errors import TrainingDiverged
+from lstm_jax.common.optim import SGD, Adam, AdamW, is_spec
 
 
 def make_optimizer(spec: Any, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-    """An :mod:`lstm_jax.optim` spec -> its ``torch.optim`` optimizer over ``params``.
+    """An :mod:`lstm_jax.common.optim` spec -> its ``torch.optim`` optimizer over ``params``.
 
     ``clip_norm`` is not part of a torch optimizer; :func:`fit` applies it.
     """
@@ -48,7 +48,7 @@ def make_optimizer(spec: Any, params: Iterable[torch.Tensor]) -> torch.optim.Opt
             params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay
         )
     raise TypeError(
-        f"expected an lstm_jax.optim spec (SGD, Adam, AdamW), got {type(spec).__name__}"
+        f"expected an lstm_jax.common.optim spec (SGD, Adam, AdamW), got {type(spec).__name__}"
     )
 
 
@@ -77,7 +77,7 @@ def _resolve_optimizer(
             )
         return optimizer, clip_norm
     raise TypeError(
-        f"optimizer: expected a torch.optim.Optimizer or an lstm_jax.optim spec "
+        f"optimizer: expected a torch.optim.Optimizer or an lstm_jax.common.optim spec "
         f"(SGD, Adam, AdamW), got {type(optimizer).__name__}"
     )
 
@@ -107,7 +107,7 @@ def fit(
         xs: (N, T, I) sequences, or (N, I) samples of one step each (-> (N, 1, I)).
         ys: (N, O) targets for ``"mse"`` ((N,) when O = 1), or (N,) integer labels
             for ``"cross_entropy"``.
-        optimizer: an :mod:`lstm_jax.optim` spec (``SGD``, ``Adam``, ``AdamW``; the
+        optimizer: an :mod:`lstm_jax.common.optim` spec (``SGD``, ``Adam``, ``AdamW``; the
             same value configures ``lstm_jax.fit``) or a ``torch.optim.Optimizer``
             built over ``model.parameters()``.
         epochs: passes over the data.

@@ -35,9 +35,9 @@ import torch
 
 import lstm_jax
 import lstm_torch
-from lstm_jax.specs import LSTMConfig
-from lstm_jax.tolerances import scaled_error
-from lstm_jax.transfer import flatten
+from lstm_jax.common.config import LSTMConfig
+from lstm_jax.common.tolerances import scaled_error
+from lstm_jax.interop.transfer import flatten
 
 Arrays = dict[str, np.ndarray]
 
@@ -492,7 +492,7 @@ def assert_all_close(
     what: str = "",
 ) -> None:
     """Same names, shapes and dtypes, and every array within ``tol`` (scaled error,
-    see ``lstm_jax.tolerances``); one message listing every failure."""
+    see ``lstm_jax.common.tolerances``); one message listing every failure."""
     if set(actual) != set(reference):
         raise AssertionError(
             f"{what}: names differ: only actual {sorted(set(actual) - set(reference))}, "

@@ -20,7 +20,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lstm_jax
-from lstm_jax.tolerances import FORWARD, GRADIENT
+from lstm_jax.common.tolerances import FORWARD, GRADIENT
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""``examples/jit_benchmark.py --smoke``: the whole benchmark at tiny shapes, in a fresh
+"""``benchmarks/jit_benchmark.py --smoke``: the whole benchmark at tiny shapes, in a fresh
 process (it pins threads and precision globally). No timing is asserted: what is checked
 is that every part ran and reported coherent figures (FLOP counts against the formula
 computed here, ratios against the times they come from), and that the JSON, the chart
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "examples" / "jit_benchmark.py"
+SCRIPT = ROOT / "benchmarks" / "jit_benchmark.py"
 
 
 @pytest.fixture(scope="module")

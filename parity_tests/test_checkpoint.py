@@ -26,9 +26,9 @@ import torch
 
 import lstm_jax
 import lstm_torch
-from lstm_jax import checkpoint_format as fmt
-from lstm_jax.checkpoint_format import CheckpointError
-from lstm_jax.transfer import flatten
+from lstm_jax.common import checkpoint_format as fmt
+from lstm_jax.common.checkpoint_format import CheckpointError
+from lstm_jax.interop.transfer import flatten
 
 # (kind, options): the lecture's model, a bare LSTM, and every option away from its default.
 MODELS = {
@@ -414,12 +414,13 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 
 def test_each_side_loads_checkpoints_without_the_other_framework() -> None:
     without_jax = (
-        "import sys, lstm_torch, lstm_jax.checkpoint_format\n"
+        "import sys, lstm_torch, lstm_jax.common.checkpoint_format\n"
         "assert lstm_torch.load_checkpoint and lstm_torch.save_checkpoint\n"
         "assert 'jax' not in sys.modules, 'lstm_torch imported jax'\n"
     )
     without_torch = (
-        "import sys, lstm_jax, lstm_jax.checkpoint, lstm_jax.compare, lstm_jax.check\n"
+        "import sys, lstm_jax, lstm_jax.interop.checkpoint, lstm_jax.interop.compare\n"
+        "import lstm_jax.check\n"
         "lstm_jax.load_checkpoint, lstm_jax.compare_with_torch\n"
         "assert 'torch' not in sys.modules, 'lstm_jax imported torch'\n"
     )

@@ -19,7 +19,7 @@ import torch
 import lstm_jax
 import lstm_jax.check
 import lstm_torch
-from lstm_jax.tolerances import FORWARD, GRADIENT, scaled_error
+from lstm_jax.common.tolerances import FORWARD, GRADIENT, scaled_error
 
 MODELER = dict(input_size=2, hidden_layer_size=4, output_size=2)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_jax.tolerances import TRAINING, scaled_error
+from lstm_jax.common.tolerances import TRAINING, scaled_error
 
 ROOT = Path(__file__).resolve().parents[1]
 F32 = np.dtype(np.float32)
@@ -33,7 +33,7 @@ WORKER = textwrap.dedent(
     import json, sys
     import jax, numpy as np
     import lstm_jax
-    from lstm_jax.parallel import batch_mesh
+    from lstm_jax.train.parallel import batch_mesh
 
     out = sys.argv[1]
     assert jax.device_count() == 8, jax.devices()

@@ -43,7 +43,7 @@ SCRIPTS = {
     "lstm_jax": COMMON
     + """
 import jax, lstm_jax
-from lstm_jax.transfer import flatten
+from lstm_jax.interop.transfer import flatten
 model = lstm_jax.LSTMModeler(1, 8, 1, **OPTIONS)
 variables = model.init(jax.random.key(0), xs[0])
 trained, losses = lstm_jax.fit(
@@ -59,11 +59,11 @@ print(json.dumps({
 """,
     "lstm_torch": COMMON
     + """
-import torch, lstm_torch, lstm_jax.optim
+import torch, lstm_torch, lstm_jax.common.optim
 torch.manual_seed(0)
 model = lstm_torch.LSTMModeler(1, 8, 1, **OPTIONS)
 init = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-losses = lstm_torch.fit(model, xs, ys, optimizer=lstm_jax.optim.Adam(lr=1e-2), **FIT)
+losses = lstm_torch.fit(model, xs, ys, optimizer=lstm_jax.common.optim.Adam(lr=1e-2), **FIT)
 torch.manual_seed(7)
 other = lstm_torch.LSTMModeler(1, 8, 1, **OPTIONS)
 print(json.dumps({

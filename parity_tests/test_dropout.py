@@ -22,7 +22,7 @@ import torch
 
 import lstm_jax
 from lstm_jax import core
-from lstm_jax.tolerances import FORWARD, scaled_error
+from lstm_jax.common.tolerances import FORWARD, scaled_error
 
 SCALE = 0.5  # s: the candidate gate's slope in the see-through layer
 OPEN = 1000.0  # sigmoid(+-1000) is exactly 1 or 0 in float32 and float64

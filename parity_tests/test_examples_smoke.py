@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstm_jax.tolerances import FORWARD, GRADIENT, TRAINING, scaled_error
+from lstm_jax.common.tolerances import FORWARD, GRADIENT, TRAINING, scaled_error
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 F32 = np.dtype(np.float32)

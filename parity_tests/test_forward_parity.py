@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lstm_jax
-from lstm_jax.tolerances import FORWARD, scaled_error
+from lstm_jax.common.tolerances import FORWARD, scaled_error
 
 
 def test_precision_is_pinned_during_tests() -> None:

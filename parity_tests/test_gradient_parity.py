@@ -7,8 +7,8 @@ from __future__ import annotations
 import helpers
 import pytest
 
-from lstm_jax.specs import modeler_param_shapes
-from lstm_jax.tolerances import GRADIENT
+from lstm_jax.common.config import modeler_param_shapes
+from lstm_jax.common.tolerances import GRADIENT
 
 
 def _expected_names(params: dict, case: helpers.Case) -> set[str]:

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from lstm_jax.transfer import flatten
+from lstm_jax.interop.transfer import flatten
 
 SHAPE_CASES = [
     helpers.Case(),

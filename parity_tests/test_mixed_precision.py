@@ -22,7 +22,7 @@ import optax
 import pytest
 
 import lstm_jax
-from lstm_jax.tolerances import scaled_error
+from lstm_jax.common.tolerances import scaled_error
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # bfloat16 keeps 8 significant bits: one rounding is up to 2**-8 = 0.4% of a value;

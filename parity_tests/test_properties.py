@@ -4,7 +4,7 @@ Each example draws a configuration (1-3 layers, uni/bidirectional, proj_size, bi
 batch_first, hidden 1-32, input 1-8, T 1-20, B 1-5, with or without an initial state
 and per-row lengths, float32 or float64, the JAX side's ``impl``) and checks the
 forward results and every gradient against ``torch.nn.LSTM`` (packed when lengths are
-drawn), within ``lstm_jax.tolerances``.
+drawn), within ``lstm_jax.common.tolerances``.
 
 CI runs the ``lstm-jax-ci`` profile: 200 examples, derandomized (the same examples on
 every run). More with ``LSTM_JAX_HYPOTHESIS_EXAMPLES=2000 python -m pytest

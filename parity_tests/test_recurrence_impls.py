@@ -1,6 +1,6 @@
 """Every way of running the recurrence (``impl``, ``remat``) against ``torch.nn.LSTM``.
 
-``lstm_jax.recurrence`` has a plain ``lax.scan`` (JAX's autodiff), a scan with a
+``lstm_jax.core.recurrence`` has a plain ``lax.scan`` (JAX's autodiff), a scan with a
 hand-written backward (``custom_vjp``), the cuDNN path (on CPU its reference
 implementation ``jax.experimental.rnn.lstm_ref`` on the packed cuDNN weights) and
 rematerialization in chunks. Each is checked, forward and gradients, against torch's
@@ -20,9 +20,10 @@ import packed_reference
 import pytest
 
 import lstm_jax
-from lstm_jax import core, recurrence
-from lstm_jax.specs import LSTMConfig
-from lstm_jax.tolerances import GRADIENT
+from lstm_jax import core
+from lstm_jax.common.config import LSTMConfig
+from lstm_jax.common.tolerances import GRADIENT
+from lstm_jax.core import recurrence
 
 
 def _ragged(impl: str, remat: int = 0, **options: object) -> packed_reference.PackedCase:

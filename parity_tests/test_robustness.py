@@ -27,7 +27,7 @@ from packed_reference import PackedCase, assert_parity, run_both
 
 import lstm_jax
 import lstm_torch
-from lstm_jax.tolerances import FORWARD, GRADIENT, assert_close
+from lstm_jax.common.tolerances import FORWARD, GRADIENT, assert_close
 
 LONG = 10_000
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from lstm_jax import core
-from lstm_jax.specs import LSTMConfig
-from lstm_jax.tolerances import FORWARD
+from lstm_jax.common.config import LSTMConfig
+from lstm_jax.common.tolerances import FORWARD
 
 T, B, I = 7, 3, 4
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import lstm_jax
-from lstm_jax.tolerances import TRAINING, scaled_error
+from lstm_jax.common.tolerances import TRAINING, scaled_error
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "seed_lstm.py"
 ROW = re.compile(r"^\s*(\d+)\s+(\S+)\s+(\S+)\s*$")

@@ -1,7 +1,7 @@
 """Training parity: ``lstm_torch.fit`` (the reference) and ``lstm_jax.fit``.
 
 Both start from the same weights (torch's, copied with ``params_from_torch``) and
-visit the data in the same order (``lstm_jax.data.epoch_orders``); per-epoch
+visit the data in the same order (``lstm_jax.common.data.epoch_orders``); per-epoch
 losses and final parameters must agree within ``tolerances.TRAINING``.
 
 One measured limit, documented in the README's "Training" section: on the
@@ -40,10 +40,11 @@ import torch
 
 import lstm_jax
 import lstm_torch
-from lstm_jax.data import batch_plan, epoch_orders
-from lstm_jax.optim import SGD, Adam, AdamW, clip_by_global_norm_torch
-from lstm_jax.tolerances import TRAINING, assert_close, scaled_error
-from lstm_jax.train import _train_run
+from lstm_jax.common.data import batch_plan, epoch_orders
+from lstm_jax.common.optim import SGD, Adam, AdamW
+from lstm_jax.common.tolerances import TRAINING, assert_close, scaled_error
+from lstm_jax.train.loop import _train_run
+from lstm_jax.train.optimizers import clip_by_global_norm_torch
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
@@ -652,7 +653,7 @@ def test_torch_training_needs_no_jax() -> None:
     code = textwrap.dedent(
         """
         import sys, numpy as np, lstm_torch
-        from lstm_jax.optim import Adam
+        from lstm_jax.common.optim import Adam
         model = lstm_torch.LSTMModeler(1, 4, 1)
         lstm_torch.fit(model, np.ones((3, 1)), np.ones((3, 1)), optimizer=Adam(clip_norm=1.0),
                        epochs=2, batch_size=2, shuffle_seed=0)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import lstm_jax
-from lstm_jax.transfer import flatten
+from lstm_jax.interop.transfer import flatten
 
 
 def assert_bitwise_equal(actual: dict, reference: dict, ordered: bool = True) -> None:

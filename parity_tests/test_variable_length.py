@@ -22,7 +22,7 @@ from packed_reference import PackedCase, assert_parity, check_case, one_torch_th
 
 import lstm_jax
 import lstm_torch
-from lstm_jax.tolerances import FORWARD, GRADIENT, assert_close
+from lstm_jax.common.tolerances import FORWARD, GRADIENT, assert_close
 
 LENGTHS = (3, 6, 1, 4)  # unsorted, one full row, one of length 1
 

@@ -18,7 +18,7 @@ import torch
 
 import lstm_jax
 from lstm_jax import core
-from lstm_jax.tolerances import FORWARD, scaled_error
+from lstm_jax.common.tolerances import FORWARD, scaled_error
 
 X, H0, C0 = 32.0, 0.0, 2.0
 # gate: (w_h, w_x), listed in torch's gate order i, f, g, o

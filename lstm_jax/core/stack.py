@@ -2,7 +2,7 @@
 
 All math of the project lives here once; the Flax modules only declare
 parameters and call :func:`lstm`. The time loop of a layer (:func:`lstm_layer`)
-runs in :mod:`lstm_jax.recurrence`, which writes the same step in the shape that
+runs in :mod:`lstm_jax.core.recurrence`, which writes the same step in the shape that
 is fast to run and to differentiate (one fused matmul per step, a hand-written
 backward pass, cuDNN on GPUs).
 
@@ -25,35 +25,15 @@ them as torch moves them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from lstm_jax import recurrence
-from lstm_jax.specs import DIRECTION_SUFFIXES, LSTMConfig
+from lstm_jax.common.config import DIRECTION_SUFFIXES, LSTMConfig
+from lstm_jax.core import recurrence
+from lstm_jax.core.state import CellParams, LSTMState
 
 Array = jax.Array
-
-
-class LSTMState(NamedTuple):
-    """An LSTM's carry in torch's order: ``h`` (…, H_out) first, then ``c`` (…, H).
-
-    Flax's own cells carry ``(c, h)``; the names keep the two from being swapped.
-    """
-
-    h: Array
-    c: Array
-
-
-class CellParams(NamedTuple):
-    """One layer-direction's weights, torch layout (see module docstring)."""
-
-    weight_ih: Array
-    weight_hh: Array
-    bias_ih: Array | None = None
-    bias_hh: Array | None = None
-    weight_hr: Array | None = None
 
 
 def cell_params(params: Mapping[str, Array], layer: int, direction: int) -> CellParams:
@@ -127,7 +107,7 @@ def lstm_layer(
             length leave its state unchanged and output zeros.
         unroll: ``lax.scan`` unroll factor.
         impl: ``"auto"``, ``"scan"``, ``"custom_vjp"`` or ``"cudnn"``: how the
-            recurrence runs and is differentiated (see :mod:`lstm_jax.recurrence`;
+            recurrence runs and is differentiated (see :mod:`lstm_jax.core.recurrence`;
             ``"scan"`` is the one that supports forward-mode autodiff).
         remat: K > 0 rematerializes in chunks of K steps: training memory
             O(T/K + K) states instead of O(T), for about one more forward pass.

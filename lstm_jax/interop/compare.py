@@ -9,7 +9,7 @@ Example::
 
     report = lstm_jax.compare_with_torch(torch_model, jax_model, variables, x)
     print(report)          # one row per output, state and gradient
-    assert report.ok       # every scaled difference within lstm_jax.tolerances
+    assert report.ok       # every scaled difference within lstm_jax.common.tolerances
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax.modules import LSTM, LSTMModeler
-from lstm_jax.specs import check_param_shapes
-from lstm_jax.tolerances import FORWARD, GRADIENT, scaled_error
-from lstm_jax.transfer import flatten, to_numpy, unflatten
+from lstm_jax.common.config import check_param_shapes
+from lstm_jax.common.tolerances import FORWARD, GRADIENT, scaled_error
+from lstm_jax.interop.transfer import flatten, to_numpy, unflatten
+from lstm_jax.linen.modules import LSTM, LSTMModeler
 
 __all__ = ["Difference", "ParityReport", "compare_with_torch", "pinned_precision"]
 
@@ -41,7 +41,7 @@ class Difference:
         name: "output", "h_n", "c_n", or "grad <input | h_0 | c_0 | state_dict key>".
         group: "forward", "final state" or "gradient".
         max_abs: max |jax - torch|.
-        scaled: max |jax - torch| / max |torch| (``lstm_jax.tolerances.scaled_error``).
+        scaled: max |jax - torch| / max |torch| (``lstm_jax.common.tolerances.scaled_error``).
         tolerance: the bound on ``scaled`` for this group and dtype.
     """
 

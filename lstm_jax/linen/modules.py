@@ -15,10 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm_jax import core
-from lstm_jax.core import LSTMState
-from lstm_jax.init import linear_init, lstm_init
-from lstm_jax.recurrence import check_options
-from lstm_jax.specs import (
+from lstm_jax.common.config import (
     InputLayout,
     LSTMConfig,
     check_input,
@@ -27,6 +24,9 @@ from lstm_jax.specs import (
     check_seq_lengths_layout,
     check_state,
 )
+from lstm_jax.core import LSTMState
+from lstm_jax.core.init import linear_init, lstm_init
+from lstm_jax.core.recurrence import check_options
 
 StateLike = LSTMState | tuple[Any, Any]
 
@@ -86,7 +86,7 @@ class LSTM(nn.Module):
         impl: how each layer's recurrence runs: ``"auto"`` (cuDNN on an NVIDIA GPU,
             else a scan with a hand-written backward), ``"scan"`` (plain JAX
             autodiff; the one that supports ``jax.jvp``), ``"custom_vjp"`` or
-            ``"cudnn"``; see :mod:`lstm_jax.recurrence`. Results are the same.
+            ``"cudnn"``; see :mod:`lstm_jax.core.recurrence`. Results are the same.
         remat: K > 0 rematerializes each layer in chunks of K steps when
             differentiated: training memory O(T/K + K) states instead of O(T).
 

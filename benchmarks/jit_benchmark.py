@@ -1,9 +1,9 @@
 """Time lstm_jax against PyTorch on one machine, in one run: ratios, not absolute numbers.
 
-    python examples/jit_benchmark.py                 # the default run (2-core CPU: about 2 minutes)
-    python examples/jit_benchmark.py --smoke         # tiny shapes, seconds (CI; no timing asserted)
-    python examples/jit_benchmark.py --shapes medium long --layers 1 --repeats 11
-    python examples/jit_benchmark.py --report benchmarks/jit_benchmark_cpu.json   # README table
+    python benchmarks/jit_benchmark.py          # the default run (2-core CPU: about 2 minutes)
+    python benchmarks/jit_benchmark.py --smoke  # tiny shapes, seconds (CI; no timing asserted)
+    python benchmarks/jit_benchmark.py --shapes medium long --layers 1 --repeats 11
+    python benchmarks/jit_benchmark.py --report benchmarks/jit_benchmark_cpu.json   # README table
 
 Both sides run the project's models, float32, with the same weights: ``lstm_torch.
 LSTMModeler`` (``nn.LSTM`` + ``nn.Linear``; on CPU torch runs oneDNN's fused LSTM)
@@ -12,7 +12,7 @@ layers (and bidirectional for ``medium``) it times
 
 - inference: the forward pass (torch under ``inference_mode``);
 - a training step: forward, MSE loss, backward, optimizer update (SGD lr 1e-3 by
-  default, the same rule on both sides: ``lstm_jax.optim``). JAX: one jitted
+  default, the same rule on both sides: ``lstm_jax.common.optim``). JAX: one jitted
   ``lstm_jax.train.update`` with the parameters and optimizer state donated.
   torch: ``zero_grad``, forward, ``MSELoss``, ``backward``, ``step``;
 
@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _bench_report import markdown, print_table, save_chart, targets
+from report import markdown, print_table, save_chart, targets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,7 +97,7 @@ class Settings:
     device: str = "cpu"
     threads: int | None = None  # None: every CPU the process may use
     optimizer: str = "sgd"
-    impl: str = "auto"  # lstm_jax's recurrence (see lstm_jax.recurrence)
+    impl: str = "auto"  # lstm_jax's recurrence (see lstm_jax.core.recurrence)
     tf32: bool = False
     lecture: bool = True
     lecture_epochs: int = LECTURE_EPOCHS
@@ -352,7 +352,7 @@ def make_cases(settings: Settings) -> list[Case]:
 
 
 def optimizer_spec(settings: Settings) -> Any:
-    from lstm_jax.optim import SGD, Adam
+    from lstm_jax.common.optim import SGD, Adam
 
     return Adam(lr=1e-3) if settings.optimizer == "adam" else SGD(lr=1e-3)
 
@@ -433,6 +433,7 @@ def train_work(case: Case, settings: Settings, remat: int = 0) -> Work:
     import torch
 
     import lstm_jax
+    import lstm_torch
     from lstm_jax.train import update
 
     tm, jm, variables = build_pair(case, settings, remat=remat)
@@ -453,7 +454,7 @@ def train_work(case: Case, settings: Settings, remat: int = 0) -> Work:
         state[0], state[1], loss = jitted(*state)
         return loss
 
-    t_opt = spec.to_torch(tm.parameters())
+    t_opt = lstm_torch.make_optimizer(spec, tm.parameters())
     loss_fn = torch.nn.MSELoss()
 
     def torch_call() -> Any:
@@ -558,7 +559,7 @@ def lecture(settings: Settings) -> dict[str, Any]:
 
     import lstm_jax
     import lstm_torch
-    from lstm_jax.optim import SGD
+    from lstm_jax.common.optim import SGD
 
     epochs = settings.lecture_epochs
     spec = SGD(lr=LECTURE_LR)
@@ -628,7 +629,7 @@ def child_lecture(backend: str, epochs: int, cache_dir: str | None) -> None:
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
             jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
         import lstm_jax
-        from lstm_jax.optim import SGD
+        from lstm_jax.common.optim import SGD
 
         imported = time.perf_counter()
         model = lstm_jax.LSTMModeler(1, LECTURE_HIDDEN, 1)
@@ -863,7 +864,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         "versions": versions(),
         "settings": {
             **asdict(settings),
-            "command": f"python examples/jit_benchmark.py {argv_text}".strip(),
+            "command": f"python benchmarks/jit_benchmark.py {argv_text}".strip(),
         },
     }
     started = time.perf_counter()

@@ -48,7 +48,7 @@ def check_mesh(mesh: Any) -> int:
     """The number of batch shards of ``mesh`` (the size of its :data:`BATCH_AXIS` axis)."""
     if not isinstance(mesh, Mesh):
         raise TypeError(
-            f"mesh: expected a jax.sharding.Mesh (e.g. lstm_jax.parallel.batch_mesh() or "
+            f"mesh: expected a jax.sharding.Mesh (e.g. lstm_jax.train.parallel.batch_mesh() or "
             f"jax.make_mesh((n,), ('{BATCH_AXIS}',))), got {type(mesh).__name__}"
         )
     if BATCH_AXIS not in mesh.axis_names:

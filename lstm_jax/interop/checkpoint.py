@@ -1,7 +1,7 @@
 """Save and load Flax variables as safetensors checkpoints with torch's key names.
 
 The file format (shared with ``lstm_torch.checkpoint``) is described in
-:mod:`lstm_jax.checkpoint_format`; a file written here loads into
+:mod:`lstm_jax.common.checkpoint_format`; a file written here loads into
 ``lstm_torch.load_checkpoint`` or, strictly, into a plain torch module with
 ``model.load_state_dict(safetensors.torch.load_file(path), strict=True)``.
 
@@ -21,10 +21,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from lstm_jax import checkpoint_format as fmt
-from lstm_jax.checkpoint_format import CheckpointError, CheckpointSpec, PathLike
-from lstm_jax.modules import LSTM, LSTMModeler
-from lstm_jax.transfer import params_from_torch, params_to_torch
+from lstm_jax.common import checkpoint_format as fmt
+from lstm_jax.common.checkpoint_format import CheckpointError, CheckpointSpec, PathLike
+from lstm_jax.interop.transfer import params_from_torch, params_to_torch
+from lstm_jax.linen.modules import LSTM, LSTMModeler
 
 __all__ = ["CheckpointError", "load_checkpoint", "model_spec", "save_checkpoint"]
 

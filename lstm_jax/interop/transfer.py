@@ -14,7 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax.specs import LSTMConfig, check_param_shapes, infer_config, modeler_param_shapes
+from lstm_jax.common.config import (
+    LSTMConfig,
+    check_param_shapes,
+    infer_config,
+    modeler_param_shapes,
+)
 
 
 def to_numpy(value: Any) -> np.ndarray:

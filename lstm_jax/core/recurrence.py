@@ -30,14 +30,13 @@ and ``remat`` (up to float rounding).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-if TYPE_CHECKING:
-    from lstm_jax.core import CellParams, LSTMState
+from lstm_jax.core.state import CellParams, LSTMState
 
 Array = jax.Array
 

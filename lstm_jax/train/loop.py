@@ -8,7 +8,7 @@ The pieces, each usable alone:
   zeros): loss and gradients, then the Optax update;
 - :func:`make_train_step` — :func:`update` jitted, for users writing their own loop;
 - :func:`fit` — the driver: the per-epoch orders are drawn with numpy
-  (:func:`lstm_jax.data.epoch_orders`, shared with ``lstm_torch.fit``) and
+  (:func:`lstm_jax.common.data.epoch_orders`, shared with ``lstm_torch.fit``) and
   passed in as an (epochs, N) index array; epochs and batches run as nested
   ``lax.scan`` inside ONE ``jax.jit``, compiled once per model, optimizer, loss,
   batch size and data shapes (a second call with the same ones reuses it).
@@ -19,7 +19,7 @@ that is not 0, as ``DataLoader(drop_last=False)`` would give.
 
 Divergence: a step whose loss or updated parameters are not finite is not
 applied; every later step is skipped too (a flag in the scan's carry), and
-:func:`fit` raises :class:`~lstm_jax.errors.TrainingDiverged` afterwards with
+:func:`fit` raises :class:`~lstm_jax.common.errors.TrainingDiverged` afterwards with
 the last finite variables.
 """
 
@@ -37,26 +37,13 @@ import optax
 from jax import lax
 from jax.sharding import Mesh
 
-from lstm_jax import parallel
-from lstm_jax.data import batch_plan, check_loss, epoch_orders, prepare_data
-from lstm_jax.errors import TrainingDiverged
-from lstm_jax.optim import is_spec
+from lstm_jax.common.data import batch_plan, check_loss, epoch_orders, prepare_data
+from lstm_jax.common.errors import TrainingDiverged
+from lstm_jax.train import parallel
+from lstm_jax.train.optimizers import as_optax
 
 Array = jax.Array
 PyTree = Any
-
-
-def as_optax(optimizer: Any) -> optax.GradientTransformation:
-    """An :mod:`lstm_jax.optim` spec (-> its paired Optax chain) or an Optax
-    ``GradientTransformation`` (returned as is)."""
-    if is_spec(optimizer):
-        return optimizer.to_optax()
-    if isinstance(optimizer, optax.GradientTransformation):
-        return optimizer
-    raise TypeError(
-        f"optimizer: expected an optax.GradientTransformation or an lstm_jax.optim spec "
-        f"(SGD, Adam, AdamW), got {type(optimizer).__name__}"
-    )
 
 
 def loss_value(loss: str, prediction: Array, target: Array) -> Array:
@@ -143,7 +130,7 @@ def make_train_step(
     """A jitted ``train_step(variables, opt_state, x, y, rng=None) -> (variables,
     opt_state, loss)`` for a hand-written loop (see :func:`update` for the shapes).
 
-    ``optimizer`` is an Optax transformation or an :mod:`lstm_jax.optim` spec; start
+    ``optimizer`` is an Optax transformation or an :mod:`lstm_jax.common.optim` spec; start
     from ``opt_state = lstm_jax.as_optax(optimizer).init(variables["params"])``.
     ``compute_dtype``: as :func:`fit`'s (e.g. ``jnp.bfloat16``: mixed precision).
     """
@@ -200,7 +187,7 @@ def _train_run(
     xs (N, T, I), ys (N, O) or (N,), orders (E, N). Returns the last finite params,
     the (E,) per-epoch losses, and the first failing global step (-1: none) and its loss.
     With a ``mesh``, every batch is split over its ``"batch"`` axis (the rest is
-    replicated, see :mod:`lstm_jax.parallel`).
+    replicated, see :mod:`lstm_jax.train.parallel`).
     """
     n = xs.shape[0]
     full_batches, remainder = divmod(n, batch_size)
@@ -315,7 +302,7 @@ def fit(
         xs: (N, T, I) sequences, or (N, I) samples of one step each (-> (N, 1, I)).
         ys: (N, O) targets for ``"mse"`` ((N,) when O = 1), or (N,) integer labels
             for ``"cross_entropy"``.
-        optimizer: an :mod:`lstm_jax.optim` spec (``SGD``, ``Adam``, ``AdamW``; the
+        optimizer: an :mod:`lstm_jax.common.optim` spec (``SGD``, ``Adam``, ``AdamW``; the
             same value configures ``lstm_torch.fit``) or an Optax
             ``GradientTransformation``. Pass the same object again to reuse the
             compiled run (equal specs give the same Optax object).
@@ -328,10 +315,10 @@ def fit(
         rng: a key for dropout (training mode), folded with the global step; None
             trains deterministically (required for a model with dropout between layers).
         mesh: None trains on one device. A ``jax.sharding.Mesh`` with an axis named
-            ``"batch"`` (``lstm_jax.parallel.batch_mesh()``, or
+            ``"batch"`` (``lstm_jax.train.parallel.batch_mesh()``, or
             ``jax.make_mesh((n,), ("batch",))``): data-parallel training, every batch
             split over that axis, parameters, optimizer state and data replicated,
-            gradients all-reduced by XLA (see :mod:`lstm_jax.parallel`). Every batch,
+            gradients all-reduced by XLA (see :mod:`lstm_jax.train.parallel`). Every batch,
             the remainder batch too, must divide among the axis' devices.
         compute_dtype: None computes in the parameters' dtype. ``jnp.bfloat16`` (any
             float dtype): mixed precision; forward and backward in that dtype, loss,

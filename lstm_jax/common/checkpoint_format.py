@@ -20,7 +20,7 @@ to, so a file loads without the user repeating the configuration::
     lstm_jax_version  the package version that wrote the file
     sha256            digest of the tensors (names, dtypes, shapes, bytes)
 
-``lstm_jax.checkpoint`` and ``lstm_torch.checkpoint`` convert their models to
+``lstm_jax.interop.checkpoint`` and ``lstm_torch.checkpoint`` convert their models to
 and from numpy arrays and call :func:`save` / :func:`load` here; neither side
 has a reader or writer of its own.
 """
@@ -41,8 +41,13 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-import lstm_jax
-from lstm_jax.specs import LSTM_OPTIONS, LSTMConfig, check_param_shapes, modeler_param_shapes
+from lstm_jax.common.config import (
+    LSTM_OPTIONS,
+    LSTMConfig,
+    check_param_shapes,
+    modeler_param_shapes,
+)
+from lstm_jax.common.version import __version__
 
 FORMAT = "lstm-jax.checkpoint"
 FORMAT_VERSION = 1
@@ -210,7 +215,7 @@ def metadata(spec: CheckpointSpec, arrays: Mapping[str, np.ndarray]) -> dict[str
         "kind": spec.kind,
         "config": json.dumps(spec.options),
         "dtype": spec.dtype.name,
-        "lstm_jax_version": lstm_jax.__version__,
+        "lstm_jax_version": __version__,
         "sha256": tensor_digest(arrays),
     }
 
@@ -233,7 +238,7 @@ def spec_from_metadata(meta: Mapping[str, str] | None, path: PathLike) -> Checkp
         raise CheckpointError(
             path,
             f"checkpoint format version {meta['format_version']!r} (written by lstm-jax "
-            f"{meta['lstm_jax_version']}); this lstm-jax {lstm_jax.__version__} reads "
+            f"{meta['lstm_jax_version']}); this lstm-jax {__version__} reads "
             f"version {FORMAT_VERSION}",
         )
     try:

@@ -1,4 +1,4 @@
-"""Reporting for ``examples/jit_benchmark.py``: the targets, the terminal table, the
+"""Reporting for ``benchmarks/jit_benchmark.py``: the targets, the terminal table, the
 chart of the ratios and the README's markdown table, all from the results dict (the
 JSON file's content). Needs no JAX or torch, so ``--report FILE`` starts fast."""
 

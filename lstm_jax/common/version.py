@@ -1,0 +1,3 @@
+"""The package version (written into checkpoints)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""Flax linen modules with torch's parameter names; they declare parameters and call the core."""
+
+from lstm_jax.linen.modules import LSTM, Linear, LSTMModeler
+
+__all__ = ["LSTM", "LSTMModeler", "Linear"]
