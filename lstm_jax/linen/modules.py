@@ -15,58 +15,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm_jax import core
-from lstm_jax.common.config import (
-    InputLayout,
-    LSTMConfig,
-    check_input,
-    check_param_shapes,
-    check_seq_lengths,
-    check_seq_lengths_layout,
-    check_state,
-)
+from lstm_jax.common.config import LSTMConfig, check_param_shapes
 from lstm_jax.core import LSTMState
 from lstm_jax.core.init import linear_init, lstm_init
+from lstm_jax.core.layout import (
+    StateLike,
+    as_state,
+    broadcast_hidden_cell,
+    check_call,
+    check_param_dtype,
+    lecture_view,
+    run_call,
+    uses_dropout,
+)
 from lstm_jax.core.recurrence import check_options
-
-StateLike = LSTMState | tuple[Any, Any]
-
-
-def _dtype_of(x: Any) -> np.dtype:
-    return np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
-
-
-def _is_floating(dtype: np.dtype) -> bool:
-    return bool(jnp.issubdtype(dtype, jnp.floating))
-
-
-def _as_state(initial_state: StateLike, who: str) -> LSTMState:
-    if not isinstance(initial_state, tuple) or len(initial_state) != 2:
-        got = type(initial_state).__name__
-        raise TypeError(f"{who}: expected initial_state as a pair (h_0, c_0), got {got}")
-    h, c = initial_state
-    for name, v in (("h_0", h), ("c_0", c)):
-        if not _is_floating(_dtype_of(v)):
-            raise TypeError(f"{who}: expected a floating point {name}, got dtype {_dtype_of(v)}")
-    return LSTMState(jnp.asarray(h), jnp.asarray(c))
-
-
-def _check_param_dtype(param_dtype: Any, who: str) -> None:
-    try:
-        dtype = np.dtype(param_dtype)
-    except TypeError:
-        raise TypeError(
-            f"{who}: expected a floating point param_dtype, got {param_dtype!r}"
-        ) from None
-    if not _is_floating(dtype):
-        raise TypeError(f"{who}: expected a floating point param_dtype, got {dtype}")
-
-
-def _concrete_or_none(x: Any) -> np.ndarray | None:
-    """The value of ``x`` if it is known now (not a tracer inside jit)."""
-    try:
-        return np.asarray(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
 
 
 class LSTM(nn.Module):
@@ -122,7 +84,7 @@ class LSTM(nn.Module):
     def __post_init__(self) -> None:
         self.config  # noqa: B018 - validates the options at construction, as torch does
         check_options(self.impl, self.remat, self.unroll)
-        _check_param_dtype(self.param_dtype, "LSTM")
+        check_param_dtype(self.param_dtype, "LSTM")
         super().__post_init__()
 
     @property
@@ -152,82 +114,24 @@ class LSTM(nn.Module):
         seq_lengths: jax.Array | None = None,
     ) -> tuple[jax.Array, LSTMState]:
         config = self.config
-        dtype = _dtype_of(x)
         if self.has_variable("params", "weight_ih_l0"):
             input_size = int(np.shape(self.get_variable("params", "weight_ih_l0"))[-1])
         else:
             input_size = int(np.shape(x)[-1]) if np.ndim(x) else 0
-        layout = check_input(config, np.shape(x), str(dtype), _is_floating(dtype), input_size)
-        state = None
-        if initial_state is not None:
-            state = _as_state(initial_state, "LSTM")
-            check_state(config, layout, state.h.shape, state.c.shape)
-        lengths, lengths_checked = self._lengths(seq_lengths, layout)
+        call = check_call(config, x, initial_state, seq_lengths, input_size)
         params = self._params(input_size)
-
-        compute_dtype = jnp.result_type(dtype, self.param_dtype)
-        params = {k: v.astype(compute_dtype) for k, v in params.items()}
-        x = jnp.asarray(x, compute_dtype)
-        batched = layout.batch_size is not None
-        if not batched:
-            x = x[:, None]
-            state = None if state is None else LSTMState(state.h[:, None], state.c[:, None])
-        elif config.batch_first:
-            x = jnp.swapaxes(x, 0, 1)
-        if state is not None:
-            state = LSTMState(state.h.astype(compute_dtype), state.c.astype(compute_dtype))
-
-        use_dropout = not deterministic and config.dropout > 0 and config.num_layers > 1
-        rng = self.make_rng("dropout") if use_dropout else None
-        out, final = core.lstm(
+        rng = self.make_rng("dropout") if uses_dropout(config, not deterministic) else None
+        return run_call(
             params,
             x,
-            state,
+            call,
             config,
-            seq_lengths=lengths,
+            param_dtype=self.param_dtype,
             dropout_rng=rng,
             unroll=self.unroll,
             impl=self.impl,
             remat=self.remat,
         )
-        if not lengths_checked:
-            out, final = _poison_invalid_rows(out, final, lengths, layout.seq_len)
-
-        if not batched:
-            return out[:, 0], LSTMState(final.h[:, 0], final.c[:, 0])
-        if config.batch_first:
-            out = jnp.swapaxes(out, 0, 1)
-        return out, final
-
-    @staticmethod
-    def _lengths(seq_lengths: Any, layout: InputLayout) -> tuple[jax.Array | None, bool]:
-        """The lengths as (B,) int32, and whether their values were checked.
-
-        Under ``jax.jit`` traced lengths have no values to check: only their shape
-        and dtype are; rows whose length falls outside [1, T] then come out NaN.
-        """
-        if seq_lengths is None:
-            return None, True
-        if isinstance(seq_lengths, list | tuple):
-            seq_lengths = jnp.asarray(seq_lengths)  # stacks traced scalars too (a list under jit)
-        value = _concrete_or_none(seq_lengths)
-        if value is not None:
-            check_seq_lengths(value, layout)
-        else:
-            check_seq_lengths_layout(np.shape(seq_lengths), _dtype_of(seq_lengths), layout)
-        return jnp.atleast_1d(jnp.asarray(seq_lengths, jnp.int32)), value is not None
-
-
-def _poison_invalid_rows(
-    out: jax.Array, final: LSTMState, lengths: jax.Array, seq_len: int
-) -> tuple[jax.Array, LSTMState]:
-    """NaN in every row whose (traced, unchecked) length lies outside [1, T], so a bad
-    length shows up in the results instead of silently reading padding or wrapping."""
-    bad = (lengths < 1) | (lengths > seq_len)  # (B,)
-    nan = jnp.array(jnp.nan, out.dtype)
-    return jnp.where(bad[None, :, None], nan, out), LSTMState(
-        jnp.where(bad[None, :, None], nan, final.h), jnp.where(bad[None, :, None], nan, final.c)
-    )
 
 
 class Linear(nn.Module):
@@ -293,7 +197,7 @@ class LSTMModeler(nn.Module):
         output_size = self.output_size
         if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
             raise ValueError(f"output_size must be a positive int, got {output_size!r}")
-        _check_param_dtype(self.param_dtype, "LSTMModeler")
+        check_param_dtype(self.param_dtype, "LSTMModeler")
         super().__post_init__()
 
     @property
@@ -324,7 +228,7 @@ class LSTMModeler(nn.Module):
         x = lecture_view(x, config, "LSTMModeler")
         batch = x.shape[0] if config.batch_first else x.shape[1]
         if hidden_cell is not None:
-            hidden_cell = broadcast_hidden_cell(_as_state(hidden_cell, "LSTMModeler"), batch)
+            hidden_cell = broadcast_hidden_cell(as_state(hidden_cell, "LSTMModeler"), batch)
         out, hidden_cell = self.lstm(
             x, hidden_cell, deterministic=deterministic, seq_lengths=seq_lengths
         )
@@ -332,33 +236,3 @@ class LSTMModeler(nn.Module):
         lengths = None if seq_lengths is None else jnp.atleast_1d(jnp.asarray(seq_lengths))
         y = self.linear(core.last_valid_step(time_major, lengths))
         return (y[0] if single_sequence else y), hidden_cell
-
-
-def lecture_view(x: Any, config: LSTMConfig, who: str) -> jax.Array:
-    """The lecture's ``x.view(len(x), 1, -1)`` for 1-D/2-D input; 3-D passes through."""
-    dtype = _dtype_of(x)
-    if not _is_floating(dtype):
-        raise TypeError(f"{who}: expected a floating point input, got dtype {dtype}")
-    ndim = np.ndim(x)
-    if ndim not in (1, 2, 3):
-        raise ValueError(
-            f"{who}: expected a 1-D (T,) or 2-D (T, I) sequence or a 3-D batch, "
-            f"got {ndim}-D input of shape {np.shape(x)}"
-        )
-    x = jnp.asarray(x)
-    if ndim == 3:
-        return x
-    if x.shape[0] == 0:
-        raise ValueError(f"{who}: expected at least one time step, got input of shape {x.shape}")
-    return x.reshape((1, len(x), -1) if config.batch_first else (len(x), 1, -1))
-
-
-def broadcast_hidden_cell(state: LSTMState, batch: int) -> LSTMState:
-    """Broadcast a stored (D*L, 1, ·) hidden_cell to batch ``batch``; other shapes pass
-    through to the LSTM's own check."""
-    if state.h.ndim == 3 and state.h.shape[1] == 1 and state.c.shape[1] == 1 and batch != 1:
-        return LSTMState(
-            jnp.broadcast_to(state.h, (state.h.shape[0], batch, state.h.shape[2])),
-            jnp.broadcast_to(state.c, (state.c.shape[0], batch, state.c.shape[2])),
-        )
-    return state
