@@ -20,9 +20,12 @@ _EXPORTS = {
     "LSTM": "lstm_jax.linen.modules",
     "LSTMModeler": "lstm_jax.linen.modules",
     "Linear": "lstm_jax.linen.modules",
+    "LSTMCell": "lstm_jax.linen.cell",
     "LSTMConfig": "lstm_jax.common.config",
     "params_from_torch": "lstm_jax.interop.transfer",
     "params_to_torch": "lstm_jax.interop.transfer",
+    "LeafRule": "lstm_jax.interop.leaf_rules",
+    "register_layer": "lstm_jax.interop.leaf_rules",
     "CheckpointError": "lstm_jax.common.checkpoint_format",
     "save_checkpoint": "lstm_jax.interop.checkpoint",
     "load_checkpoint": "lstm_jax.interop.checkpoint",
@@ -47,9 +50,12 @@ __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
     "LSTM",
     "LSTMModeler",
     "Linear",
+    "LSTMCell",
     "LSTMConfig",
     "params_from_torch",
     "params_to_torch",
+    "LeafRule",
+    "register_layer",
     "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
@@ -78,7 +84,9 @@ if TYPE_CHECKING:
     from lstm_jax.core.state import CellParams, LSTMState
     from lstm_jax.interop.checkpoint import load_checkpoint, save_checkpoint
     from lstm_jax.interop.compare import ParityReport, compare_with_torch
+    from lstm_jax.interop.leaf_rules import LeafRule, register_layer
     from lstm_jax.interop.transfer import params_from_torch, params_to_torch
+    from lstm_jax.linen.cell import LSTMCell
     from lstm_jax.linen.modules import LSTM, Linear, LSTMModeler
     from lstm_jax.train.loop import fit, make_train_step
     from lstm_jax.train.optimizers import as_optax

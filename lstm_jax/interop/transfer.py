@@ -1,15 +1,25 @@
 """Weight transfer between torch ``state_dict``s and Flax variables.
 
-Both sides use torch's names and layout, so transfer is flatten/unflatten on
-"." plus array conversion: no transposes, no bias folding, bitwise round trips.
-torch is never imported: any mapping of arrays works (tensors go through numpy).
+The built-in models (``lstm_jax.LSTM``, ``LSTMModeler``, ``LSTMCell``) use torch's
+names and layout, so their transfer is flatten/unflatten on "." plus array
+conversion: no transposes, no bias folding, bitwise round trips.
+
+A model of one's own converts whole when its Flax submodules carry the torch
+model's attribute names: the Flax path ``a/b/<leaf>`` pairs with the torch key
+``a.b.<torch name>``, each leaf through its layer's rule
+(:mod:`lstm_jax.interop.leaf_rules`), list-held submodules ``layers_0`` as ``layers.0``,
+strict both ways as ``load_state_dict(strict=True)``. torch is never imported: any
+mapping of arrays works (tensors go through numpy).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,8 +28,28 @@ from lstm_jax.common.config import (
     LSTMConfig,
     check_param_shapes,
     infer_config,
+    lstm_cell_param_shapes,
     modeler_param_shapes,
 )
+from lstm_jax.interop import leaf_rules
+from lstm_jax.interop.leaf_rules import LeafRule
+from lstm_jax.linen.cell import LSTMCell
+from lstm_jax.linen.modules import LSTM, Linear, LSTMModeler
+
+Path = tuple[str, ...]
+BUILT_IN = (LSTM, LSTMModeler, LSTMCell)
+
+for _layer, _kind in (
+    (nn.Dense, "dense"),
+    (nn.Embed, "embed"),
+    (nn.LayerNorm, "layer_norm"),
+    (nn.Conv, "conv"),
+    (LSTM, leaf_rules.TORCH_NAMED),
+    (Linear, leaf_rules.TORCH_NAMED),
+    (LSTMCell, leaf_rules.TORCH_NAMED),
+    (LSTMModeler, leaf_rules.TORCH_NAMED),
+):
+    leaf_rules.register_layer(_layer, _kind)
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -54,51 +84,269 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def expected_shapes(model: Any, input_size: int | None = None) -> dict[str, tuple[int, ...]]:
-    """The state_dict names and shapes a ``lstm_jax.LSTM`` or ``LSTMModeler`` expects."""
+    """The state_dict names and shapes a built-in model (``lstm_jax.LSTM``,
+    ``LSTMModeler`` or ``LSTMCell``) expects."""
+    if isinstance(model, LSTMCell):
+        return lstm_cell_param_shapes(model.hidden_size, input_size, model.bias)
     config: LSTMConfig = model.config
     if hasattr(model, "output_size"):
         return modeler_param_shapes(config, model.output_size)
     return config.param_shapes(input_size)
 
 
-def params_from_torch(state_dict: Mapping[str, Any], model: Any = None) -> dict[str, Any]:
-    """A torch ``state_dict`` (of ``nn.LSTM`` or ``LSTMModeler``) -> Flax variables.
+# --- ties: torch keys that hold one tensor -------------------------------------------------
 
-    Arguments:
-        state_dict: {torch key: tensor or array}.
-        model: optional ``lstm_jax.LSTM``/``LSTMModeler`` to check the keys and shapes
-            against; without it they are checked against the configuration the
-            keys themselves describe.
+
+def _memory_id(value: Any) -> tuple | None:
+    """Where an array's data lives (address, shape, strides, dtype), or None if empty."""
+    if hasattr(value, "data_ptr") and hasattr(value, "stride"):  # a torch tensor
+        if value.numel() == 0:
+            return None
+        return (value.data_ptr(), tuple(value.shape), tuple(value.stride()), str(value.dtype))
+    array = np.asarray(value)
+    if array.size == 0:
+        return None
+    return (array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
+
+
+def find_ties(state_dict: Mapping[str, Any]) -> dict[str, str]:
+    """``{alias: first key}`` for the keys that hold the same tensor as an earlier key
+    (``decoder.weight = encoder.weight`` in torch); equal values in separate memory
+    are not tied."""
+    first: dict[tuple, str] = {}
+    ties: dict[str, str] = {}
+    for key, value in state_dict.items():
+        ident = _memory_id(value)
+        if ident is None:
+            continue
+        if ident in first:
+            ties[key] = first[ident]
+        else:
+            first[ident] = key
+    return ties
+
+
+# --- the layers of a Flax model and their torch names --------------------------------------
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One module of a Flax model, as the transfer sees it.
+
+    Attributes:
+        layer_type: the module's class (None where unknown: its leaves then decide).
+        torch_path: the torch names of its path from the root (``("layers", "0")``).
+    """
+
+    layer_type: type | None
+    torch_path: Path
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One Flax leaf paired with its torch key.
+
+    Attributes:
+        flax_path: the leaf's path in ``variables["params"]``.
+        torch_key: the torch ``state_dict`` key.
+        rule: its array conversions.
+        shape: the Flax leaf's shape.
+    """
+
+    flax_path: Path
+    torch_key: str
+    rule: LeafRule
+    shape: tuple[int, ...]
+
+    @property
+    def flax_name(self) -> str:
+        return "/".join(self.flax_path)
+
+    def torch_shape(self) -> tuple[int, ...]:
+        """The shape the torch tensor must have."""
+        probe = jax.ShapeDtypeStruct(self.shape, jnp.float32)
+        return tuple(jax.eval_shape(self.rule.to_torch, probe).shape)
+
+
+def _held_segments(name: str, parent: Any) -> Path | None:
+    """``layers_0`` -> ("layers", "0") when the parent holds a list (or dict) ``layers``;
+    a flax ``nn.Sequential``'s own ``layers_i`` -> ("i",), as torch's ``nn.Sequential``."""
+    for match in re.finditer("_", name):
+        base, item = name[: match.start()], name[match.end() :]
+        try:
+            held = getattr(parent, base, None)
+        except Exception:  # a property that fails outside a call: not a container
+            held = None
+        is_index = isinstance(held, list | tuple) and item.isdigit() and int(item) < len(held)
+        if is_index and isinstance(parent, nn.Sequential) and base == "layers":
+            return (item,)
+        if is_index or (isinstance(held, Mapping) and item in held):
+            return (base, item)
+    return None
+
+
+def _segments_by_name(siblings: Sequence[str], name: str) -> Path:
+    """Torch names of a path segment without the module at hand: ``name_i`` is a list
+    item when its siblings are ``name_0`` … ``name_k`` (Flax's auto names such as
+    ``Dense_0`` start with a capital and stay as they are)."""
+    match = re.fullmatch(r"([a-z]\w*?)_(\d+)", name)
+    if match is None:
+        return (name,)
+    base = match[1]
+    indices = sorted(int(s[len(base) + 1 :]) for s in siblings if re.fullmatch(rf"{base}_\d+", s))
+    return (base, match[2]) if indices == list(range(len(indices))) else (name,)
+
+
+def discover_layers(
+    model: nn.Module, example: Sequence[Any], example_kwargs: Mapping[str, Any] | None = None
+) -> tuple[dict, dict[Path, Layer]]:
+    """Run ``model.init`` abstractly on ``example`` (and ``example_kwargs``; only shapes
+    and dtypes of arrays are used) and record every module called.
 
     Returns:
-        ``{"params": {...}}`` ready for ``model.apply``; values bitwise equal to the input.
-
-    Raises:
-        ValueError: naming each missing or unexpected key and each shape mismatch,
-            or a float64 state dict while JAX runs in 32-bit mode (it would be rounded).
+        the params' shapes (a tree of ``jax.ShapeDtypeStruct``) and ``{flax module path: Layer}``.
     """
-    if not isinstance(state_dict, Mapping):
+    if not isinstance(example, tuple | list):
         raise TypeError(
-            f"expected a mapping of parameter names to arrays, got {type(state_dict).__name__}"
+            f"example: expected a tuple of {type(model).__name__}.init's positional arguments "
+            f"(after the rng), got {type(example).__name__}"
         )
-    arrays = {key: to_numpy(value) for key, value in state_dict.items()}
-    shapes = {key: array.shape for key, array in arrays.items()}
-    if model is not None:
-        input_size = arrays["weight_ih_l0"].shape[-1] if "weight_ih_l0" in arrays else None
-        if input_size is None and not hasattr(model, "output_size"):
-            raise ValueError(
-                f"expected an nn.LSTM state dict (keys 'weight_ih_l0', 'weight_hh_l0', ...) "
-                f"for {type(model).__name__}, got keys {sorted(arrays)[:12]}"
+    leaves, treedef = jax.tree.flatten((list(example), dict(example_kwargs or {})))
+    is_array = [hasattr(a, "shape") and hasattr(a, "dtype") for a in leaves]
+    abstract = [
+        jax.ShapeDtypeStruct(tuple(a.shape), to_numpy(a).dtype if hasattr(a, "cpu") else a.dtype)
+        for a, arr in zip(leaves, is_array, strict=True)
+        if arr
+    ]
+    found: dict[Path, Layer] = {}
+
+    def record(next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
+        module = context.module
+        path = tuple(module.path)
+        if path not in found:
+            parent_path = found[path[:-1]].torch_path if path[:-1] in found else path[:-1]
+            segments = () if not path else _held_segments(path[-1], module.parent) or path[-1:]
+            found[path] = Layer(type(module), tuple(parent_path) + segments)
+        return next_fun(*args, **kwargs)
+
+    def init(*arrays: Any) -> Any:
+        values = iter(arrays)
+        args, kwargs = jax.tree.unflatten(
+            treedef, [next(values) if arr else a for a, arr in zip(leaves, is_array, strict=True)]
+        )
+        rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+        with nn.intercept_methods(record):
+            return model.init(rngs, *args, **kwargs)
+
+    shapes = jax.eval_shape(init, *abstract)
+    others = sorted(set(shapes) - {"params"})
+    if others:
+        raise ValueError(
+            f"{type(model).__name__}: only the 'params' collection maps to torch parameters, "
+            f"the model also has {others}"
+        )
+    return dict(shapes.get("params", {})), found
+
+
+def key_map(
+    params: Mapping[str, Any], layers: Mapping[Path, Layer] | None = None
+) -> list[KeyEntry]:
+    """Pair every leaf of ``params`` (a nested mapping of arrays or shapes) with its torch key.
+
+    Arguments:
+        params: ``variables["params"]`` or its ``jax.eval_shape``.
+        layers: ``{flax module path: Layer}`` (:func:`discover_layers`); modules not in
+            it are named by :func:`_segments_by_name` and ruled by their leaves.
+    """
+    layers = layers or {}
+    entries: list[KeyEntry] = []
+
+    def visit(node: Mapping[str, Any], path: Path, torch_path: Path) -> None:
+        leaves = {k: tuple(np.shape(v)) for k, v in node.items() if not isinstance(v, Mapping)}
+        layer = layers.get(path)
+        rules = leaf_rules.layer_rules(None if layer is None else layer.layer_type, leaves)
+        prefix = leaf_rules.torch_prefix(torch_path)
+        for name, value in node.items():
+            if isinstance(value, Mapping):
+                child = layers.get((*path, name))
+                segments = (
+                    child.torch_path
+                    if child is not None
+                    else (*torch_path, *_segments_by_name(list(node), name))
+                )
+                visit(value, (*path, name), segments)
+            else:
+                rule = leaf_rules.leaf_rule(rules, name)
+                entries.append(
+                    KeyEntry((*path, name), prefix + rule.torch_name, rule, leaves[name])
+                )
+
+    root = layers.get(())
+    visit(params, (), () if root is None else root.torch_path)
+    keys = [e.torch_key for e in entries]
+    clashes = sorted({k for k in keys if keys.count(k) > 1})
+    if clashes:
+        raise ValueError(
+            "two Flax leaves pair with the same torch key: "
+            + "; ".join(
+                f"{k} <- {', '.join(e.flax_name for e in entries if e.torch_key == k)}"
+                for k in clashes
             )
-        expected = expected_shapes(model, input_size)
-    else:
-        config, output_size = infer_config(shapes)
-        expected = (
-            config.param_shapes()
-            if output_size is None
-            else modeler_param_shapes(config, output_size)
         )
-    check_param_shapes(expected, shapes)
+    return entries
+
+
+def _set(tree: dict[str, Any], path: Path, value: Any) -> None:
+    for part in path[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[path[-1]] = value
+
+
+def torch_params_to_flax(arrays: Mapping[str, Any], entries: Sequence[KeyEntry]) -> dict[str, Any]:
+    """``{torch key: array}`` -> the Flax params tree, each leaf through its rule
+    (JAX-traceable: gradients come back in torch's layout)."""
+    tree: dict[str, Any] = {}
+    for entry in entries:
+        _set(tree, entry.flax_path, entry.rule.from_torch(arrays[entry.torch_key]))
+    return tree
+
+
+def check_state_dict(
+    arrays: Mapping[str, Any],
+    entries: Sequence[KeyEntry],
+    ties: Mapping[str, str],
+    what: str,
+) -> None:
+    """``load_state_dict(strict=True)``'s check: every entry's key present with its torch
+    shape, every key used (a key tied to a used one counts as used). The error names
+    each key, both shapes and the Flax leaf it pairs with."""
+    group = {key: ties.get(key, key) for key in arrays}
+    used_groups = {group.get(e.torch_key, e.torch_key) for e in entries}
+    actual = {
+        k: tuple(np.shape(v))
+        for k, v in arrays.items()
+        if k in {e.torch_key for e in entries} or group[k] not in used_groups
+    }
+    expected = {e.torch_key: e.torch_shape() for e in entries}
+    try:
+        check_param_shapes(expected, actual, what)
+    except ValueError as err:
+        involved = [
+            e
+            for e in entries
+            if e.torch_key not in actual or actual[e.torch_key] != expected[e.torch_key]
+        ]
+        pairs = ", ".join(f"{e.torch_key} <- {e.flax_name}" for e in involved[:12])
+        hint = f" (torch key <- Flax leaf: {pairs})" if pairs else ""
+        if any(k not in expected for k in actual):
+            hint += (
+                ". Name the Flax submodules as the torch model's attributes; a layer of your "
+                "own needs lstm_jax.interop.leaf_rules.register_layer"
+            )
+        raise ValueError(f"{err}{hint}") from None
+
+
+def _check_dtypes(arrays: Mapping[str, np.ndarray]) -> None:
     for key, array in arrays.items():
         if not np.issubdtype(array.dtype, np.floating):
             raise TypeError(f"{key}: expected a floating point array, got dtype {array.dtype}")
@@ -108,16 +356,248 @@ def params_from_torch(state_dict: Mapping[str, Any], model: Any = None) -> dict[
                 f"float64 (jax.config.update('jax_enable_x64', True)) or convert the "
                 f"state dict to float32 first"
             )
+
+
+# --- the built-in models' state dicts ------------------------------------------------------
+
+
+LSTM_FIRST_KEY = "weight_ih_l0"
+CELL_KEYS = ("weight_ih", "weight_hh")
+
+
+def lstm_prefixes(keys: Sequence[str]) -> dict[str, str]:
+    """``{prefix: "nn.LSTM" or "nn.LSTMCell"}`` for every module whose keys appear in ``keys``."""
+    found: dict[str, str] = {}
+    names = set(keys)
+    for key in keys:
+        for suffix, kind, partner in (
+            (LSTM_FIRST_KEY, "nn.LSTM", "weight_hh_l0"),
+            ("weight_ih", "nn.LSTMCell", "weight_hh"),
+        ):
+            if key.endswith(suffix) and (key[: -len(suffix)] == "" or key[-len(suffix) - 1] == "."):
+                prefix = key[: -len(suffix)]
+                if prefix + partner in names:
+                    found[prefix] = kind
+    return found
+
+
+def _whole_model_error(keys: Sequence[str], who: str) -> ValueError:
+    found = lstm_prefixes(keys)
+    listing = ", ".join(sorted(keys)[:12]) + (", ..." if len(keys) > 12 else "")
+    if found:
+        where = ", ".join(f"{p!r} ({kind})" for p, kind in found.items())
+        first = next(iter(found))
+        hint = (
+            f"; LSTM keys were found under the prefix(es) {where}: pass prefix={first!r} to "
+            f"take that one alone, or model=<the Flax model>, example=(<its init arguments>,) "
+            f"to convert the whole model"
+        )
+    else:
+        hint = "; no LSTM keys (weight_ih_l0 with weight_hh_l0) were found under any prefix"
+    return ValueError(
+        f"{who}: expected the state dict of one nn.LSTM, nn.LSTMCell or LSTMModeler (keys "
+        f"'weight_ih_l0' and 'weight_hh_l0', ...), got the {len(keys)} keys of a whole model "
+        f"({listing}){hint}"
+    )
+
+
+def _is_modeler_keys(keys: Sequence[str]) -> bool:
+    head = {"linear.weight", "linear.bias"}
+    return (
+        any(k.startswith("lstm.") for k in keys)
+        and any(k in head for k in keys)
+        and all(k.startswith("lstm.") or k in head for k in keys)
+    )
+
+
+def _is_cell_keys(keys: Sequence[str]) -> bool:
+    return all(k in keys for k in CELL_KEYS) and not any("." in k or "_l" in k for k in keys)
+
+
+def builtin_shapes(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The keys and shapes of the built-in model (``nn.LSTM``, ``nn.LSTMCell`` or
+    ``LSTMModeler``) that ``shapes`` (``{key: shape}``) describe; whether they fit is
+    :func:`check_param_shapes`'s job."""
+    keys = list(shapes)
+    if _is_cell_keys(keys):
+        w_ih, w_hh = shapes["weight_ih"], shapes["weight_hh"]
+        if len(w_ih) != 2 or len(w_hh) != 2 or w_hh[0] % 4:
+            raise ValueError(
+                f"expected an nn.LSTMCell state dict with weight_ih (4*hidden_size, input_size) "
+                f"and weight_hh (4*hidden_size, hidden_size), got {tuple(w_ih)} and {tuple(w_hh)}"
+                " (a GRUCell or RNNCell state dict?)"
+            )
+        bias = "bias_ih" in shapes or "bias_hh" in shapes
+        return lstm_cell_param_shapes(w_hh[0] // 4, w_ih[1], bias)
+    if _is_modeler_keys(keys):
+        config, output_size = infer_config(shapes)
+        return modeler_param_shapes(config, output_size or 1)
+    if any("." in k for k in keys):
+        raise _whole_model_error(keys, "params_from_torch")
+    config, _ = infer_config(shapes)
+    return config.param_shapes()
+
+
+def _take_prefix(arrays: dict[str, Any], prefix: str) -> dict[str, Any]:
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix: expected a str such as 'rnn.', got {type(prefix).__name__}")
+    prefix = prefix if not prefix or prefix.endswith(".") else prefix + "."
+    taken = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+    if not taken:
+        found = lstm_prefixes(list(arrays))
+        raise ValueError(
+            f"params_from_torch: no keys start with prefix {prefix!r}; LSTM keys were found "
+            f"under {sorted(found) or 'no prefix'} (of {len(arrays)} keys)"
+        )
+    return taken
+
+
+def _builtin_from_torch(arrays: dict[str, np.ndarray], model: Any) -> dict[str, Any]:
+    shapes = {key: array.shape for key, array in arrays.items()}
+    if model is None:
+        expected = builtin_shapes(shapes)
+    elif isinstance(model, LSTMModeler):
+        expected = expected_shapes(model)
+    else:
+        first = "weight_ih" if isinstance(model, LSTMCell) else LSTM_FIRST_KEY
+        if first not in arrays:
+            kind = "nn.LSTMCell" if isinstance(model, LSTMCell) else "nn.LSTM"
+            raise ValueError(
+                f"expected an {kind} state dict (keys {first!r}, "
+                f"{first.replace('ih', 'hh')!r}, ...) for {type(model).__name__}, got keys "
+                f"{sorted(arrays)[:12]}"
+            )
+        expected = expected_shapes(model, arrays[first].shape[-1])
+    check_param_shapes(expected, shapes)
+    _check_dtypes(arrays)
     return {"params": unflatten({key: jnp.asarray(arrays[key]) for key in expected})}
 
 
-def params_to_torch(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+# --- the public calls ----------------------------------------------------------------------
+
+
+def model_key_map(
+    model: nn.Module,
+    example: Sequence[Any] | None,
+    params: Any = None,
+    example_kwargs: Mapping[str, Any] | None = None,
+) -> list[KeyEntry]:
+    """The key map of a Flax model: exact with ``example`` (the classes and list-held
+    submodules are seen), else read off ``params``' own leaves."""
+    if example is not None:
+        shapes, layers = discover_layers(model, example, example_kwargs)
+        return key_map(shapes, layers)
+    if params is None:
+        raise ValueError(
+            f"{type(model).__name__} is not an lstm_jax built-in: pass example=(...), the "
+            f"positional arguments of its init (only their shapes and dtypes are used)"
+        )
+    return key_map(params)
+
+
+def params_from_torch(
+    state_dict: Mapping[str, Any],
+    model: Any = None,
+    *,
+    example: Sequence[Any] | None = None,
+    prefix: str | None = None,
+    tied: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A torch ``state_dict`` -> Flax variables, strictly.
+
+    Arguments:
+        state_dict: {torch key: tensor or array}.
+        model: optional Flax model. A built-in (``lstm_jax.LSTM``, ``LSTMModeler``,
+            ``LSTMCell``) is checked against its configuration; any other needs ``example``.
+            Without it the keys must be an ``nn.LSTM``'s, ``nn.LSTMCell``'s or
+            ``LSTMModeler``'s, checked against the configuration they describe.
+        example: the positional arguments of ``model.init`` (after the rng): arrays,
+            ``jax.ShapeDtypeStruct``s or torch tensors; only shapes and dtypes are used.
+        prefix: take only the keys under ``prefix`` (``"rnn."``: one ``nn.LSTM`` of a
+            larger model), without it.
+        tied: ``{torch key: the key whose tensor it shares}`` for ties that memory does
+            not show (a checkpoint's record); ties among torch tensors are found by memory.
+
+    Returns:
+        ``{"params": {...}}`` ready for ``model.apply``; values bitwise equal to the input
+        (in the Flax layout of each leaf's rule).
+
+    Raises:
+        ValueError: naming each missing or unexpected key and each shape mismatch (with
+            the Flax leaf it pairs with), the prefixes of LSTM keys when a whole model's
+            keys come where one LSTM's were expected, or a float64 state dict while JAX
+            runs in 32-bit mode (it would be rounded).
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            f"expected a mapping of parameter names to arrays, got {type(state_dict).__name__}"
+        )
+    ties = {**find_ties(state_dict), **(tied or {})}
+    raw = dict(state_dict)
+    for alias, source in (tied or {}).items():
+        if alias not in raw and source in raw:
+            raw[alias] = raw[source]
+    if prefix is not None:
+        raw = _take_prefix(raw, prefix)
+    arrays = {key: to_numpy(value) for key, value in raw.items()}
+    if model is None or isinstance(model, BUILT_IN):
+        return _builtin_from_torch(arrays, model)
+    entries = model_key_map(model, example)
+    check_state_dict(arrays, entries, ties, f"state_dict for {type(model).__name__}")
+    used = {e.torch_key: arrays[e.torch_key] for e in entries}
+    _check_dtypes(used)
+    return {"params": torch_params_to_flax({k: jnp.asarray(a) for k, a in used.items()}, entries)}
+
+
+def params_to_torch(
+    variables: Mapping[str, Any],
+    model: Any = None,
+    *,
+    example: Sequence[Any] | None = None,
+    tied: Mapping[str, str] | None = None,
+) -> dict[str, np.ndarray]:
     """Flax variables (or their ``"params"``) -> {torch key: numpy array}, bitwise.
 
+    Arguments:
+        variables: ``{"params": ...}`` or the params themselves.
+        model: the Flax model they belong to (needed for a model of one's own; the
+            built-ins' leaves already carry torch's names).
+        example: as for :func:`params_from_torch`; without it each layer's rule is read
+            off its leaves, which is exact for the built-in rules but not for a flax
+            ``nn.Sequential`` or a layer registered with a rule of its own.
+        tied: ``{torch key: key it shares}``: the ties of the torch model whose tensor
+            the Flax model holds once; each alias gets the same array.
+
     Load into torch with
-    ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
+    ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)``.
     """
     params = variables.get("params", variables) if isinstance(variables, Mapping) else None
     if params is None:
         raise TypeError(f"expected Flax variables (a mapping), got {type(variables).__name__}")
-    return {key: np.array(value) for key, value in flatten(params).items()}
+    if model is None or isinstance(model, BUILT_IN):
+        out = {key: np.array(value) for key, value in flatten(params).items()}
+    else:
+        out = flax_params_to_torch(params, model_key_map(model, example, params))
+    for alias, source in (tied or {}).items():
+        if source not in out:
+            raise ValueError(f"tied: {alias!r} shares {source!r}, which the params lack")
+        out[alias] = out[source]
+    return out
+
+
+def flax_params_to_torch(
+    params: Mapping[str, Any], entries: Sequence[KeyEntry]
+) -> dict[str, np.ndarray]:
+    """The Flax params tree -> ``{torch key: numpy array}`` (C order, writable), each leaf
+    through its rule, bitwise."""
+    out: dict[str, np.ndarray] = {}
+    for entry in entries:
+        leaf: Any = params
+        for part in entry.flax_path:
+            if not isinstance(leaf, Mapping) or part not in leaf:
+                raise ValueError(
+                    f"params lack the leaf {entry.flax_name} (torch key {entry.torch_key})"
+                )
+            leaf = leaf[part]
+        out[entry.torch_key] = np.array(entry.rule.to_torch(np.asarray(leaf)), order="C")
+    return out

@@ -1,0 +1,112 @@
+"""``torch.nn.LSTMCell`` in Flax linen: one step, for the loops users write themselves
+(seq2seq decoders with attention, sampling loops).
+
+The module declares torch's parameters and calls the core's one cell
+(:func:`lstm_jax.core.cell.lstm_cell`); it holds no math of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lstm_jax.common.config import lstm_cell_param_shapes
+from lstm_jax.core import cell
+from lstm_jax.core.init import lstm_init
+from lstm_jax.core.layout import check_param_dtype, dtype_of, is_floating
+from lstm_jax.core.state import CellParams, LSTMState
+
+WHO = "LSTMCell"
+
+
+class LSTMCell(nn.Module):
+    """``torch.nn.LSTMCell`` with torch's parameter names, shapes and gate order.
+
+    Attributes:
+        hidden_size: H.
+        bias: whether the cell has ``bias_ih`` and ``bias_hh`` (two biases, as torch).
+        param_dtype: dtype of the parameters created by ``init``.
+
+    Parameters (``variables["params"]``), I taken from the first input:
+        ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih`` (4H,), ``bias_hh`` (4H,),
+        all drawn from U(-1/sqrt(H), 1/sqrt(H)) as torch does.
+
+    Call ``(x, state=None)``:
+        x: (B, I), or unbatched (I,).
+        state: (h, c), each (B, H) ((H,) unbatched); zeros when None.
+
+    Returns:
+        ``LSTMState(h', c')``, each (B, H) ((H,) unbatched): torch's ``(h_1, c_1)``.
+    """
+
+    hidden_size: int
+    bias: bool = True
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        size = self.hidden_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"{WHO}: expected hidden_size a positive int, got {size!r}")
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"{WHO}: expected bias a bool, got {self.bias!r}")
+        check_param_dtype(self.param_dtype, WHO)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, state: tuple[Any, Any] | None = None) -> LSTMState:
+        dtype = dtype_of(x)
+        if not is_floating(dtype):
+            raise TypeError(f"{WHO}: expected a floating point input, got dtype {dtype}")
+        if np.ndim(x) not in (1, 2):
+            raise ValueError(
+                f"{WHO}: expected input to be 1-D (I,) or 2-D (B, I), got {np.ndim(x)}-D "
+                f"input of shape {np.shape(x)}"
+            )
+        if self.has_variable("params", "weight_ih"):
+            input_size = int(np.shape(self.get_variable("params", "weight_ih"))[-1])
+        else:
+            input_size = int(np.shape(x)[-1])
+        if np.shape(x)[-1] != input_size:
+            raise ValueError(
+                f"{WHO}: expected input of size {input_size} in its last axis, got shape "
+                f"{np.shape(x)}"
+            )
+        batched = np.ndim(x) == 2
+        expected_state = (*np.shape(x)[:1], self.hidden_size) if batched else (self.hidden_size,)
+        if state is not None:
+            if not isinstance(state, tuple) or len(state) != 2:
+                raise TypeError(
+                    f"{WHO}: expected state as a pair (h, c), got {type(state).__name__}"
+                )
+            for name, value in zip(("h", "c"), state, strict=True):
+                if tuple(np.shape(value)) != expected_state:
+                    raise ValueError(
+                        f"{WHO}: expected {name} of shape {expected_state} for input of shape "
+                        f"{np.shape(x)}, got {tuple(np.shape(value))}"
+                    )
+                if not is_floating(dtype_of(value)):
+                    raise TypeError(
+                        f"{WHO}: expected a floating point {name}, got dtype {dtype_of(value)}"
+                    )
+
+        init = lstm_init(self.hidden_size)
+        shapes = lstm_cell_param_shapes(self.hidden_size, input_size, self.bias)
+        params = {
+            name: self.param(name, init, shape, self.param_dtype) for name, shape in shapes.items()
+        }
+        compute_dtype = jnp.result_type(dtype, self.param_dtype)
+        params = {k: v.astype(compute_dtype) for k, v in params.items()}
+        x = jnp.asarray(x, compute_dtype)
+        if state is None:
+            h = c = jnp.zeros(expected_state, compute_dtype)
+        else:
+            h, c = (jnp.asarray(v, compute_dtype) for v in state)
+        if not batched:
+            x, h, c = x[None], h[None], c[None]
+        weights = cell.step_weights(CellParams(**params))
+        new, _ = cell.lstm_cell(weights, LSTMState(h, c), x)
+        return new if batched else LSTMState(new.h[0], new.c[0])
