@@ -272,6 +272,19 @@ def modeler_param_shapes(config: LSTMConfig, output_size: int) -> dict[str, tupl
     return shapes
 
 
+def lstm_cell_param_shapes(
+    hidden_size: int, input_size: int | None, bias: bool = True
+) -> dict[str, tuple[int, ...]]:
+    """``torch.nn.LSTMCell``'s parameter names (no layer suffix) mapped to their shapes."""
+    _check_positive_int("hidden_size", hidden_size)
+    if input_size is None:
+        raise ValueError("input_size is unknown: pass it or infer it from the input")
+    shapes = {"weight_ih": (4 * hidden_size, input_size), "weight_hh": (4 * hidden_size, hidden_size)}
+    if bias:
+        shapes |= {"bias_ih": (4 * hidden_size,), "bias_hh": (4 * hidden_size,)}
+    return shapes
+
+
 def infer_config(shapes: Mapping[str, Sequence[int]]) -> tuple[LSTMConfig, int | None]:
     """Read an ``nn.LSTM`` or ``LSTMModeler`` configuration off a ``{key: shape}`` map.
 
