@@ -7,11 +7,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+# Where the examples write what they make: a folder git ignores (.gitignore), so running
+# an example leaves ``git status`` clean. Relative to the working directory.
+OUTPUT_DIR = Path("out")
 
-def add_plot_arguments(parser: argparse.ArgumentParser, default: str, what: str) -> None:
-    """``--plot PATH`` (default ``default``) and ``--no-plot``."""
+
+def add_plot_arguments(parser: argparse.ArgumentParser, filename: str, what: str) -> None:
+    """``--plot PATH`` (default ``out/<filename>``) and ``--no-plot``."""
     parser.add_argument(
-        "--plot", type=Path, default=Path(default), help=f"where to save {what} (PNG)"
+        "--plot", type=Path, default=OUTPUT_DIR / filename, help=f"where to save {what} (PNG)"
     )
     parser.add_argument("--no-plot", action="store_true", help="do not save the plot")
 

@@ -14,7 +14,7 @@ mirror with ``lstm_jax.fit`` (Adam lr 0.01, batch 32, 30 epochs,
 ``loss="cross_entropy"``). It prints both per-epoch losses every 5 epochs, each
 backend's test accuracy, the fraction of test images on which the two predict
 the same class, wall times, and saves the training curves and some
-misclassified test digits in ``digits.png``.
+misclassified test digits in ``out/digits.png``.
 
 Options (``--help``): ``--hidden``, ``--epochs``, ``--lr``, ``--batch-size``,
 ``--seed``, ``--plot PATH`` / ``--no-plot``, ``--torch-threads``.

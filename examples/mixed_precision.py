@@ -15,7 +15,7 @@ bfloat16 compute:
 
 It prints both runs' losses at a few epochs, the final losses and their ratio,
 the master parameters' dtype, and saves both loss curves per task in
-``mixed_precision.png``. On a CPU bfloat16 is no faster (XLA:CPU computes
+``out/mixed_precision.png``. On a CPU bfloat16 is no faster (XLA:CPU computes
 bfloat16 elementwise math in float32); the point here is the numerics. On
 GPUs and TPUs bfloat16 matmuls are what gives the speed.
 

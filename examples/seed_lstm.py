@@ -7,9 +7,10 @@ batch 1, shuffled) on three temperatures with ``lstm_torch.fit`` and, from a
 copy of the same initial weights, with ``lstm_jax.fit`` (one compiled program);
 prints both per-epoch losses every 10 epochs, each model's prediction for 27
 (y_true 28), the largest loss and parameter differences and the wall times
-(torch loop, twice; JAX first call with compilation; JAX second, compiled
-call), and
-saves the two loss curves overlaid in ``seed_lstm_losses.png``.
+(torch loop, twice; JAX's first call, "(compiled)" or "(loaded from the
+compilation cache)" as JAX reports it; JAX's second call, already compiled),
+and saves the two loss curves overlaid in ``out/seed_lstm_losses.png`` (a folder
+git ignores; ``--plot PATH`` to choose).
 
 Options (``--help``): ``--hidden``, ``--lr``, ``--epochs``, ``--batch-size``,
 ``--seed`` (torch's init and the shuffling), ``--optimizer sgd|adam|adamw``
@@ -20,20 +21,25 @@ JAX's persistent compilation cache is on (``--cache-dir``, by default
 ``~/.cache/lstm_jax/jax_cache``; ``--no-compile-cache`` turns it off), with no
 minimum compile time or entry size, so even this small program is cached and a
 second process loads it instead of compiling: the "JAX first call" time drops.
+Which happened is read from JAX's monitoring events (``jax.monitoring``): one per
+program compiled or fetched, one per persistent-cache hit.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from _plotting import add_plot_arguments, pyplot, save
 
 import lstm_jax
 import lstm_torch
@@ -45,10 +51,17 @@ TRAIN_X = np.array([[32.0], [37.0], [25.0]], np.float32)
 TRAIN_Y = np.array([[34.0], [36.0], [24.0]], np.float32)
 TEST_X, TEST_Y = 27.0, 28.0
 DEFAULT_CACHE = Path("~/.cache/lstm_jax/jax_cache")
+# JAX's monitoring events: one per program compiled or fetched from the persistent
+# cache (jax._src.dispatch.BACKEND_COMPILE_EVENT), and one per persistent-cache hit.
+PROGRAM_EVENT = "/jax/core/compile/backend_compile_duration"
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--hidden", type=int, default=10, help="hidden_layer_size (lecture: 10)")
     p.add_argument("--lr", type=float, default=0.001, help="learning rate (lecture: 0.001)")
     p.add_argument("--epochs", type=int, default=100, help="epochs (lecture: 100)")
@@ -60,17 +73,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--weight-decay",
         type=float,
         default=None,
-        help="weight decay (default 0; AdamW: 0.01 as torch)",
+        help="weight decay (None: 0, AdamW: 0.01 as torch)",
     )
     p.add_argument("--clip-norm", type=float, default=None, help="clip the gradients' norm")
     p.add_argument("--float64", action="store_true", help="train in float64 on both sides")
-    p.add_argument(
-        "--plot",
-        type=Path,
-        default=Path("seed_lstm_losses.png"),
-        help="where to save the loss curves (PNG)",
-    )
-    p.add_argument("--no-plot", action="store_true", help="do not save the plot")
+    add_plot_arguments(p, "seed_lstm_losses.png", "the loss curves")
     p.add_argument(
         "--torch-threads",
         type=int,
@@ -102,6 +109,39 @@ def enable_compilation_cache(directory: Path) -> Path:
     return directory
 
 
+@contextlib.contextmanager
+def compilations() -> Iterator[Counter[str]]:
+    """Count JAX's compile events while the block runs (see :func:`how_compiled`)."""
+    counts: Counter[str] = Counter()
+
+    def on_event(event: str, **_: object) -> None:
+        counts[event] += 1
+
+    def on_duration(event: str, duration_secs: float, **_: object) -> None:
+        counts[event] += 1
+
+    jax.monitoring.register_event_listener(on_event)
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    try:
+        yield counts
+    finally:
+        jax.monitoring.unregister_event_listener(on_event)
+        jax.monitoring.unregister_event_duration_listener(on_duration)
+
+
+def how_compiled(counts: Counter[str]) -> str:
+    """What JAX did for the programs a block ran, as the events counted it."""
+    programs, hits = counts[PROGRAM_EVENT], counts[CACHE_HIT_EVENT]
+    compiled = programs - hits
+    if programs == 0:
+        return "already compiled in this process"
+    if hits == 0:
+        return "compiled"
+    if compiled == 0:
+        return "loaded from the compilation cache"
+    return f"compiled {compiled} program(s), loaded {hits} from the compilation cache"
+
+
 def make_optimizer(args: argparse.Namespace) -> SGD | Adam | AdamW:
     """The backend-neutral spec: one value configures torch.optim and Optax."""
     decay = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
@@ -113,13 +153,8 @@ def make_optimizer(args: argparse.Namespace) -> SGD | Adam | AdamW:
 
 
 def save_plot(path: Path, torch_losses: np.ndarray, jax_losses: np.ndarray, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = np.arange(1, len(torch_losses) + 1)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     ax.plot(epochs, torch_losses, label="lstm_torch.fit", linewidth=2.5, alpha=0.6)
     ax.plot(epochs, jax_losses, label="lstm_jax.fit", linestyle="--", color="black")
     ax.set_xlabel("Epoch")
@@ -127,10 +162,7 @@ def save_plot(path: Path, torch_losses: np.ndarray, jax_losses: np.ndarray, titl
     ax.set_yscale("log")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,13 +204,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     with jax.enable_x64(args.float64), jax.default_matmul_precision("highest"):
         jax_model = lstm_jax.LSTMModeler(1, args.hidden, 1, param_dtype=jnp.dtype(dtype))
         variables = lstm_jax.params_from_torch(initial)
-        start = time.perf_counter()
-        trained, jax_losses = lstm_jax.fit(jax_model, variables, TRAIN_X, TRAIN_Y, **fit_options)
-        first_time = time.perf_counter() - start
-        start = time.perf_counter()
-        again, _ = lstm_jax.fit(jax_model, variables, TRAIN_X, TRAIN_Y, **fit_options)
-        jax.block_until_ready(again)
-        second_time = time.perf_counter() - start
+        with compilations() as first_events:
+            start = time.perf_counter()
+            trained, jax_losses = lstm_jax.fit(
+                jax_model, variables, TRAIN_X, TRAIN_Y, **fit_options
+            )
+            first_time = time.perf_counter() - start
+        with compilations() as second_events:
+            start = time.perf_counter()
+            again, _ = lstm_jax.fit(jax_model, variables, TRAIN_X, TRAIN_Y, **fit_options)
+            jax.block_until_ready(again)
+            second_time = time.perf_counter() - start
         test = np.full((1, 1, 1), TEST_X, dtype)  # the lecture's x.view(-1, 1, 1)
         jax_prediction = float(jax.jit(jax_model.apply)(trained, test)[0][0, 0])
 
@@ -209,8 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({args.torch_threads} thread(s))"
     )
     print(
-        f"wall time, JAX fit:     first {first_time:.3f} s (with compilation), "
-        f"second {second_time:.4f} s (compiled)"
+        f"wall time, JAX fit:     first {first_time:.3f} s ({how_compiled(first_events)}), "
+        f"second {second_time:.4f} s ({how_compiled(second_events)})"
     )
 
     if not args.no_plot:

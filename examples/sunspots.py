@@ -16,7 +16,7 @@ with ``lstm_jax.fit`` (Adam lr 0.005, batch 16, 100 epochs, MSE). It prints
 each backend's test RMSE in sunspot units against the persistence baseline
 (next year = this year), the largest difference between the two backends'
 forecasts, wall times, and saves the test-period forecasts against the truth in
-``sunspots_forecast.png``.
+``out/sunspots_forecast.png``.
 
 Options (``--help``): ``--window``, ``--hidden``, ``--epochs``, ``--lr``,
 ``--batch-size``, ``--test-from``, ``--seed``, ``--plot PATH`` / ``--no-plot``,

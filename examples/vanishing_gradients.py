@@ -26,7 +26,7 @@ but with the forget gate open it keeps the gradient alive for the whole sequence
 
 Options (``--help``): ``--seq-len``, ``--hidden``, ``--input-size``,
 ``--forget-bias``, ``--seed``, ``--float64``, ``--plot PATH`` / ``--no-plot``.
-Saves ``vanishing_gradients.png``.
+Saves ``out/vanishing_gradients.png``.
 """
 
 from __future__ import annotations

@@ -13,18 +13,40 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import nn
 
 from lstm_jax.common import checkpoint_format as fmt
-from lstm_jax.common.checkpoint_format import CheckpointError, CheckpointSpec, PathLike
+from lstm_jax.common.checkpoint_format import CheckpointSpec, PathLike
 from lstm_jax.common.config import LSTMConfig
 from lstm_torch.model import LSTMModeler
 
 __all__ = ["CheckpointError", "load_checkpoint", "model_spec", "save_checkpoint"]
 
 Model = nn.LSTM | LSTMModeler
+
+
+class CheckpointError(fmt.CheckpointError):
+    """``lstm_jax.CheckpointError`` (a ``ValueError``) as the torch side raises it, so a
+    torch user's traceback names ``lstm_torch.CheckpointError``; ``except
+    lstm_jax.CheckpointError`` catches it too."""
+
+    __module__ = "lstm_torch"
+
+
+@contextlib.contextmanager
+def _as_torch_error() -> Iterator[None]:
+    """Re-raise the shared format's ``CheckpointError`` as ``lstm_torch``'s."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except fmt.CheckpointError as err:
+        raise CheckpointError(err.path, err.problem) from None
 
 
 def model_spec(model: Model) -> CheckpointSpec:
@@ -91,13 +113,15 @@ def load_checkpoint(path: PathLike, model: Model | None = None) -> Model:
     Raises:
         FileNotFoundError: no file at ``path``.
         CheckpointError (a ValueError): an empty, truncated, foreign or altered file, or
-            one saved from another configuration or dtype than ``model``'s.
+            one saved from another configuration or dtype than ``model``'s; a pickle
+            (``torch.save``, ``.pt``) is refused unread, with how to convert it.
     """
-    spec, arrays = fmt.load(path)
-    if model is None:
-        model = build_model(spec)
-    else:
-        fmt.check_fits(spec, model_spec(model), path)
+    with _as_torch_error():
+        spec, arrays = fmt.load(path)
+        if model is None:
+            model = build_model(spec)
+        else:
+            fmt.check_fits(spec, model_spec(model), path)
     model.load_state_dict({key: torch.from_numpy(a) for key, a in arrays.items()}, strict=True)
     return model
 

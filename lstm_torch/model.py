@@ -28,7 +28,10 @@ class LSTMModeler(nn.Module):
 
     Attributes:
         lstm, linear: the two submodules (state_dict keys ``lstm.*``, ``linear.*``).
-        hidden_cell: (h, c) of (D*L, 1, H_out) and (D*L, 1, H), zeros at first.
+        hidden_cell: (h, c) of (D*L, 1, H_out) and (D*L, 1, H), zeros at first; a
+            stored batch of 1 is broadcast to the input's batch (plain ``nn.LSTM``
+            refuses it); None means zeros, as ``nn.LSTM(x, None)``. ``forward``
+            replaces it with the final state, as the lecture's does.
     """
 
     def __init__(
@@ -66,7 +69,8 @@ class LSTMModeler(nn.Module):
         # parameters, as they would a buffer: a float64 model otherwise starts from
         # float32 zeros and nn.LSTM refuses the mix.
         module = super()._apply(fn, recurse)
-        self.hidden_cell = tuple(fn(t) for t in self.hidden_cell)
+        if self.hidden_cell is not None:
+            self.hidden_cell = tuple(fn(t) for t in self.hidden_cell)
         return module
 
     def load_state_dict(self, state_dict, strict=True, assign=False):  # type: ignore[no-untyped-def]
@@ -89,9 +93,14 @@ class LSTMModeler(nn.Module):
             torch.zeros(c_shape, dtype=weight.dtype, device=weight.device),
         )
 
-    def _stored_state(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``hidden_cell`` checked to be a pair of tensors of the parameters' dtype and device."""
+    def _stored_state(
+        self, weight: torch.Tensor, batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``hidden_cell`` checked to be a pair of tensors of the parameters' dtype and
+        device; None means zeros of ``batch_size``, as ``nn.LSTM(x, None)``."""
         state = self.hidden_cell
+        if state is None:
+            return self.zero_hidden_cell(batch_size)
         if not isinstance(state, tuple | list) or len(state) != 2:
             got = f"a {type(state).__name__}" + (
                 f" of {len(state)}" if isinstance(state, tuple | list) else ""
@@ -149,7 +158,7 @@ class LSTMModeler(nn.Module):
         layout = check_input(
             config, tuple(x.shape), str(x.dtype), True, config.input_size, "LSTMModeler"
         )
-        h, c = self._stored_state(weight)
+        h, c = self._stored_state(weight, layout.batch_size or 1)
         if h.dim() == 3 and h.shape[1] == 1 and c.shape[1] == 1 and layout.batch_size != 1:
             h = h.expand(h.shape[0], layout.batch_size, h.shape[2]).contiguous()
             c = c.expand(c.shape[0], layout.batch_size, c.shape[2]).contiguous()

@@ -502,7 +502,7 @@ TRANSFER = {
         Outcome(
             from_torch(torch_state_dict("LSTM"), hidden_size=H + 1),
             ValueError,
-            "size mismatch for weight_ih_l0: expected shape (20, 3), got (16, 3)",
+            "size mismatch for weight_ih_l0: expected (20, 3), got (16, 3)",
         ),
         Outcome(
             load_into_torch(modeler_sd(proj_size=1)),

@@ -239,7 +239,7 @@ def test_save_refuses_what_it_cannot_store(tmp_path: Path) -> None:
         lstm_torch.save_checkpoint(path, torch.nn.LSTM(2, 3).to(torch.bfloat16))
 
     variables = lstm_jax.params_from_torch(torch_model("lstm-plain").state_dict())
-    with pytest.raises(ValueError, match=r"weight_hh_l0: expected shape \(16, 2\), got \(16, 4\)"):
+    with pytest.raises(ValueError, match=r"weight_hh_l0: expected \(16, 2\), got \(16, 4\)"):
         lstm_jax.save_checkpoint(path, variables, lstm_jax.LSTM(4, proj_size=2))
     with pytest.raises(ValueError, match="missing key"):
         lstm_jax.save_checkpoint(path, variables, lstm_jax.LSTMModeler(3, 4, 1))
@@ -362,7 +362,7 @@ DAMAGE = {
     ),
     "tensor-shape-changed": (
         lambda p, a, m: _rewrite(p, {**a, "linear.weight": a["linear.weight"][:, :3]}, m),
-        r"linear.weight: expected shape \(1, 4\), got \(1, 3\)",
+        r"linear.weight: expected \(1, 4\), got \(1, 3\)",
     ),
     "tensor-removed": (
         lambda p, a, m: _rewrite(p, {k: v for k, v in a.items() if k != "lstm.bias_hh_l0"}, m),

@@ -119,15 +119,15 @@ def test_model_argument_accepts_its_own_configuration() -> None:
 @pytest.mark.parametrize(
     ("changes", "named"),
     [
-        (dict(hidden_size=6), "weight_ih_l0: expected shape (24, 3), got (20, 3)"),
+        (dict(hidden_size=6), "weight_ih_l0: expected (24, 3), got (20, 3)"),
         (dict(num_layers=3), "missing key(s): lstm.weight_ih_l2"),
         (dict(num_layers=1), "unexpected key(s): lstm.weight_ih_l1"),
         (dict(bidirectional=False), "unexpected key(s): lstm.weight_ih_l0_reverse"),
         (dict(proj_size=0), "unexpected key(s): lstm.weight_hr_l0"),
-        (dict(proj_size=3), "weight_hr_l0: expected shape (3, 5), got (2, 5)"),
+        (dict(proj_size=3), "weight_hr_l0: expected (3, 5), got (2, 5)"),
         (dict(bias=False), "unexpected key(s): lstm.bias_ih_l0"),
-        (dict(input_size=4), "weight_ih_l0: expected shape (20, 4), got (20, 3)"),
-        (dict(output_size=3), "linear.weight: expected shape (3, 4), got (2, 4)"),
+        (dict(input_size=4), "weight_ih_l0: expected (20, 4), got (20, 3)"),
+        (dict(output_size=3), "linear.weight: expected (3, 4), got (2, 4)"),
     ],
     ids=["hidden", "layers+", "layers-", "uni", "noproj", "proj3", "nobias", "input", "output"],
 )

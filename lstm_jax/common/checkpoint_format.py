@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import secrets
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,13 @@ PathLike = str | os.PathLike[str]
 
 
 class CheckpointError(ValueError):
-    """A file that is not a valid lstm-jax checkpoint, or that does not fit the model."""
+    """A file that is not a valid lstm-jax checkpoint, or that does not fit the model.
+
+    Public as ``lstm_jax.CheckpointError`` (tracebacks name it so); the torch side
+    raises its subclass ``lstm_torch.CheckpointError``.
+    """
+
+    __module__ = "lstm_jax"  # the public name, not this module's path, in tracebacks
 
     def __init__(self, path: PathLike, problem: str) -> None:
         super().__init__(f"{os.fspath(path)}: {problem}")
@@ -310,12 +317,47 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+PICKLE_PROTOCOLS = range(2, 6)  # pickle's b"\x80" PROTO opcode is followed by one of these
+
+
+def pickle_kind(path: PathLike) -> str | None:
+    """What pickle-based file ``path`` is (``torch.save``'s zip archive, or a bare
+    pickle such as torch's legacy format), or None; reads the file, never unpickles it.
+
+    Only asked of files safetensors refused: a safetensors header length may begin
+    with the same bytes as a pickle.
+    """
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("data.pkl") for name in archive.namelist()):
+                return "a torch.save file (a zip archive holding a pickle)"
+        return None
+    with open(path, "rb") as file:
+        head = file.read(2)
+    if len(head) == 2 and head[0] == 0x80 and head[1] in PICKLE_PROTOCOLS:
+        return "a pickle file (torch.save's legacy format, or pickle.dump)"
+    return None
+
+
+def refused_pickle(kind: str) -> str:
+    """The problem stated for a pickle handed in as a checkpoint, with the conversion."""
+    return (
+        f"{kind}, not a safetensors checkpoint. It was not loaded: unpickling can run "
+        f"arbitrary code. If you trust the file, convert it once with torch: build the "
+        f"model (lstm_torch.LSTMModeler(...) or torch.nn.LSTM(...)), "
+        f"model.load_state_dict(torch.load(path, weights_only=True)) (a whole pickled "
+        f"model: model = torch.load(path, weights_only=False)), then "
+        f'lstm_torch.save_checkpoint("model.safetensors", model)'
+    )
+
+
 def load(path: PathLike) -> tuple[CheckpointSpec, dict[str, np.ndarray]]:
     """Read and validate a checkpoint: its spec and ``{torch key: array}`` in torch's order.
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        CheckpointError: an empty, truncated, foreign or altered file, naming the problem.
+        CheckpointError: an empty, truncated, foreign or altered file, naming the problem;
+            a pickle (``torch.save``) is recognised and refused unread.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {os.fspath(path)}")
@@ -327,6 +369,9 @@ def load(path: PathLike) -> tuple[CheckpointSpec, dict[str, np.ndarray]]:
             spec = spec_from_metadata(meta, path)
             arrays = {key: np.array(file.get_tensor(key)) for key in file.keys()}
     except safetensors.SafetensorError as err:
+        pickled = pickle_kind(path)
+        if pickled is not None:
+            raise CheckpointError(path, refused_pickle(pickled)) from None
         raise CheckpointError(path, f"not a readable safetensors file ({err})") from None
     problem = array_problems(spec, arrays)
     if problem is not None:

@@ -249,7 +249,7 @@ def check_param_shapes(
     missing = [k for k in expected if k not in actual]
     unexpected = [k for k in actual if k not in expected]
     mismatched = [
-        f"{k}: expected shape {tuple(expected[k])}, got {tuple(actual[k])}"
+        f"{k}: expected {tuple(expected[k])}, got {tuple(actual[k])}"
         for k in expected
         if k in actual and tuple(actual[k]) != tuple(expected[k])
     ]
