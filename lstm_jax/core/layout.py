@@ -119,6 +119,7 @@ def check_call(
     seq_lengths: Any,
     input_size: int,
     who: str = "LSTM",
+    input_size_source: str = "",
 ) -> CheckedCall:
     """Check an ``nn.LSTM`` call ``(x, (h_0, c_0))`` before any parameter is touched.
 
@@ -127,10 +128,13 @@ def check_call(
         initial_state: (h_0, c_0) of (D*L, B, H_out) and (D*L, B, H) (no B unbatched),
             or None.
         seq_lengths: None or (B,) integer lengths.
-        input_size: the I the parameters expect.
+        input_size: the I the parameters expect (``input_size_source``: where it comes
+            from, for the message, when not from the constructor).
     """
     dtype = dtype_of(x)
-    layout = check_input(config, np.shape(x), str(dtype), is_floating(dtype), input_size, who)
+    layout = check_input(
+        config, np.shape(x), str(dtype), is_floating(dtype), input_size, who, input_size_source
+    )
     state = None
     if initial_state is not None:
         state = as_state(initial_state, who)
@@ -224,3 +228,36 @@ def broadcast_hidden_cell(state: LSTMState, batch: int) -> LSTMState:
             jnp.broadcast_to(state.c, (state.c.shape[0], batch, state.c.shape[2])),
         )
     return state
+
+
+def check_cell_call(
+    x: Any, state: Any, input_size: int, hidden_size: int, who: str = "LSTMCell"
+) -> tuple[int, ...]:
+    """Check a ``torch.nn.LSTMCell`` call: x (B, I) or unbatched (I,), state None or
+    (h, c) each (B, H) or (H,). Returns the state's shape."""
+    dtype = dtype_of(x)
+    if not is_floating(dtype):
+        raise TypeError(f"{who}: expected a floating point input, got dtype {dtype}")
+    if np.ndim(x) not in (1, 2):
+        raise ValueError(
+            f"{who}: expected input to be 1-D (I,) or 2-D (B, I), got {np.ndim(x)}-D "
+            f"input of shape {np.shape(x)}"
+        )
+    if np.shape(x)[-1] != input_size:
+        raise ValueError(
+            f"{who}: expected input of size {input_size} in its last axis, got shape {np.shape(x)}"
+        )
+    expected = (*np.shape(x)[:-1], hidden_size)
+    if state is None:
+        return expected
+    if not isinstance(state, tuple) or len(state) != 2:
+        raise TypeError(f"{who}: expected state as a pair (h, c), got {type(state).__name__}")
+    for name, value in zip(("h", "c"), state, strict=True):
+        if tuple(np.shape(value)) != expected:
+            raise ValueError(
+                f"{who}: expected {name} of shape {expected} for input of shape "
+                f"{np.shape(x)}, got {tuple(np.shape(value))}"
+            )
+        if not is_floating(dtype_of(value)):
+            raise TypeError(f"{who}: expected a floating point {name}, got dtype {dtype_of(value)}")
+    return expected

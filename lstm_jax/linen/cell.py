@@ -17,7 +17,7 @@ import numpy as np
 from lstm_jax.common.config import lstm_cell_param_shapes
 from lstm_jax.core import cell
 from lstm_jax.core.init import lstm_init
-from lstm_jax.core.layout import check_param_dtype, dtype_of, is_floating
+from lstm_jax.core.layout import check_cell_call, check_param_dtype, dtype_of
 from lstm_jax.core.state import CellParams, LSTMState
 
 WHO = "LSTMCell"
@@ -59,39 +59,12 @@ class LSTMCell(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, state: tuple[Any, Any] | None = None) -> LSTMState:
         dtype = dtype_of(x)
-        if not is_floating(dtype):
-            raise TypeError(f"{WHO}: expected a floating point input, got dtype {dtype}")
-        if np.ndim(x) not in (1, 2):
-            raise ValueError(
-                f"{WHO}: expected input to be 1-D (I,) or 2-D (B, I), got {np.ndim(x)}-D "
-                f"input of shape {np.shape(x)}"
-            )
         if self.has_variable("params", "weight_ih"):
             input_size = int(np.shape(self.get_variable("params", "weight_ih"))[-1])
         else:
-            input_size = int(np.shape(x)[-1])
-        if np.shape(x)[-1] != input_size:
-            raise ValueError(
-                f"{WHO}: expected input of size {input_size} in its last axis, got shape "
-                f"{np.shape(x)}"
-            )
+            input_size = int(np.shape(x)[-1]) if np.ndim(x) else 0
+        expected_state = check_cell_call(x, state, input_size, self.hidden_size, WHO)
         batched = np.ndim(x) == 2
-        expected_state = (*np.shape(x)[:1], self.hidden_size) if batched else (self.hidden_size,)
-        if state is not None:
-            if not isinstance(state, tuple) or len(state) != 2:
-                raise TypeError(
-                    f"{WHO}: expected state as a pair (h, c), got {type(state).__name__}"
-                )
-            for name, value in zip(("h", "c"), state, strict=True):
-                if tuple(np.shape(value)) != expected_state:
-                    raise ValueError(
-                        f"{WHO}: expected {name} of shape {expected_state} for input of shape "
-                        f"{np.shape(x)}, got {tuple(np.shape(value))}"
-                    )
-                if not is_floating(dtype_of(value)):
-                    raise TypeError(
-                        f"{WHO}: expected a floating point {name}, got dtype {dtype_of(value)}"
-                    )
 
         init = lstm_init(self.hidden_size)
         shapes = lstm_cell_param_shapes(self.hidden_size, input_size, self.bias)

@@ -1,0 +1,321 @@
+"""Flax NNX modules mirroring ``torch.nn.LSTM``, ``torch.nn.Linear`` and the lecture's
+``LSTMModeler``: built eagerly from torch's constructor arguments, one ``nnx.Param``
+per torch parameter under torch's name, and torch's ``state_dict`` methods.
+
+They hold no math: a call is checked and laid out by :mod:`lstm_jax.core.layout` and
+computed by :func:`lstm_jax.core.lstm`, as the linen modules are.
+
+Training mode follows NNX's conventions (torch's ``model.train()`` / ``model.eval()``
+are NNX's too): a module starts in training mode (``deterministic=False``, as a torch
+module starts with ``training=True``); inter-layer dropout draws its masks from the
+``dropout`` stream of the ``nnx.Rngs`` given at construction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lstm_jax import core
+from lstm_jax.common.config import LSTMConfig
+from lstm_jax.core import LSTMState
+from lstm_jax.core.init import linear_init, lstm_init
+from lstm_jax.core.layout import (
+    StateLike,
+    as_state,
+    broadcast_hidden_cell,
+    check_call,
+    check_param_dtype,
+    dtype_of,
+    is_floating,
+    lecture_view,
+    run_call,
+    uses_dropout,
+)
+from lstm_jax.core.recurrence import check_options
+from lstm_jax.interop.transfer import to_numpy
+from lstm_jax.nnx.state_dict import TorchStateDict
+
+
+def dropout_key(
+    stream: nnx.RngStream | None, rngs: nnx.Rngs | nnx.RngStream | jax.Array | None, who: str
+) -> jax.Array:
+    """A dropout key: from ``rngs`` given to the call (``nnx.Rngs``, a stream or a key),
+    else from the module's own ``dropout`` stream."""
+    if isinstance(rngs, nnx.Rngs):
+        return rngs.dropout()
+    if isinstance(rngs, nnx.RngStream):
+        return rngs()
+    if rngs is not None:
+        return jnp.asarray(rngs)
+    if stream is None:
+        raise ValueError(f"{who}: training mode with dropout needs rngs: pass rngs=nnx.Rngs(...)")
+    return stream()
+
+
+class LSTM(TorchStateDict, nnx.Module):
+    """``torch.nn.LSTM`` in Flax NNX: torch's constructor, parameters, shapes and gate order.
+
+    ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, proj_size=0, *, rngs)``, as torch's, plus the
+    keyword-only ``param_dtype`` (storage dtype, float32) and the speed knobs
+    ``unroll``, ``impl`` and ``remat`` of :class:`lstm_jax.LSTM` (results do not depend
+    on them; see :mod:`lstm_jax.core.recurrence`).
+
+    Parameters (attributes, ``nnx.Param``), for layer k and suffix ``""`` or ``"_reverse"``:
+        ``weight_ih_l{k}`` (4H, I or D*H_out), ``weight_hh_l{k}`` (4H, H_out),
+        ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (4H,) with ``bias``, ``weight_hr_l{k}``
+        (P, H) with ``proj_size`` P > 0; all drawn from U(-1/sqrt(H), 1/sqrt(H)) as
+        torch does, with keys from ``rngs.params``.
+
+    Call ``(x, hx=None, *, seq_lengths=None, deterministic=None, rngs=None)``:
+        x: (T, B, I), (B, T, I) with ``batch_first``, or unbatched (T, I).
+        hx: (h_0, c_0) of (D*L, B, H_out) and (D*L, B, H) ((D*L, H_out), (D*L, H)
+            unbatched); zeros when None.
+        seq_lengths: optional (B,) valid lengths, padding at the end: the result of
+            torch's ``pack_padded_sequence`` -> LSTM -> ``pad_packed_sequence``.
+        deterministic, rngs: override the mode and the dropout keys for this call.
+
+    Returns:
+        output (T, B, D*H_out) (batch-first or unbatched as the input) and
+        ``LSTMState(h_n, c_n)`` shaped as ``hx``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        *,
+        param_dtype: Any = jnp.float32,
+        unroll: int = 1,
+        impl: str = "auto",
+        remat: int = 0,
+        rngs: nnx.Rngs,
+    ) -> None:
+        self.config = LSTMConfig(
+            hidden_size=hidden_size,
+            input_size=input_size,
+            num_layers=num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            proj_size=proj_size,
+        )
+        check_options(impl, remat, unroll)
+        check_param_dtype(param_dtype, "LSTM")
+        if not isinstance(rngs, nnx.Rngs):
+            raise TypeError(f"LSTM: expected rngs=nnx.Rngs(...), got {type(rngs).__name__}")
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.num_layers, self.bias, self.batch_first = num_layers, bias, batch_first
+        self.dropout, self.bidirectional, self.proj_size = dropout, bidirectional, proj_size
+        self.unroll, self.impl, self.remat = unroll, impl, remat
+        init = lstm_init(hidden_size)
+        for name, shape in self.config.param_shapes().items():
+            setattr(self, name, nnx.Param(init(rngs.params(), shape, param_dtype)))
+        self.deterministic = False  # training mode, as a new torch module
+        needs_stream = uses_dropout(self.config, True)
+        self.rngs = rngs.dropout.fork() if needs_stream else nnx.data(None)
+
+    def params(self) -> dict[str, jax.Array]:
+        """The parameters as ``{torch name: array}`` (the core's ``params`` mapping)."""
+        return {name: getattr(self, name).get_value() for name in self.config.param_shapes()}
+
+    def __call__(
+        self,
+        x: Any,
+        hx: StateLike | None = None,
+        *,
+        seq_lengths: Any = None,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> tuple[jax.Array, LSTMState]:
+        config = self.config
+        call = check_call(config, x, hx, seq_lengths, config.input_size)
+        training = not (self.deterministic if deterministic is None else deterministic)
+        key = dropout_key(self.rngs, rngs, "LSTM") if uses_dropout(config, training) else None
+        params = self.params()
+        return run_call(
+            params,
+            x,
+            call,
+            config,
+            param_dtype=params["weight_ih_l0"].dtype,
+            dropout_rng=key,
+            unroll=self.unroll,
+            impl=self.impl,
+            remat=self.remat,
+        )
+
+
+class Linear(TorchStateDict, nnx.Module):
+    """``torch.nn.Linear(in_features, out_features, bias=True)`` in Flax NNX.
+
+    Parameters ``weight`` (O, F) and ``bias`` (O,), torch's layout, drawn from
+    U(-1/sqrt(F), 1/sqrt(F)) as torch does. Call: (…, F) -> (…, O).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Linear: {name} must be a positive int, got {value!r}")
+        check_param_dtype(param_dtype, "Linear")
+        self.in_features, self.out_features = in_features, out_features
+        init = linear_init(in_features)
+        self.weight = nnx.Param(init(rngs.params(), (out_features, in_features), param_dtype))
+        self.bias = nnx.Param(init(rngs.params(), (out_features,), param_dtype)) if bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if np.shape(x)[-1:] != (self.in_features,):
+            raise ValueError(
+                f"Linear: expected input with last dimension {self.in_features} "
+                f"(in_features), got shape {np.shape(x)}"
+            )
+        weight = self.weight.get_value().astype(x.dtype)
+        bias = None if self.bias is None else self.bias.get_value().astype(x.dtype)
+        return core.linear(weight, bias, x)
+
+
+class HiddenCell(nnx.Variable):
+    """The lecture's stored ``hidden_cell``: module state, not a parameter (as in torch,
+    where it is a plain attribute outside ``state_dict``). Its value is an
+    ``LSTMState(h, c)`` or None (zeros)."""
+
+
+def stored_hidden_cell(value: Any) -> LSTMState | None:
+    """A value assigned to ``hidden_cell``: None, or a pair (h, c) of floating arrays
+    (jax, numpy, torch tensors) -> ``LSTMState`` of JAX arrays."""
+    if value is None:
+        return None
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        got = f"a {type(value).__name__}" + (
+            f" of {len(value)}" if isinstance(value, tuple | list) else ""
+        )
+        raise TypeError(f"LSTMModeler: expected hidden_cell as a pair (h, c) or None, got {got}")
+    h, c = (v if isinstance(v, jax.Array) else to_numpy(v) for v in value)
+    for name, v in (("h", h), ("c", c)):
+        if not is_floating(dtype_of(v)):
+            raise TypeError(
+                f"LSTMModeler: expected a floating point hidden_cell {name}, "
+                f"got dtype {dtype_of(v)}"
+            )
+    return as_state((h, c), "LSTMModeler")
+
+
+class LSTMModeler(TorchStateDict, nnx.Module):
+    """The lecture's ``LSTMModeler`` (``nn.LSTM`` + ``nn.Linear`` head) in Flax NNX.
+
+    ``LSTMModeler(input_size, hidden_layer_size, output_size, num_layers=1, bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, *, rngs)``, plus
+    :class:`LSTM`'s ``param_dtype``, ``unroll``, ``impl``, ``remat``.
+
+    Attributes:
+        lstm: :class:`LSTM`; linear: :class:`Linear` (O, D*H_out); so ``state_dict()``
+            has the torch model's keys ``lstm.*`` and ``linear.*``.
+        hidden_cell: the stored state, as the lecture's attribute: (h, c) of
+            (D*L, 1, H_out) and (D*L, 1, H) zeros at first; assign ``(h, c)`` (or None
+            for zeros) before a call and read the new state after it, also inside
+            ``nnx.jit`` / ``nnx.grad`` (it is module state, a :class:`HiddenCell`).
+
+    Call ``(x, *, seq_lengths=None)``, as the lecture's ``forward``:
+        x: a 1-D (T,) or 2-D (T, I) input is one sequence of T steps with batch 1
+            (``x.view(len(x), 1, -1)``); a 3-D input is a (T, B, I) batch ((B, T, I)
+            with ``batch_first``). A stored batch of 1 is broadcast to B.
+        seq_lengths: optional (B,) lengths; the prediction is taken at each row's
+            last valid step.
+
+    Returns:
+        the last step's prediction, (O,) for a 1-D/2-D input or (B, O) for a 3-D one;
+        the new state is stored in ``hidden_cell``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_layer_size: int,
+        output_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        *,
+        param_dtype: Any = jnp.float32,
+        unroll: int = 1,
+        impl: str = "auto",
+        remat: int = 0,
+        rngs: nnx.Rngs,
+    ) -> None:
+        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
+            raise ValueError(f"output_size must be a positive int, got {output_size!r}")
+        self.lstm = LSTM(
+            input_size,
+            hidden_layer_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            param_dtype=param_dtype,
+            unroll=unroll,
+            impl=impl,
+            remat=remat,
+            rngs=rngs,
+        )
+        self.config = self.lstm.config
+        self.input_size, self.hidden_layer_size = input_size, hidden_layer_size
+        self.output_size = output_size
+        features = self.config.num_directions * self.config.output_size
+        self.linear = Linear(features, output_size, param_dtype=param_dtype, rngs=rngs)
+        self._hidden_cell = HiddenCell(self.zero_hidden_cell())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "hidden_cell":  # the lecture's `model.hidden_cell = (h, c)`
+            self._hidden_cell.set_value(stored_hidden_cell(value))
+            return
+        super().__setattr__(name, value)
+
+    @property
+    def hidden_cell(self) -> LSTMState | None:
+        """The stored (h, c) (an ``LSTMState``), or None (zeros at the next call)."""
+        return self._hidden_cell.get_value()
+
+    def zero_hidden_cell(self, batch_size: int = 1) -> LSTMState:
+        """Zeros (h, c) of (D*L, B, H_out) and (D*L, B, H) in the parameters' dtype."""
+        dtype = self.lstm.weight_ih_l0.get_value().dtype
+        h_shape, c_shape = self.config.state_shapes(batch_size)
+        return LSTMState(jnp.zeros(h_shape, dtype), jnp.zeros(c_shape, dtype))
+
+    def __call__(self, x: Any, *, seq_lengths: Any = None) -> jax.Array:
+        config = self.config
+        single_sequence = np.ndim(x) < 3
+        x = lecture_view(x if isinstance(x, jax.Array) else to_numpy(x), config, "LSTMModeler")
+        batch = x.shape[0] if config.batch_first else x.shape[1]
+        state = self.hidden_cell
+        if state is not None:
+            state = broadcast_hidden_cell(state, batch)
+        out, self.hidden_cell = self.lstm(x, state, seq_lengths=seq_lengths)
+        time_major = jnp.swapaxes(out, 0, 1) if config.batch_first else out
+        lengths = None if seq_lengths is None else jnp.atleast_1d(jnp.asarray(seq_lengths))
+        y = self.linear(core.last_valid_step(time_major, lengths))
+        return y[0] if single_sequence else y
