@@ -9,6 +9,12 @@ Example::
 
     lstm_torch.save_checkpoint("model.safetensors", model)      # nn.LSTM or LSTMModeler
     model = lstm_torch.load_checkpoint("model.safetensors")     # built from the metadata
+
+Any other model (one of your own around an LSTM) is stored as its ``state_dict``
+with tied weights stored once and recorded; it loads back into a model you build::
+
+    lstm_torch.save_checkpoint("lm.safetensors", lm)
+    lstm_torch.load_checkpoint("lm.safetensors", RNNModel(...))
 """
 
 from __future__ import annotations
@@ -23,11 +29,14 @@ from torch import nn
 from lstm_jax.common import checkpoint_format as fmt
 from lstm_jax.common.checkpoint_format import CheckpointSpec, PathLike
 from lstm_jax.common.config import LSTMConfig
+from lstm_jax.common.ties import find_ties
 from lstm_torch.model import LSTMModeler
 
 __all__ = ["CheckpointError", "load_checkpoint", "model_spec", "save_checkpoint"]
 
-Model = nn.LSTM | LSTMModeler
+Model = nn.Module  # nn.LSTM, LSTMModeler, or a model of one's own
+# torch layers lstm_jax has no counterpart of: a model holding one cannot be mirrored.
+UNMIRRORED = (nn.GRU, nn.RNN, nn.GRUCell, nn.RNNCell)
 
 
 class CheckpointError(fmt.CheckpointError):
@@ -50,8 +59,17 @@ def _as_torch_error() -> Iterator[None]:
 
 
 def model_spec(model: Model) -> CheckpointSpec:
-    """The checkpoint spec of a ``torch.nn.LSTM`` or ``lstm_torch.LSTMModeler``."""
-    dtype = _numpy_dtype(next(model.parameters()).dtype)
+    """The checkpoint spec of a ``torch.nn.LSTM``, ``lstm_torch.LSTMModeler``, or any
+    other module (kind "model", with its tied keys)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"expected a torch.nn.LSTM or lstm_torch.LSTMModeler (or a torch.nn.Module of "
+            f"your own), got {type(model).__name__}"
+        )
+    first = next(model.parameters(), None)
+    if first is None:
+        raise TypeError(f"save_checkpoint: {type(model).__name__} has no parameters")
+    dtype = _numpy_dtype(first.dtype)
     if isinstance(model, LSTMModeler):
         return CheckpointSpec("LSTMModeler", model.config, model.linear.out_features, dtype)
     if isinstance(model, nn.LSTM):
@@ -66,9 +84,19 @@ def model_spec(model: Model) -> CheckpointSpec:
             proj_size=model.proj_size,
         )
         return CheckpointSpec("LSTM", config, None, dtype)
-    raise TypeError(
-        f"expected a torch.nn.LSTM or lstm_torch.LSTMModeler, got {type(model).__name__}"
-    )
+    foreign = [
+        f"{name or 'the model'} ({type(m).__name__})"
+        for name, m in model.named_modules()
+        if isinstance(m, UNMIRRORED)
+    ]
+    if foreign:
+        raise TypeError(
+            f"expected a torch.nn.LSTM or lstm_torch.LSTMModeler, or a model of your own "
+            f"built of layers lstm_jax mirrors; got {type(model).__name__}, holding "
+            f"{', '.join(foreign)}, which lstm_jax has no counterpart of"
+        )
+    ties = find_ties(model.state_dict())
+    return CheckpointSpec(fmt.MODEL, None, None, dtype, type(model).__name__, ties)
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
@@ -86,10 +114,11 @@ def save_checkpoint(path: PathLike, model: Model) -> None:
         path: the file to write; its directory must exist. An existing file is
             replaced only once the new one is completely written.
         model: a ``torch.nn.LSTM`` or ``lstm_torch.LSTMModeler``, float32 or float64,
-            on any device.
+            on any device; or a model of your own, stored as its ``state_dict`` (tied
+            weights once, the tie recorded).
 
     Raises:
-        TypeError: another module, or parameters of another dtype.
+        TypeError: a module holding a GRU or RNN, or parameters of another dtype.
         FileNotFoundError: the directory does not exist.
     """
     spec = model_spec(model)
@@ -106,6 +135,8 @@ def load_checkpoint(path: PathLike, model: Model | None = None) -> Model:
         model: optional ``nn.LSTM``/``LSTMModeler`` to load into; it must have the
             file's options and dtype (torch would otherwise round float64 to float32
             silently). Without it a model is built from the metadata, on the CPU.
+            A file of a model of one's own needs the model to load into (strictly:
+            every key, tied keys restored).
 
     Returns:
         the model, its parameters bitwise those saved.
@@ -118,6 +149,12 @@ def load_checkpoint(path: PathLike, model: Model | None = None) -> Model:
     """
     with _as_torch_error():
         spec, arrays = fmt.load(path)
+        if spec.kind == fmt.MODEL and model is None:
+            raise CheckpointError(
+                path,
+                f"holds a model of your own ({spec.model_class or 'unnamed'}): build it and "
+                f"pass it, load_checkpoint(path, model)",
+            )
         if model is None:
             model = build_model(spec)
         else:

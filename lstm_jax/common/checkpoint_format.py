@@ -20,6 +20,17 @@ to, so a file loads without the user repeating the configuration::
     lstm_jax_version  the package version that wrote the file
     sha256            digest of the tensors (names, dtypes, shapes, bytes)
 
+A model of one's own (kind ``"model"``) has no configuration (``config`` is
+``{}``): its tensors are its ``state_dict`` under torch's keys, and two more keys
+say what the file cannot show::
+
+    model_class       the class name of the model that was saved (informational)
+    tied              JSON {alias: key}: torch keys holding the same tensor as an
+                      earlier key (``decoder.weight = encoder.weight``); safetensors
+                      refuses shared tensors, so each is stored once, under ``key``,
+                      and :func:`load` restores the alias. ``safetensors.torch.load_model``
+                      reads such a file into the torch model too.
+
 ``lstm_jax.interop.checkpoint`` and ``lstm_torch.checkpoint`` convert their models to
 and from numpy arrays and call :func:`save` / :func:`load` here; neither side
 has a reader or writer of its own.
@@ -34,7 +45,7 @@ import os
 import secrets
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +63,8 @@ from lstm_jax.common.version import __version__
 
 FORMAT = "lstm-jax.checkpoint"
 FORMAT_VERSION = 1
-KINDS = ("LSTM", "LSTMModeler")
+MODEL = "model"  # any model: its state dict under torch's keys, no configuration
+KINDS = ("LSTM", "LSTMModeler", MODEL)
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 METADATA_KEYS = (
     "format",
@@ -87,21 +99,31 @@ class CheckpointSpec:
     """What a checkpoint holds: which model, its configuration, its dtype.
 
     Attributes:
-        kind: "LSTM" or "LSTMModeler".
-        config: the LSTM's options, ``input_size`` included.
-        output_size: O, the head's outputs ("LSTMModeler"); None for "LSTM".
+        kind: "LSTM", "LSTMModeler" or "model" (a model of one's own).
+        config: the LSTM's options, ``input_size`` included; None for "model".
+        output_size: O, the head's outputs ("LSTMModeler"); None otherwise.
         dtype: every tensor's dtype, float32 or float64.
+        model_class: the saved model's class name ("model" only; informational).
+        tied: ``{alias: key}``, torch keys stored once under ``key`` ("model" only).
     """
 
     kind: str
-    config: LSTMConfig
+    config: LSTMConfig | None
     output_size: int | None
     dtype: np.dtype
+    model_class: str | None = None
+    tied: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if self.config.input_size is None:
+        if self.kind == MODEL:
+            if self.config is not None or self.output_size is not None:
+                raise ValueError("a checkpoint of kind 'model' has no config or output_size")
+            _check_ties(self.tied)
+        elif self.config is None or self.tied:
+            raise ValueError(f"a checkpoint of kind {self.kind!r} needs a config and no ties")
+        elif self.config.input_size is None:
             raise ValueError("a checkpoint's config needs its input_size")
         if self.kind == "LSTMModeler":
             out = self.output_size
@@ -118,8 +140,10 @@ class CheckpointSpec:
     @property
     def options(self) -> dict[str, Any]:
         """The constructor's keyword arguments, torch's names (``torch.nn.LSTM(**options)``
-        or ``lstm_torch.LSTMModeler(**options)``)."""
+        or ``lstm_torch.LSTMModeler(**options)``); none for "model"."""
         c = self.config
+        if c is None:
+            return {}
         lstm = c.lstm_options()
         if self.kind == "LSTM":
             return {"input_size": c.input_size, "hidden_size": c.hidden_size, **lstm}
@@ -132,11 +156,15 @@ class CheckpointSpec:
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """The ``state_dict`` keys and shapes the model has, in torch's order."""
+        if self.config is None:
+            raise ValueError("a checkpoint of kind 'model' has no parameter list of its own")
         if self.kind == "LSTM":
             return self.config.param_shapes()
-        return modeler_param_shapes(self.config, self.output_size)
+        return modeler_param_shapes(self.config, self.output_size or 1)
 
     def describe(self) -> str:
+        if self.kind == MODEL:
+            return f"model {self.model_class or '(unnamed)'}, {self.dtype}"
         options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"{self.kind}({options}), {self.dtype}"
 
@@ -167,6 +195,16 @@ def check_fits(file_spec: CheckpointSpec, model_spec: CheckpointSpec, path: Path
         )
 
 
+def _check_ties(tied: Mapping[str, str]) -> None:
+    if not isinstance(tied, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and k != v for k, v in tied.items()
+    ):
+        raise ValueError(f"tied must map torch keys to other torch keys, got {tied!r}")
+    chained = sorted(set(tied) & set(tied.values()))
+    if chained:
+        raise ValueError(f"tied: {chained} are both aliases and stored keys")
+
+
 def spec_from_options(kind: str, options: Mapping[str, Any], dtype: Any) -> CheckpointSpec:
     """Build a spec from a constructor's keyword arguments (the inverse of ``.options``).
 
@@ -174,6 +212,10 @@ def spec_from_options(kind: str, options: Mapping[str, Any], dtype: Any) -> Chec
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind == MODEL:
+        if options:
+            raise ValueError(f"a checkpoint of kind 'model' has no config, got {dict(options)}")
+        return CheckpointSpec(MODEL, None, None, np.dtype(dtype))
     hidden = "hidden_size" if kind == "LSTM" else "hidden_layer_size"
     expected = {"input_size", hidden, *LSTM_OPTIONS} | (
         {"output_size"} if kind == "LSTMModeler" else set()
@@ -216,7 +258,7 @@ def tensor_digest(arrays: Mapping[str, np.ndarray]) -> str:
 
 def metadata(spec: CheckpointSpec, arrays: Mapping[str, np.ndarray]) -> dict[str, str]:
     """The safetensors metadata (str -> str) that describes ``arrays`` as ``spec``."""
-    return {
+    meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "kind": spec.kind,
@@ -225,6 +267,9 @@ def metadata(spec: CheckpointSpec, arrays: Mapping[str, np.ndarray]) -> dict[str
         "lstm_jax_version": __version__,
         "sha256": tensor_digest(arrays),
     }
+    if spec.kind == MODEL:
+        meta |= {"model_class": spec.model_class or "", "tied": json.dumps(dict(spec.tied))}
+    return meta
 
 
 def spec_from_metadata(meta: Mapping[str, str] | None, path: PathLike) -> CheckpointSpec:
@@ -254,22 +299,31 @@ def spec_from_metadata(meta: Mapping[str, str] | None, path: PathLike) -> Checkp
             raise ValueError(f"expected a JSON object, got {meta['config']!r}")
         if meta["dtype"] not in {d.name for d in DTYPES}:
             raise ValueError(f"dtype must be float32 or float64, got {meta['dtype']!r}")
-        return spec_from_options(meta["kind"], options, np.dtype(meta["dtype"]))
+        spec = spec_from_options(meta["kind"], options, np.dtype(meta["dtype"]))
+        if spec.kind == MODEL:
+            tied = json.loads(meta.get("tied", "{}"))
+            spec = replace(spec, model_class=meta.get("model_class") or None, tied=tied)
+        return spec
     except (ValueError, TypeError) as err:
         raise CheckpointError(path, f"invalid checkpoint configuration: {err}") from None
 
 
 def array_problems(spec: CheckpointSpec, arrays: Mapping[str, np.ndarray]) -> str | None:
     """What is wrong with ``arrays`` as the ``state_dict`` of ``spec``'s model (every key
-    and shape, each of the spec's dtype), or None."""
-    try:
-        check_param_shapes(
-            spec.param_shapes(),
-            {k: np.shape(a) for k, a in arrays.items()},
-            f"tensors for {spec.describe()}",
-        )
-    except ValueError as err:
-        return str(err)
+    and shape, each of the spec's dtype; a "model"'s tied keys stored once), or None."""
+    if spec.kind == MODEL:
+        lost = [f"{a} (tied to {k})" for a, k in spec.tied.items() if k not in arrays]
+        if lost:
+            return f"tied keys whose stored tensor is missing: {', '.join(lost)}"
+    else:
+        try:
+            check_param_shapes(
+                spec.param_shapes(),
+                {k: np.shape(a) for k, a in arrays.items()},
+                f"tensors for {spec.describe()}",
+            )
+        except ValueError as err:
+            return str(err)
     wrong = [f"{k}: {a.dtype}" for k, a in arrays.items() if np.dtype(a.dtype) != spec.dtype]
     if wrong:
         return f"dtype {spec.dtype} expected, but tensors are {', '.join(wrong)}"
@@ -284,12 +338,25 @@ def save(path: PathLike, arrays: Mapping[str, np.ndarray], spec: CheckpointSpec)
     it was. The directory must exist (``FileNotFoundError`` otherwise).
     """
     path = Path(path)
-    arrays = {key: np.ascontiguousarray(array) for key, array in arrays.items()}
+    for alias, key in spec.tied.items():  # stored once: safetensors refuses shared tensors
+        if alias in arrays and not _same_bits(arrays[alias], arrays[key]):
+            raise ValueError(
+                f"cannot save checkpoint {os.fspath(path)}: {alias} is tied to "
+                f"{key} but holds other values"
+            )
+    arrays = {
+        key: np.ascontiguousarray(array) for key, array in arrays.items() if key not in spec.tied
+    }
     problem = array_problems(spec, arrays)
     if problem is not None:
         raise ValueError(f"cannot save checkpoint {os.fspath(path)}: {problem}")
     data = safetensors.numpy.save(arrays, metadata=metadata(spec, arrays))
     write_atomic(path, data)
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -352,7 +419,8 @@ def refused_pickle(kind: str) -> str:
 
 
 def load(path: PathLike) -> tuple[CheckpointSpec, dict[str, np.ndarray]]:
-    """Read and validate a checkpoint: its spec and ``{torch key: array}`` in torch's order.
+    """Read and validate a checkpoint: its spec and ``{torch key: array}`` in torch's order
+    (a "model"'s in the file's order, each tied alias the same array as its key).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -380,4 +448,6 @@ def load(path: PathLike) -> tuple[CheckpointSpec, dict[str, np.ndarray]]:
         raise CheckpointError(
             path, "tensor data does not match the checksum it was saved with (corrupted or altered)"
         )
+    if spec.kind == MODEL:  # the tied keys get their tensor back (one array, two keys)
+        return spec, {**arrays, **{alias: arrays[key] for alias, key in spec.tied.items()}}
     return spec, {key: arrays[key] for key in spec.param_shapes()}

@@ -10,11 +10,18 @@ Example::
     lstm_jax.save_checkpoint("model.safetensors", variables, model)
     model, variables = lstm_jax.load_checkpoint("model.safetensors")
     y, hidden_cell = model.apply(variables, x)
+
+A model of one's own (its Flax submodules named as the torch model's attributes,
+see :mod:`lstm_jax.interop.transfer`) is stored under torch's keys; loading it
+needs the model and the ``example`` of its init::
+
+    lstm_jax.save_checkpoint("lm.safetensors", variables, flax_lm)
+    flax_lm, variables = lstm_jax.load_checkpoint("lm.safetensors", flax_lm, example=(tokens,))
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,45 +29,72 @@ import jax
 import numpy as np
 
 from lstm_jax.common import checkpoint_format as fmt
-from lstm_jax.common.checkpoint_format import CheckpointError, CheckpointSpec, PathLike
+from lstm_jax.common.checkpoint_format import MODEL, CheckpointError, CheckpointSpec, PathLike
 from lstm_jax.interop.transfer import params_from_torch, params_to_torch
 from lstm_jax.linen.modules import LSTM, LSTMModeler
 
 __all__ = ["CheckpointError", "load_checkpoint", "model_spec", "save_checkpoint"]
 
-Model = LSTM | LSTMModeler
+Model = Any  # lstm_jax.LSTM, LSTMModeler, or any Flax model mirroring a torch model
 
 
-def model_spec(model: Model, dtype: Any, input_size: int | None = None) -> CheckpointSpec:
+def model_spec(
+    model: Model, dtype: Any, input_size: int | None = None, tied: Mapping[str, str] | None = None
+) -> CheckpointSpec:
     """The checkpoint spec of a Flax ``LSTM`` (whose input size comes from its
-    parameters: pass ``input_size``) or ``LSTMModeler``."""
+    parameters: pass ``input_size``), ``LSTMModeler``, or any other Flax model (kind
+    "model", with its ``tied`` torch keys)."""
     if isinstance(model, LSTMModeler):
         return CheckpointSpec("LSTMModeler", model.config, model.output_size, dtype)
     if isinstance(model, LSTM):
         return CheckpointSpec("LSTM", replace(model.config, input_size=input_size), None, dtype)
-    raise TypeError(
-        f"expected an lstm_jax.LSTM or lstm_jax.LSTMModeler, got {type(model).__name__}"
-    )
+    if not hasattr(model, "init") or not hasattr(model, "apply"):
+        raise TypeError(
+            f"expected an lstm_jax.LSTM, lstm_jax.LSTMModeler or a Flax model, got "
+            f"{type(model).__name__}"
+        )
+    return CheckpointSpec(MODEL, None, None, dtype, type(model).__name__, dict(tied or {}))
 
 
-def save_checkpoint(path: PathLike, variables: Mapping[str, Any], model: Model) -> None:
+def save_checkpoint(
+    path: PathLike,
+    variables: Mapping[str, Any],
+    model: Model,
+    *,
+    example: Sequence[Any] | None = None,
+    tied: Mapping[str, str] | None = None,
+) -> None:
     """Write ``variables`` of ``model`` to ``path`` (safetensors, atomically).
 
     Arguments:
         path: the file to write; its directory must exist. An existing file is
             replaced only once the new one is completely written.
         variables: ``{"params": ...}`` as from ``model.init`` or ``params_from_torch``.
-        model: the ``lstm_jax.LSTM`` or ``LSTMModeler`` they belong to; its options
-            are stored in the file's metadata (``unroll`` and ``param_dtype`` are not:
-            the file's dtype is the parameters').
+        model: the ``lstm_jax.LSTM`` or ``LSTMModeler`` they belong to (its options
+            are stored in the file's metadata; ``unroll`` and ``param_dtype`` are not:
+            the file's dtype is the parameters'), or any Flax model mirroring a torch
+            model: its tensors go under the torch keys (:func:`params_to_torch`).
+        example: for a model of one's own, as in :func:`params_to_torch` (needed for a
+            flax ``nn.Sequential`` or a layer with a rule of its own).
+        tied: ``{torch key: key it shares}``, the torch model's ties where the Flax
+            model holds the tensor once; recorded in the file.
 
     Raises:
         ValueError: keys or shapes that do not fit ``model`` (naming each).
         TypeError: parameters that are not all float32 or all float64.
         FileNotFoundError: the directory does not exist.
     """
-    arrays = params_to_torch(variables)
+    builtin = isinstance(model, LSTM | LSTMModeler)
+    if builtin and tied:
+        raise ValueError(f"save_checkpoint: {type(model).__name__} has no tied weights")
+    if builtin:
+        arrays = params_to_torch(variables)
+    else:
+        arrays = params_to_torch(variables, model, example=example, tied=tied)
     dtype = fmt.common_dtype(arrays, "save_checkpoint")
+    if not builtin:
+        fmt.save(path, arrays, model_spec(model, dtype, tied=tied))
+        return
     input_size = None
     if isinstance(model, LSTM):  # a Flax LSTM knows its input size from its parameters only
         first = arrays.get("weight_ih_l0")
@@ -73,7 +107,9 @@ def save_checkpoint(path: PathLike, variables: Mapping[str, Any], model: Model) 
     fmt.save(path, arrays, model_spec(model, dtype, input_size))
 
 
-def load_checkpoint(path: PathLike, model: Model | None = None) -> tuple[Model, dict[str, Any]]:
+def load_checkpoint(
+    path: PathLike, model: Model | None = None, *, example: Sequence[Any] | None = None
+) -> tuple[Model, dict[str, Any]]:
     """Read a checkpoint (written by either backend) into Flax variables.
 
     Arguments:
@@ -81,7 +117,10 @@ def load_checkpoint(path: PathLike, model: Model | None = None) -> tuple[Model, 
         model: optional ``lstm_jax.LSTM``/``LSTMModeler`` the file must fit (every
             option equal); without it one is built from the file's metadata, with
             ``param_dtype`` the file's dtype. (Flax's ``model.clone(unroll=...)``
-            changes the speed knob afterwards.)
+            changes the speed knob afterwards.) A file of a model of one's own
+            needs its Flax mirror here, and ``example``.
+        example: the positional arguments of ``model.init``, as for
+            :func:`params_from_torch` (not needed for the built-in models).
 
     Returns:
         ``(model, variables)``; the arrays are bitwise those saved.
@@ -93,17 +132,26 @@ def load_checkpoint(path: PathLike, model: Model | None = None) -> tuple[Model, 
         ValueError: a float64 checkpoint while JAX runs in 32-bit mode (it would be rounded).
     """
     spec, arrays = fmt.load(path)
+    if spec.kind == MODEL and model is None:
+        raise CheckpointError(
+            path,
+            f"holds a model of your own ({spec.model_class or 'unnamed'}): pass its Flax "
+            f"mirror and example, load_checkpoint(path, flax_model, example=(x,))",
+        )
     if model is None:
         model = build_model(spec)
     else:
         # param_dtype is only init's: the variables keep the file's dtype.
-        fmt.check_fits(spec, model_spec(model, spec.dtype, spec.config.input_size), path)
+        input_size = None if spec.config is None else spec.config.input_size
+        fmt.check_fits(spec, model_spec(model, spec.dtype, input_size), path)
     if spec.dtype == np.float64 and not jax.config.jax_enable_x64:
         raise ValueError(
             f"{path}: holds float64 parameters but JAX runs in 32-bit mode and would round "
             f"them: enable float64 first (jax.config.update('jax_enable_x64', True), or "
             f"load inside `with jax.enable_x64(True):`)"
         )
+    if spec.kind == MODEL:
+        return model, params_from_torch(arrays, model, example=example, tied=spec.tied)
     return model, params_from_torch(arrays, model)
 
 

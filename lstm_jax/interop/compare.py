@@ -32,11 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm_jax.common.config import check_param_shapes
+from lstm_jax.common.ties import find_ties
 from lstm_jax.common.tolerances import FORWARD, GRADIENT, scaled_error
 from lstm_jax.core.state import LSTMState
 from lstm_jax.interop.transfer import (
     check_state_dict,
-    find_ties,
     flatten,
     flax_params_to_torch,
     model_key_map,

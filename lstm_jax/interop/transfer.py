@@ -31,6 +31,7 @@ from lstm_jax.common.config import (
     lstm_cell_param_shapes,
     modeler_param_shapes,
 )
+from lstm_jax.common.ties import find_ties
 from lstm_jax.interop import leaf_rules
 from lstm_jax.interop.leaf_rules import LeafRule
 from lstm_jax.linen.cell import LSTMCell
@@ -94,38 +95,6 @@ def expected_shapes(model: Any, input_size: int | None = None) -> dict[str, tupl
     return config.param_shapes(input_size)
 
 
-# --- ties: torch keys that hold one tensor -------------------------------------------------
-
-
-def _memory_id(value: Any) -> tuple | None:
-    """Where an array's data lives (address, shape, strides, dtype), or None if empty."""
-    if hasattr(value, "data_ptr") and hasattr(value, "stride"):  # a torch tensor
-        if value.numel() == 0:
-            return None
-        return (value.data_ptr(), tuple(value.shape), tuple(value.stride()), str(value.dtype))
-    array = np.asarray(value)
-    if array.size == 0:
-        return None
-    return (array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
-
-
-def find_ties(state_dict: Mapping[str, Any]) -> dict[str, str]:
-    """``{alias: first key}`` for the keys that hold the same tensor as an earlier key
-    (``decoder.weight = encoder.weight`` in torch); equal values in separate memory
-    are not tied."""
-    first: dict[tuple, str] = {}
-    ties: dict[str, str] = {}
-    for key, value in state_dict.items():
-        ident = _memory_id(value)
-        if ident is None:
-            continue
-        if ident in first:
-            ties[key] = first[ident]
-        else:
-            first[ident] = key
-    return ties
-
-
 # --- the layers of a Flax model and their torch names --------------------------------------
 
 
@@ -168,33 +137,61 @@ class KeyEntry:
         return tuple(jax.eval_shape(self.rule.to_torch, probe).shape)
 
 
-def _held_segments(name: str, parent: Any) -> Path | None:
-    """``layers_0`` -> ("layers", "0") when the parent holds a list (or dict) ``layers``;
-    a flax ``nn.Sequential``'s own ``layers_i`` -> ("i",), as torch's ``nn.Sequential``."""
+def _attribute(module: Any, name: str) -> Any:
+    try:
+        return getattr(module, name, None)
+    except Exception:  # a property that fails outside a call, an unbound setup: nothing
+        return None
+
+
+def child_of(parent: Any, name: str) -> tuple[Path, Any] | None:
+    """The torch names of the submodule ``name`` of ``parent``, and the submodule (None
+    where ``parent`` does not hold it as an attribute, e.g. one created in ``@compact``).
+
+    ``layers_0`` is ``("layers", "0")`` when the parent holds a list ``layers`` (a dict
+    ``blocks``: ``blocks_a`` is ``("blocks", "a")``); a flax ``nn.Sequential``'s own
+    ``layers_i`` is ``("i",)``, as in torch's ``nn.Sequential``.
+    """
+    child = _attribute(parent, name)
+    if isinstance(child, nn.Module):
+        return (name,), child
     for match in re.finditer("_", name):
         base, item = name[: match.start()], name[match.end() :]
-        try:
-            held = getattr(parent, base, None)
-        except Exception:  # a property that fails outside a call: not a container
-            held = None
-        is_index = isinstance(held, list | tuple) and item.isdigit() and int(item) < len(held)
-        if is_index and isinstance(parent, nn.Sequential) and base == "layers":
-            return (item,)
-        if is_index or (isinstance(held, Mapping) and item in held):
-            return (base, item)
+        held = _attribute(parent, base)
+        if isinstance(held, list | tuple) and item.isdigit() and int(item) < len(held):
+            if isinstance(parent, nn.Sequential) and base == "layers":
+                return (item,), held[int(item)]
+            return (base, item), held[int(item)]
+        if isinstance(held, Mapping) and item in held:
+            return (base, item), held[item]
     return None
 
 
-def _segments_by_name(siblings: Sequence[str], name: str) -> Path:
-    """Torch names of a path segment without the module at hand: ``name_i`` is a list
-    item when its siblings are ``name_0`` … ``name_k`` (Flax's auto names such as
-    ``Dense_0`` start with a capital and stay as they are)."""
-    match = re.fullmatch(r"([a-z]\w*?)_(\d+)", name)
-    if match is None:
-        return (name,)
-    base = match[1]
-    indices = sorted(int(s[len(base) + 1 :]) for s in siblings if re.fullmatch(rf"{base}_\d+", s))
-    return (base, match[2]) if indices == list(range(len(indices))) else (name,)
+def bound_layers(model: nn.Module, params: Mapping[str, Any]) -> dict[Path, Layer]:
+    """``{flax module path: Layer}`` for the submodules ``model`` holds as attributes
+    (declared in ``setup``), found by binding it to ``params``; those created inside
+    ``@compact`` methods are not seen (their leaves decide their rules)."""
+    found: dict[Path, Layer] = {(): Layer(type(model), ())}
+
+    def visit(module: Any, node: Mapping[str, Any], path: Path, torch_path: Path) -> None:
+        for name, value in node.items():
+            if not isinstance(value, Mapping):
+                continue
+            held = child_of(module, name)
+            if held is None:
+                continue
+            segments, child = held
+            found[(*path, name)] = Layer(type(child), (*torch_path, *segments))
+            visit(child, value, (*path, name), (*torch_path, *segments))
+
+    def walk(root: nn.Module) -> None:
+        visit(root, params, (), ())
+
+    try:
+        model.apply({"params": params}, method=walk)
+    except Exception:  # a model whose setup needs more than its params: leaves decide
+        return {(): Layer(type(model), ())}
+    return found
 
 
 def discover_layers(
@@ -225,7 +222,8 @@ def discover_layers(
         path = tuple(module.path)
         if path not in found:
             parent_path = found[path[:-1]].torch_path if path[:-1] in found else path[:-1]
-            segments = () if not path else _held_segments(path[-1], module.parent) or path[-1:]
+            held = child_of(module.parent, path[-1]) if path else None
+            segments = () if not path else (held[0] if held else path[-1:])
             found[path] = Layer(type(module), tuple(parent_path) + segments)
         return next_fun(*args, **kwargs)
 
@@ -256,7 +254,7 @@ def key_map(
     Arguments:
         params: ``variables["params"]`` or its ``jax.eval_shape``.
         layers: ``{flax module path: Layer}`` (:func:`discover_layers`); modules not in
-            it are named by :func:`_segments_by_name` and ruled by their leaves.
+            it keep their Flax names and are ruled by their leaves.
     """
     layers = layers or {}
     entries: list[KeyEntry] = []
@@ -269,11 +267,7 @@ def key_map(
         for name, value in node.items():
             if isinstance(value, Mapping):
                 child = layers.get((*path, name))
-                segments = (
-                    child.torch_path
-                    if child is not None
-                    else (*torch_path, *_segments_by_name(list(node), name))
-                )
+                segments = child.torch_path if child is not None else (*torch_path, name)
                 visit(value, (*path, name), segments)
             else:
                 rule = leaf_rules.leaf_rule(rules, name)
@@ -492,7 +486,7 @@ def model_key_map(
             f"{type(model).__name__} is not an lstm_jax built-in: pass example=(...), the "
             f"positional arguments of its init (only their shapes and dtypes are used)"
         )
-    return key_map(params)
+    return key_map(params, bound_layers(model, params))
 
 
 def params_from_torch(
@@ -562,9 +556,11 @@ def params_to_torch(
         variables: ``{"params": ...}`` or the params themselves.
         model: the Flax model they belong to (needed for a model of one's own; the
             built-ins' leaves already carry torch's names).
-        example: as for :func:`params_from_torch`; without it each layer's rule is read
-            off its leaves, which is exact for the built-in rules but not for a flax
-            ``nn.Sequential`` or a layer registered with a rule of its own.
+        example: as for :func:`params_from_torch`. Without it the model is bound to
+            the params to find the submodules it holds as attributes (declared in
+            ``setup``: their classes, lists, ``nn.Sequential``); a submodule created in
+            a ``@compact`` method keeps its Flax name and its leaves decide its rule
+            (exact for the built-in rules, not for a layer with a rule of its own).
         tied: ``{torch key: key it shares}``: the ties of the torch model whose tensor
             the Flax model holds once; each alias gets the same array.
 
