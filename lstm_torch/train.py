@@ -1,9 +1,11 @@
-"""The lecture's training loop, generalized: batches, shuffling, optimizers, clipping.
+"""The lecture's training loop, generalized: batches, shuffling, optimizers, clipping,
+variable lengths, carried state and checkpoints.
 
 Per step, as the lecture: ``model.zero_grad()`` (and ``optimizer.zero_grad()``),
-``hidden_cell`` reset to zeros for the batch, forward, loss, backward, optional
-gradient clipping, ``optimizer.step()``. A per-epoch loss is the sum of that
-epoch's batch losses (the lecture's ``total_loss``).
+``hidden_cell`` reset to zeros for the batch (or, stateful, the previous batch's,
+detached), forward, loss, backward, optional gradient clipping,
+``optimizer.step()``. A per-epoch loss is the sum of that epoch's batch losses
+(the lecture's ``total_loss``). Checkpoints: :mod:`lstm_torch.resume`.
 
 Data order and batching come from :mod:`lstm_jax.common.data` (numpy only), which
 ``lstm_jax.fit`` uses too, so both backends see the same batches in the same order.
@@ -20,9 +22,26 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lstm_jax.common.data import batch_plan, check_positive_int, epoch_orders, prepare_data
+from lstm_jax.common.data import (
+    batch_plan,
+    check_loss,
+    check_positive_int,
+    check_stateful,
+    epoch_orders,
+    prepare_data,
+    prepare_seq_lengths,
+)
 from lstm_jax.common.errors import TrainingDiverged
 from lstm_jax.common.optim import SGD, Adam, AdamW, is_spec
+from lstm_jax.common.resume import (
+    KEEP_CHECKPOINTS,
+    check_checkpointing,
+    describe,
+    digest,
+    logger,
+    resumed_message,
+)
+from lstm_torch.resume import TorchCheckpoints
 
 
 def make_optimizer(spec: Any, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
@@ -52,7 +71,22 @@ def make_optimizer(spec: Any, params: Iterable[torch.Tensor]) -> torch.optim.Opt
     )
 
 
-def _loss_function(loss: str) -> Any:
+def _loss_function(loss: Any) -> Any:
+    """A loss name -> torch's module; a callable ``loss(prediction, target)`` -> a
+    function returning its scalar (an ``(scalar, aux)`` result's aux is dropped)."""
+    if callable(loss):
+
+        def scalar(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            out = loss(prediction, target)
+            value = out[0] if isinstance(out, tuple) and len(out) == 2 else out
+            if not isinstance(value, torch.Tensor) or value.dim() != 0:
+                raise TypeError(
+                    f"loss: expected the callable to return a scalar tensor (or (scalar, aux)), "
+                    f"got {type(value).__name__}"
+                )
+            return value
+
+        return scalar
     if loss == "mse":
         return nn.MSELoss()
     return nn.CrossEntropyLoss()
@@ -87,6 +121,31 @@ def _all_finite(params: list[torch.Tensor]) -> bool:
         return bool(torch.isfinite(torch.cat([p.reshape(-1) for p in params])).all())
 
 
+def _fingerprint(
+    model: nn.Module,
+    optimizer: Any,
+    opt: torch.optim.Optimizer,
+    loss: Any,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    **options: Any,
+) -> dict[str, Any]:
+    """The facts a checkpoint must share with this call to be resumed from."""
+    x, y, lengths = arrays
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    return {
+        "backend": "lstm_torch",
+        "model": describe(model),
+        "params": [[k, str(v.dtype), list(v.shape)] for k, v in model.state_dict().items()],
+        "optimizer": describe(optimizer) if is_spec(optimizer) else type(opt).__name__,
+        "param_groups": describe(groups),
+        "loss": loss if isinstance(loss, str) else describe(loss),
+        "xs": [list(x.shape), str(x.dtype)],
+        "ys": [list(y.shape), str(y.dtype)],
+        "data": digest(x, y, lengths),
+        **options,
+    }
+
+
 def fit(
     model: nn.Module,
     xs: Any,
@@ -96,8 +155,13 @@ def fit(
     epochs: int,
     batch_size: int = 1,
     shuffle_seed: int | None = None,
-    loss: str = "mse",
+    loss: Any = "mse",
     clip_norm: float | None = None,
+    seq_lengths: Any = None,
+    stateful: bool = False,
+    checkpoint_dir: Any = None,
+    checkpoint_every: int | None = None,
+    keep_checkpoints: int = KEEP_CHECKPOINTS,
     progress: bool = False,
 ) -> np.ndarray:
     """Train ``model`` (an ``lstm_torch.LSTMModeler``) in place; return per-epoch losses.
@@ -115,10 +179,22 @@ def fit(
             last batch of an epoch has N % B samples when that is not 0.
         shuffle_seed: None keeps the data order; an int draws one permutation per
             epoch with ``numpy.random.default_rng(shuffle_seed)`` (as ``lstm_jax.fit``).
-        loss: ``"mse"`` (``nn.MSELoss``, mean) or ``"cross_entropy"`` (mean).
+        loss: ``"mse"`` (``nn.MSELoss``, mean), ``"cross_entropy"`` (mean) or a callable
+            ``loss(prediction, target)`` returning a scalar tensor (or ``(scalar, aux)``).
         clip_norm: for a native optimizer, clip gradients with
             ``clip_grad_norm_(params, clip_norm)`` before each step (a spec carries
             its own ``clip_norm``).
+        seq_lengths: (N,) valid lengths per sample; each batch is packed
+            (``pack_padded_sequence``) and predicts at each row's last valid step.
+        stateful: carry ``hidden_cell`` across the batches of an epoch, detached
+            (pytorch/examples' ``repackage_hidden``), zeros at each epoch's start;
+            needs ``shuffle_seed=None`` and N a multiple of B.
+        checkpoint_dir: save a checkpoint there every ``checkpoint_every`` epochs (and
+            after the last; see :mod:`lstm_torch.resume`); when it already holds one
+            of this run, training resumes from the latest (logged at INFO) and ends
+            bitwise as an uninterrupted run. Another run's checkpoint is refused.
+        checkpoint_every: epochs between saves (default 1 with a checkpoint_dir).
+        keep_checkpoints: how many of the latest checkpoints to keep.
         progress: show a tqdm bar over epochs (it appears after 2 s).
 
     Returns:
@@ -136,6 +212,12 @@ def fit(
             f"zero_hidden_cell), got {type(model).__name__}"
         )
     epochs = check_positive_int("epochs", epochs)
+    loss = check_loss(loss)
+    if not isinstance(stateful, bool):
+        raise TypeError(f"stateful: expected a bool, got {stateful!r}")
+    directory, checkpoint_every, keep = check_checkpointing(
+        checkpoint_dir, checkpoint_every, keep_checkpoints
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
@@ -148,7 +230,10 @@ def fit(
         output_size=model.linear.out_features,
         dtype=torch.empty((), dtype=first.dtype).numpy().dtype,
     )
+    lengths_np = prepare_seq_lengths(seq_lengths, len(x_np), x_np.shape[1])
     plan = batch_plan(len(x_np), batch_size)
+    if stateful:
+        check_stateful(plan, shuffle_seed)
     orders = epoch_orders(plan.n, epochs, shuffle_seed)
     opt, clip = _resolve_optimizer(model, optimizer, clip_norm)
     loss_function = _loss_function(loss)
@@ -156,16 +241,52 @@ def fit(
 
     x_all = torch.from_numpy(x_np).to(first.device)
     y_all = torch.from_numpy(y_np).to(first.device)
+    lengths_all = None if lengths_np is None else torch.from_numpy(lengths_np.astype(np.int64))
     if loss == "cross_entropy":
         y_all = y_all.long()
     last_finite = [torch.empty_like(p) for p in params]
     losses = np.zeros(epochs)
+    done = 0
+    checkpoints = None
+    if directory is not None:
+        fingerprint = _fingerprint(
+            model,
+            optimizer,
+            opt,
+            loss,
+            (x_np, y_np, lengths_np),
+            batch_size=plan.batch_size,
+            shuffle_seed=None if shuffle_seed is None else int(shuffle_seed),
+            stateful=stateful,
+            clip_norm=clip,
+            checkpoint_every=checkpoint_every,
+        )
+        checkpoints = TorchCheckpoints(directory, fingerprint, keep)
+        payload = checkpoints.latest()
+        if payload is not None:
+            done, saved = checkpoints.restore(payload, model, opt)
+            if done > epochs:
+                raise ValueError(
+                    f"checkpoint_dir {str(checkpoints.directory)!r}: its latest checkpoint is "
+                    f"at epoch {done}, past this call's {epochs} epochs"
+                )
+            losses[:done] = saved
+            logger.info(resumed_message(done, epochs, 0, str(checkpoints.directory)))
     was_training = model.training
     model.train()
     try:
-        bar = tqdm(range(epochs), desc="torch fit", unit="epoch", disable=not progress, delay=2)
+        bar = tqdm(
+            range(done, epochs),
+            initial=done,
+            total=epochs,
+            desc="torch fit",
+            unit="epoch",
+            disable=not progress,
+            delay=2,
+        )
         for epoch in bar:
             total_loss = 0.0
+            state = model.zero_hidden_cell(plan.batch_size) if stateful else None
             for step, index in enumerate(plan.batches(orders[epoch])):
                 idx = torch.from_numpy(index).to(first.device)
                 x = x_all[idx]
@@ -173,8 +294,13 @@ def fit(
                 y = y_all[idx]
                 model.zero_grad()
                 opt.zero_grad()
-                model.hidden_cell = model.zero_hidden_cell(len(index))
-                y_hat = model(x)
+                model.hidden_cell = state if stateful else model.zero_hidden_cell(len(index))
+                if lengths_all is None:
+                    y_hat = model(x)
+                else:
+                    y_hat = model(x, seq_lengths=lengths_all[torch.from_numpy(index)])
+                if stateful:  # repackage_hidden: the next batch starts here, no gradient back
+                    state = tuple(t.detach() for t in model.hidden_cell)
                 batch_loss = loss_function(y_hat, y)
                 value = batch_loss.item()
                 if not math.isfinite(value):
@@ -183,14 +309,17 @@ def fit(
                 if clip is not None:
                     nn.utils.clip_grad_norm_(params, clip)
                 with torch.no_grad():
-                    for keep, p in zip(last_finite, params, strict=True):
-                        keep.copy_(p)
+                    for keep_p, p in zip(last_finite, params, strict=True):
+                        keep_p.copy_(p)
                 opt.step()
                 if not _all_finite(params):
                     _diverged(model, epoch, step, plan, value, losses, last_finite, params)
                 total_loss += value
             losses[epoch] = total_loss
             bar.set_postfix(loss=f"{total_loss:.4g}", refresh=False)
+            finished = epoch + 1
+            if checkpoints is not None and (finished % checkpoint_every == 0 or finished == epochs):
+                checkpoints.save(finished, model, opt, losses[:finished])
     finally:
         model.train(was_training)
     return losses

@@ -2,16 +2,22 @@
 
 The pieces, each usable alone:
 
-- :func:`loss_value` — the batch loss, ``"mse"`` (mean, as ``nn.MSELoss``) or
-  ``"cross_entropy"`` (mean, as ``nn.CrossEntropyLoss``; integer labels);
-- :func:`update` — one optimizer step on one batch (``hidden_cell`` starts at
-  zeros): loss and gradients, then the Optax update;
-- :func:`make_train_step` — :func:`update` jitted, for users writing their own loop;
+- :func:`step_update` (and :func:`update`, its three-result form) — one optimizer
+  step on one batch: loss and gradients, then the Optax update (the batch loss
+  passed as ``value=``, for ``optax.contrib.reduce_on_plateau``);
+- :func:`make_train_step` — that step jitted, for users writing their own loop;
 - :func:`fit` — the driver: the per-epoch orders are drawn with numpy
   (:func:`lstm_jax.common.data.epoch_orders`, shared with ``lstm_torch.fit``) and
   passed in as an (epochs, N) index array; epochs and batches run as nested
-  ``lax.scan`` inside ONE ``jax.jit``, compiled once per model, optimizer, loss,
-  batch size and data shapes (a second call with the same ones reuses it).
+  ``lax.scan`` inside ONE ``jax.jit`` (:func:`_train_run`), compiled once per model,
+  optimizer, loss, batch size, data shapes and number of epochs (a second call
+  with the same ones reuses it). With ``checkpoint_every=k`` (or ``progress=True``)
+  the same compiled program runs k epochs at a time, saving between the chunks.
+
+The model is reduced first to a :class:`~lstm_jax.train.model.TrainModel` (its
+``apply`` and layout); losses live in :mod:`lstm_jax.train.losses`, the starting
+point (variables or a ``TrainState``) in :mod:`lstm_jax.train.state`, checkpoints
+in :mod:`lstm_jax.train.checkpointing`.
 
 An epoch of N samples is ``N // B`` full batches, scanned, then one remainder
 batch of ``N % B`` samples (a second, static shape in the same program) when
@@ -26,63 +32,174 @@ the last finite variables.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
 from jax.sharding import Mesh
+from tqdm.auto import tqdm
 
-from lstm_jax.common.data import batch_plan, check_loss, epoch_orders, prepare_data
+from lstm_jax.common.data import (
+    BatchPlan,
+    batch_plan,
+    check_loss,
+    check_positive_int,
+    check_stateful,
+    epoch_orders,
+    prepare_data,
+    prepare_seq_lengths,
+)
 from lstm_jax.common.errors import TrainingDiverged
+from lstm_jax.common.optim import is_spec
+from lstm_jax.common.resume import (
+    KEEP_CHECKPOINTS,
+    check_checkpointing,
+    chunks,
+    describe,
+    digest,
+    logger,
+    resumed_message,
+)
 from lstm_jax.train import parallel
-from lstm_jax.train.optimizers import as_optax
+from lstm_jax.train.checkpointing import Checkpoints, describe_tree, key_data
+from lstm_jax.train.losses import loss_and_aux, loss_value
+from lstm_jax.train.model import TrainModel, as_train_model, zeros_like_tree
+from lstm_jax.train.optimizers import as_optax, with_extra_args
+from lstm_jax.train.state import RunCarry, Start, finish, first_epoch, start_from
 
 Array = jax.Array
 PyTree = Any
 
+# Progress without checkpoints: the bar advances in about this many chunks.
+PROGRESS_CHUNKS = 20
 
-def loss_value(loss: str, prediction: Array, target: Array) -> Array:
-    """The batch loss, a scalar.
+__all__ = ["fit", "loss_value", "make_train_step", "step_update", "update"]
+
+
+class StepResult(NamedTuple):
+    """One step's results: new params and optimizer state, the batch loss (before the
+    step), the loss's aux (None for a plain loss) and the model's new carry (None
+    unless stateful)."""
+
+    params: PyTree
+    opt_state: PyTree
+    loss: Array
+    aux: Any
+    carry: PyTree
+
+
+def _floating(a: Any) -> bool:
+    return bool(jnp.issubdtype(a.dtype, jnp.floating))
+
+
+def _forward(
+    model: TrainModel,
+    compute_dtype: Any,
+    params: PyTree,
+    rest: Mapping[str, Any],
+    x: Array,
+    carry: PyTree | None,
+    stateful: bool,
+    seq_lengths: Array | None,
+    rng: Array | None,
+) -> tuple[Array, PyTree | None]:
+    """The prediction (in the parameters' dtype) and the new carry for one batch."""
+    if compute_dtype is None:
+        return model.prediction(
+            {**rest, "params": params},
+            x,
+            carry,
+            stateful=stateful,
+            seq_lengths=seq_lengths,
+            rng=rng,
+        )
+    master = jax.tree.leaves(params)[0].dtype
+    low = jax.tree.map(lambda a: a.astype(compute_dtype) if _floating(a) else a, params)
+    forward = model.clone_with_param_dtype(compute_dtype) if model.clone_with_param_dtype else model
+    prediction, carry = forward.prediction(
+        {**rest, "params": low},
+        x.astype(compute_dtype) if _floating(x) else x,
+        carry,
+        stateful=stateful,
+        seq_lengths=seq_lengths,
+        rng=rng,
+    )
+    return (prediction.astype(master) if _floating(prediction) else prediction), carry
+
+
+def step_update(
+    model: Any,
+    optimizer: optax.GradientTransformation,
+    loss: Any,
+    params: PyTree,
+    rest: Mapping[str, Any],
+    opt_state: PyTree,
+    x: Array,
+    y: Array,
+    rng: Array | None = None,
+    compute_dtype: Any = None,
+    *,
+    carry: PyTree | None = None,
+    stateful: bool = False,
+    seq_lengths: Array | None = None,
+) -> StepResult:
+    """One training step on one batch.
 
     Arguments:
-        loss: ``"mse"``: ``mean((prediction - target)**2)`` over (B, O);
-            ``"cross_entropy"``: mean over B of ``-log_softmax(prediction)[target]``.
-        prediction: (B, O).
-        target: (B, O) floats, or (B,) integer labels for ``"cross_entropy"``.
+        model: any ``flax.linen.Module`` (or a :class:`~lstm_jax.train.model.TrainModel`).
+        optimizer: an Optax transformation; its ``update`` gets the batch loss as
+            ``value=`` when it takes extra arguments.
+        loss: ``"mse"``, ``"cross_entropy"`` or a callable ``loss(prediction, target)``
+            returning a scalar or ``(scalar, aux)``.
+        params: ``variables["params"]``; ``rest``: the other collections (unchanged).
+        opt_state: ``optimizer``'s state.
+        x: one batch in the model's layout: (T, B, ...) ((B, T, ...) with
+            ``batch_first``); integer inputs (tokens) as integers.
+        y: (B, ...) targets: (B, O) or (B,) labels for the lecture's model.
+        rng: a dropout key (training mode), or None (deterministic).
+        compute_dtype: None computes in the parameters' dtype. A float dtype (e.g.
+            ``jnp.bfloat16``): mixed precision. The forward and backward passes run
+            on ``params`` and float inputs cast to it (the model cloned with that
+            ``param_dtype`` when it has one); the prediction is cast back to the
+            parameters' dtype for the loss, so the gradients arrive in that dtype
+            (the cast's transpose) and the optimizer updates the master parameters.
+        carry: stateful training: the model's state from the batch before (None: the
+            model's zeros); its gradient is stopped (truncated backpropagation).
+        stateful: call the model as ``apply(variables, x, carry)`` -> ``(prediction,
+            carry)``.
+        seq_lengths: (B,) valid lengths, passed to the model as ``seq_lengths=``.
+
+    Returns:
+        :class:`StepResult`: new params, new opt_state, the batch loss before the
+        step, the loss's aux, the model's new carry (gradient stopped).
     """
-    if loss == "mse":
-        if target.shape != prediction.shape:
-            raise ValueError(
-                f"mse: expected targets of the predictions' shape {prediction.shape}, "
-                f"got {target.shape}"
-            )
-        return jnp.mean(jnp.square(prediction - target))
-    if target.shape != prediction.shape[:1]:
-        raise ValueError(
-            f"cross_entropy: expected {prediction.shape[:1]} integer labels for predictions "
-            f"of shape {prediction.shape}, got {target.shape}"
+    model = as_train_model(model)
+    if carry is not None:
+        carry = lax.stop_gradient(carry)  # as repackage_hidden: no gradient into the past
+
+    def objective(p: PyTree) -> tuple[Array, tuple[Any, PyTree]]:
+        prediction, new_carry = _forward(
+            model, compute_dtype, p, rest, x, carry, stateful, seq_lengths, rng
         )
-    return optax.losses.softmax_cross_entropy_with_integer_labels(prediction, target).mean()
+        value, aux = loss_and_aux(loss, prediction, y)
+        return value, (aux, new_carry)
 
-
-def predict(
-    model: nn.Module, params: PyTree, rest: Mapping[str, Any], x: Array, rng: Array | None
-) -> Array:
-    """The model's (B, O) prediction for a batch, ``hidden_cell`` starting at zeros."""
-    rngs = None if rng is None else {"dropout": rng}
-    out = model.apply({**rest, "params": params}, x, deterministic=rng is None, rngs=rngs)
-    return out[0] if isinstance(out, tuple) else out
+    (value, (aux, new_carry)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    updates, opt_state = with_extra_args(optimizer).update(grads, opt_state, params, value=value)
+    if new_carry is not None:
+        new_carry = lax.stop_gradient(new_carry)
+    return StepResult(optax.apply_updates(params, updates), opt_state, value, aux, new_carry)
 
 
 def update(
-    model: nn.Module,
+    model: Any,
     optimizer: optax.GradientTransformation,
-    loss: str,
+    loss: Any,
     params: PyTree,
     rest: Mapping[str, Any],
     opt_state: PyTree,
@@ -91,52 +208,39 @@ def update(
     rng: Array | None = None,
     compute_dtype: Any = None,
 ) -> tuple[PyTree, PyTree, Array]:
-    """One training step on one batch.
-
-    Arguments:
-        model: e.g. an ``lstm_jax.LSTMModeler``; called as ``model.apply(variables, x)``.
-        params: ``variables["params"]``; ``rest``: the other collections (unchanged).
-        opt_state: ``optimizer``'s state.
-        x: (T, B, I) batch ((B, T, I) with ``batch_first``); y: (B, O) or (B,) labels.
-        rng: a dropout key (training mode), or None (deterministic).
-        compute_dtype: None computes in the parameters' dtype. A float dtype (e.g.
-            ``jnp.bfloat16``): mixed precision. The forward and backward passes run
-            on ``params`` and ``x`` cast to it (the model cloned with that
-            ``param_dtype``); the prediction is cast back to the parameters'
-            dtype for the loss, so the gradients arrive in that dtype (the cast's
-            transpose) and the optimizer updates the master parameters in it.
-
-    Returns:
-        (new params, new opt_state, the batch loss before the step).
-    """
-
-    def objective(p: PyTree) -> Array:
-        if compute_dtype is None:
-            return loss_value(loss, predict(model, p, rest, x, rng), y)
-        master = jax.tree.leaves(p)[0].dtype
-        low = jax.tree.map(lambda a: a.astype(compute_dtype), p)
-        forward = model.clone(param_dtype=compute_dtype)
-        prediction = predict(forward, low, rest, x.astype(compute_dtype), rng)
-        return loss_value(loss, prediction.astype(master), y)
-
-    value, grads = jax.value_and_grad(objective)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
+    """:func:`step_update` without carry: (new params, new opt_state, the batch loss)."""
+    result = step_update(model, optimizer, loss, params, rest, opt_state, x, y, rng, compute_dtype)
+    return result.params, result.opt_state, result.loss
 
 
 def make_train_step(
-    model: nn.Module, optimizer: Any, loss: str = "mse", compute_dtype: Any = None
-) -> Callable[..., tuple[PyTree, PyTree, Array]]:
-    """A jitted ``train_step(variables, opt_state, x, y, rng=None) -> (variables,
-    opt_state, loss)`` for a hand-written loop (see :func:`update` for the shapes).
+    model: Any,
+    optimizer: Any,
+    loss: Any = "mse",
+    compute_dtype: Any = None,
+    *,
+    batch_first: bool | None = None,
+    stateful: bool = False,
+) -> Callable[..., tuple[Any, ...]]:
+    """A jitted ``train_step(variables, opt_state, x, y, rng=None, *, carry=None,
+    seq_lengths=None)`` for a hand-written loop (see :func:`step_update` for the shapes).
 
-    ``optimizer`` is an Optax transformation or an :mod:`lstm_jax.common.optim` spec; start
-    from ``opt_state = lstm_jax.as_optax(optimizer).init(variables["params"])``.
-    ``compute_dtype``: as :func:`fit`'s (e.g. ``jnp.bfloat16``: mixed precision).
+    ``model``: any ``flax.linen.Module``. ``optimizer``: an Optax transformation (also
+    ``optax.MultiSteps``) or an :mod:`lstm_jax.common.optim` spec; start from
+    ``opt_state = lstm_jax.as_optax(optimizer).init(variables["params"])``. ``loss``:
+    a name or a callable (see :func:`step_update`). ``compute_dtype``: as :func:`fit`'s.
+    ``batch_first``: the layout of a model without its own ``batch_first``, used
+    only to check it; ``x`` arrives in the model's layout.
+
+    Returns ``(variables, opt_state, loss)``; ``loss`` is ``(loss, aux)`` when the
+    callable loss returns an aux; with ``stateful=True`` the model's new carry comes
+    fourth: ``(variables, opt_state, loss, carry)``, to pass as ``carry=`` next.
     """
-    opt = as_optax(optimizer)
+    train_model = as_train_model(model, batch_first)
+    opt = with_extra_args(as_optax(optimizer))
     loss = check_loss(loss)
     compute = _compute_dtype(compute_dtype)
+    _check_stateful_model(train_model, stateful)
 
     @jax.jit
     def train_step(
@@ -145,18 +249,63 @@ def make_train_step(
         x: Array,
         y: Array,
         rng: Array | None = None,
-    ) -> tuple[PyTree, PyTree, Array]:
+        *,
+        carry: PyTree | None = None,
+        seq_lengths: Array | None = None,
+    ) -> tuple[Any, ...]:
         rest = {k: v for k, v in variables.items() if k != "params"}
-        params, opt_state, value = update(
-            model, opt, loss, variables["params"], rest, opt_state, x, y, rng, compute
+        if stateful and carry is None:
+            carry = _zero_carry(train_model, compute, variables["params"], rest, x, seq_lengths)
+        result = step_update(
+            train_model,
+            opt,
+            loss,
+            variables["params"],
+            rest,
+            opt_state,
+            x,
+            y,
+            rng,
+            compute,
+            carry=carry,
+            stateful=stateful,
+            seq_lengths=seq_lengths,
         )
-        return {**rest, "params": params}, opt_state, value
+        value = result.loss if result.aux is None else (result.loss, result.aux)
+        out = ({**rest, "params": result.params}, result.opt_state, value)
+        return (*out, result.carry) if stateful else out
 
     return train_step
 
 
+def _check_stateful_model(model: TrainModel, stateful: bool) -> None:
+    if not isinstance(stateful, bool):
+        raise TypeError(f"stateful: expected a bool, got {stateful!r}")
+    if stateful and not model.takes_carry:
+        raise TypeError(
+            f"stateful=True: expected {model.name}.__call__ to take a carry after x "
+            f"(apply(variables, x, carry) -> (prediction, carry)), got a call without one"
+        )
+
+
+def _zero_carry(
+    model: TrainModel,
+    compute_dtype: Any,
+    params: PyTree,
+    rest: Mapping[str, Any],
+    x: Array,
+    seq_lengths: Array | None,
+) -> PyTree:
+    """Zeros shaped as the carry the model returns for ``x`` when called with None."""
+
+    def carry_of(p: PyTree, batch: Array, lengths: Array | None) -> PyTree:
+        return _forward(model, compute_dtype, p, rest, batch, None, True, lengths, None)[1]
+
+    return zeros_like_tree(jax.eval_shape(carry_of, params, x, seq_lengths))
+
+
 def _all_finite(tree: PyTree) -> Array:
-    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree) if _floating(leaf)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
@@ -164,89 +313,130 @@ def _select(keep_new: Array, new: PyTree, old: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.where(keep_new, a, b), new, old)
 
 
+class RunData(NamedTuple):
+    """The arrays a run reads: ``rest`` collections, xs (N, ...), ys (N, ...),
+    seq_lengths (N,) or None, the dropout key or None."""
+
+    rest: Mapping[str, Any]
+    xs: Array
+    ys: Array
+    seq_lengths: Array | None
+    rng: Array | None
+
+
+class BatchCarry(NamedTuple):
+    """The carry across the batches of one epoch: the run's, the model's state
+    (stateful runs; None otherwise) and the epoch's loss so far."""
+
+    run: RunCarry
+    model_state: PyTree
+    total: Array
+
+
 @functools.partial(
     jax.jit,
-    static_argnames=("model", "optimizer", "loss", "batch_size", "mesh", "compute_dtype"),
+    static_argnames=(
+        "model",
+        "optimizer",
+        "loss",
+        "batch_size",
+        "mesh",
+        "compute_dtype",
+        "stateful",
+    ),
 )
 def _train_run(
-    model: nn.Module,
-    optimizer: optax.GradientTransformation,
-    loss: str,
+    model: TrainModel,
+    optimizer: optax.GradientTransformationExtraArgs,
+    loss: Any,
     batch_size: int,
-    params: PyTree,
-    rest: Mapping[str, Any],
-    xs: Array,
-    ys: Array,
+    carry: RunCarry,
+    data: RunData,
     orders: Array,
-    rng: Array | None,
     mesh: Mesh | None = None,
     compute_dtype: np.dtype | None = None,
-) -> tuple[PyTree, Array, Array, Array]:
-    """All epochs of training as one program.
+    stateful: bool = False,
+) -> tuple[RunCarry, Array]:
+    """Epochs of training as one program: ``orders`` (E, N) -> (the carry after them,
+    the (E,) per-epoch losses).
 
-    xs (N, T, I), ys (N, O) or (N,), orders (E, N). Returns the last finite params,
-    the (E,) per-epoch losses, and the first failing global step (-1: none) and its loss.
     With a ``mesh``, every batch is split over its ``"batch"`` axis (the rest is
-    replicated, see :mod:`lstm_jax.train.parallel`).
+    replicated, see :mod:`lstm_jax.train.parallel`). Stateful runs start each epoch
+    from the model's zero carry and pass each batch's final carry to the next.
     """
+    xs, ys = data.xs, data.ys
     n = xs.shape[0]
     full_batches, remainder = divmod(n, batch_size)
-    steps_per_epoch = full_batches + (1 if remainder else 0)
-    batch_first = bool(getattr(model, "batch_first", False))
-    step_type = jnp.int32
+    total_dtype = jax.tree.leaves(carry.params)[0].dtype
 
-    def guarded_step(carry: tuple, index: Array, global_step: Array) -> tuple:
-        params, opt_state, ok, bad_step, bad_loss, total = carry
+    def batch(index: Array) -> tuple[Array, Array, Array | None]:
         x, y = xs[index], ys[index]
+        lengths = None if data.seq_lengths is None else data.seq_lengths[index]
         if mesh is not None:
             x, y = parallel.shard_batch(x, mesh, 0), parallel.shard_batch(y, mesh, 0)
-        x = x if batch_first else jnp.swapaxes(x, 0, 1)
-        key = None if rng is None else jax.random.fold_in(rng, global_step)
-        new_params, new_state, value = update(
-            model, optimizer, loss, params, rest, opt_state, x, y, key, compute_dtype
-        )
-        good = jnp.isfinite(value) & _all_finite(new_params)
-        first_bad = ok & ~good
-        ok = ok & good
-        return (
-            _select(ok, new_params, params),
-            _select(ok, new_state, opt_state),
-            ok,
-            jnp.where(first_bad, global_step, bad_step),
-            jnp.where(first_bad, value, bad_loss),
-            total + jnp.where(ok, value, 0),
-        )
+            if lengths is not None:
+                lengths = parallel.shard_batch(lengths, mesh, 0)
+        if not model.batch_first and x.ndim >= 2:
+            x = jnp.swapaxes(x, 0, 1)
+        return x, y, lengths
 
-    def epoch(carry: tuple, inputs: tuple[Array, Array]) -> tuple[tuple, Array]:
-        order, e = inputs
-        first_step = e * steps_per_epoch
-        carry = (*carry, jnp.zeros((), xs.dtype))
+    def guarded_step(c: BatchCarry, index: Array) -> BatchCarry:
+        run = c.run
+        x, y, lengths = batch(index)
+        key = None if data.rng is None else jax.random.fold_in(data.rng, run.step)
+        result = step_update(
+            model,
+            optimizer,
+            loss,
+            run.params,
+            data.rest,
+            run.opt_state,
+            x,
+            y,
+            key,
+            compute_dtype,
+            carry=c.model_state,
+            stateful=stateful,
+            seq_lengths=lengths,
+        )
+        if stateful and jax.tree.structure(result.carry) != jax.tree.structure(c.model_state):
+            raise TypeError(
+                f"stateful training: {model.name} returned a carry of structure "
+                f"{jax.tree.structure(result.carry)}, expected the structure it returns for "
+                f"carry=None ({jax.tree.structure(c.model_state)})"
+            )
+        good = jnp.isfinite(result.loss) & _all_finite(result.params)
+        first_bad = run.ok & ~good
+        ok = run.ok & good
+        new_run = RunCarry(
+            params=_select(ok, result.params, run.params),
+            opt_state=_select(ok, result.opt_state, run.opt_state),
+            step=run.step + 1,
+            ok=ok,
+            bad_step=jnp.where(first_bad, run.step, run.bad_step),
+            bad_loss=jnp.where(first_bad, result.loss.astype(run.bad_loss.dtype), run.bad_loss),
+        )
+        return BatchCarry(new_run, result.carry, c.total + jnp.where(ok, result.loss, 0))
+
+    def epoch(run: RunCarry, order: Array) -> tuple[RunCarry, Array]:
+        model_state = None
+        if stateful:
+            x0, _, lengths0 = batch(order[:batch_size])
+            model_state = _zero_carry(model, compute_dtype, run.params, data.rest, x0, lengths0)
+        c = BatchCarry(run, model_state, jnp.zeros((), total_dtype))
         if full_batches:
             batches = order[: full_batches * batch_size].reshape(full_batches, batch_size)
-            steps = first_step + jnp.arange(full_batches, dtype=step_type)
-
-            def body(c: tuple, inp: tuple[Array, Array]) -> tuple[tuple, None]:
-                return guarded_step(c, *inp), None
-
-            carry, _ = lax.scan(body, carry, (batches, steps))
+            c, _ = lax.scan(lambda c, index: (guarded_step(c, index), None), c, batches)
         if remainder:
-            carry = guarded_step(
-                carry, order[full_batches * batch_size :], first_step + full_batches
-            )
-        return carry[:-1], carry[-1]
+            c = guarded_step(c, order[full_batches * batch_size :])
+        return c.run, c.total
 
-    init = (
-        params,
-        optimizer.init(params),
-        jnp.array(True),
-        jnp.array(-1, step_type),
-        jnp.array(jnp.nan, xs.dtype),
-    )
-    epochs = jnp.arange(orders.shape[0], dtype=step_type)
-    (params, _, _, bad_step, bad_loss), losses = lax.scan(epoch, init, (orders, epochs))
+    carry, losses = lax.scan(epoch, carry, orders)
     if mesh is not None:
-        params = jax.lax.with_sharding_constraint(params, parallel.replicated(mesh))
-    return params, losses, bad_step, bad_loss
+        carry = carry._replace(
+            params=jax.lax.with_sharding_constraint(carry.params, parallel.replicated(mesh))
+        )
+    return carry, losses
 
 
 def _param_dtype(params: PyTree) -> np.dtype:
@@ -277,41 +467,138 @@ def _compute_dtype(compute_dtype: Any, param_dtype: np.dtype | None = None) -> n
     return None if dtype == param_dtype else dtype
 
 
+def _on_mesh(
+    mesh: Mesh | None, batch_axis: str | None, plan: BatchPlan, tree: PyTree
+) -> tuple[Mesh | None, PyTree]:
+    """All of fit's mesh handling: check the mesh, and replicate ``tree`` (params,
+    optimizer state, data) over it. ``batch_axis``: the axis batches split over
+    (None: :data:`~lstm_jax.train.parallel.BATCH_AXIS`)."""
+    if mesh is None:
+        return None, tree
+    if batch_axis not in (None, parallel.BATCH_AXIS):
+        raise ValueError(
+            f"batch_axis: expected None or '{parallel.BATCH_AXIS}', got {batch_axis!r}"
+        )
+    parallel.check_divisible(plan.n, plan.batch_size, parallel.check_mesh(mesh))
+    mesh = parallel.auto_mesh(mesh)
+    return mesh, parallel.replicate(tree, mesh)
+
+
+def _fingerprint(
+    model: TrainModel,
+    start: Start,
+    loss: Any,
+    data: RunData,
+    plan: BatchPlan,
+    *,
+    shuffle_seed: int | None,
+    stateful: bool,
+    compute_dtype: Any,
+    checkpoint_every: int,
+) -> dict[str, Any]:
+    """The facts a checkpoint must share with this call to be resumed from."""
+    return {
+        "backend": "lstm_jax",
+        "model": describe(model.identity),
+        "batch_first": model.batch_first,
+        "params": describe_tree(start.params),
+        "opt_state": describe_tree(start.opt_state),
+        "optimizer": describe(start.spec) if is_spec(start.spec) else "optax",
+        "loss": loss if isinstance(loss, str) else describe(loss),
+        "xs": [list(data.xs.shape), str(data.xs.dtype)],
+        "ys": [list(data.ys.shape), str(data.ys.dtype)],
+        "data": digest(data.xs, data.ys, data.seq_lengths),
+        "batch_size": plan.batch_size,
+        "shuffle_seed": None if shuffle_seed is None else int(shuffle_seed),
+        "stateful": stateful,
+        "compute_dtype": None if compute_dtype is None else str(np.dtype(compute_dtype)),
+        "checkpoint_every": checkpoint_every,
+        "rng": None if data.rng is None else digest(np.asarray(key_data(data.rng))),
+        "start_step": start.step,
+    }
+
+
+def _saved_state(carry: RunCarry, rng: Array | None) -> dict[str, Any]:
+    state = {"params": carry.params, "opt_state": carry.opt_state, "step": carry.step}
+    if rng is not None:
+        state["rng"] = key_data(rng)
+    return state
+
+
+def _initial_carry(start: Start, dtype: np.dtype) -> RunCarry:
+    return RunCarry(
+        params=start.params,
+        opt_state=start.opt_state,
+        step=jnp.asarray(start.step, jnp.int32),
+        ok=jnp.array(True),
+        bad_step=jnp.array(-1, jnp.int32),
+        bad_loss=jnp.array(jnp.nan, dtype),
+    )
+
+
+def _progress_every(epochs: int, checkpoint_every: int | None, progress: bool) -> int | None:
+    if checkpoint_every is not None:
+        return checkpoint_every
+    return math.ceil(epochs / PROGRESS_CHUNKS) if progress else None
+
+
 def fit(
-    model: nn.Module,
-    variables: Mapping[str, Any],
+    model: Any,
+    variables: Any,
     xs: Any,
     ys: Any,
     *,
-    optimizer: Any,
+    optimizer: Any = None,
     epochs: int,
     batch_size: int = 1,
     shuffle_seed: int | None = None,
-    loss: str = "mse",
+    loss: Any = "mse",
     rng: Array | None = None,
     mesh: Mesh | None = None,
     compute_dtype: Any = None,
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Train an ``lstm_jax.LSTMModeler``; the whole run is one compiled program.
+    batch_first: bool | None = None,
+    seq_lengths: Any = None,
+    stateful: bool = False,
+    checkpoint_dir: Any = None,
+    checkpoint_every: int | None = None,
+    keep_checkpoints: int = KEEP_CHECKPOINTS,
+    progress: bool = False,
+) -> tuple[Any, np.ndarray]:
+    """Train any Flax linen model with Optax; in-memory data, compiled epochs.
 
     Arguments:
-        model: the Flax model (``input_size``, ``output_size`` and ``batch_first``
-            are read from it).
-        variables: ``{"params": ...}`` (e.g. ``lstm_jax.params_from_torch``); other
-            collections pass through unchanged.
-        xs: (N, T, I) sequences, or (N, I) samples of one step each (-> (N, 1, I)).
-        ys: (N, O) targets for ``"mse"`` ((N,) when O = 1), or (N,) integer labels
-            for ``"cross_entropy"``.
-        optimizer: an :mod:`lstm_jax.common.optim` spec (``SGD``, ``Adam``, ``AdamW``; the
-            same value configures ``lstm_torch.fit``) or an Optax
-            ``GradientTransformation``. Pass the same object again to reuse the
-            compiled run (equal specs give the same Optax object).
-        epochs: passes over the data.
-        batch_size: B; batches are (T, B, I) ((B, T, I) with ``batch_first``); the
-            last batch of an epoch has N % B samples when that is not 0.
+        model: an ``lstm_jax.LSTMModeler`` (its ``input_size``, ``output_size`` and
+            ``batch_first`` are read and the data checked against them), or any
+            ``flax.linen.Module``: called as ``model.apply(variables, x)`` (plus
+            ``deterministic=``/``seq_lengths=``/``rngs=`` when it takes them, see
+            :mod:`lstm_jax.train.model`); its first output is the prediction when
+            it returns a tuple.
+        variables: ``{"params": ...}`` (e.g. ``lstm_jax.params_from_torch``; other
+            collections pass through unchanged), or a
+            ``flax.training.train_state.TrainState``: its optimizer (``tx``), state
+            and step continue, and the data order goes on at epoch
+            ``step // steps_per_epoch`` (3 + 3 epochs are 6 epochs).
+        xs: the lecture's model: (N, T, I) sequences, or (N, I) samples of one step
+            each (-> (N, 1, I)), cast to the parameters' dtype. Any other model:
+            (N, T, ...) samples; floats cast to the parameters' dtype, integers
+            (tokens) kept as int32.
+        ys: (N, O) targets for ``"mse"`` ((N,) when O = 1), (N,) integer labels for
+            ``"cross_entropy"``; any (N, ...) for another model or a callable loss.
+            A batch's targets are the rows ``ys[index]``, (B, ...), in every layout.
+        optimizer: an :mod:`lstm_jax.common.optim` spec (``SGD``, ``Adam``, ``AdamW``;
+            the same value configures ``lstm_torch.fit``), an Optax
+            ``GradientTransformation`` (its ``update`` gets ``value=`` the batch loss:
+            ``optax.contrib.reduce_on_plateau`` works) or an ``optax.MultiSteps``.
+            None with a TrainState. Pass the same object again to reuse the compiled
+            run (equal specs give the same Optax object).
+        epochs: passes over the data in this call.
+        batch_size: B; batches are (T, B, ...) ((B, T, ...) with ``batch_first``);
+            the last batch of an epoch has N % B samples when that is not 0.
         shuffle_seed: None keeps the data order; an int draws one permutation per
             epoch with ``numpy.random.default_rng(shuffle_seed)`` (as ``lstm_torch.fit``).
-        loss: ``"mse"`` or ``"cross_entropy"``, means over the batch as torch's.
+        loss: ``"mse"`` or ``"cross_entropy"`` (means, as torch's), or a callable
+            ``loss(prediction, target) -> scalar`` or ``-> (scalar, aux)`` (the aux is
+            dropped here; :func:`make_train_step` returns it).
         rng: a key for dropout (training mode), folded with the global step; None
             trains deterministically (required for a model with dropout between layers).
         mesh: None trains on one device. A ``jax.sharding.Mesh`` with an axis named
@@ -323,71 +610,166 @@ def fit(
         compute_dtype: None computes in the parameters' dtype. ``jnp.bfloat16`` (any
             float dtype): mixed precision; forward and backward in that dtype, loss,
             gradients, optimizer state and the returned (master) parameters in the
-            parameters' dtype (see :func:`update`).
+            parameters' dtype (see :func:`step_update`).
+        batch_first: for a model without its own ``batch_first`` attribute: True
+            gives it (B, T, ...) batches; default time-major (T, B, ...).
+        seq_lengths: (N,) valid lengths per sample; each batch passes its rows' to
+            the model as ``seq_lengths=`` (the lecture's model predicts at each row's
+            last valid step).
+        stateful: carry the model's state across the batches of an epoch (truncated
+            backpropagation through time, as pytorch/examples' ``repackage_hidden``):
+            the model is called as ``apply(variables, x, carry)`` -> ``(prediction,
+            carry)``; batch k + 1 starts from batch k's carry, its gradient stopped;
+            each epoch starts from zeros. Needs ``shuffle_seed=None`` and N a multiple
+            of B (:func:`lstm_jax.common.data.stateful_windows` cuts a long sequence so).
+        checkpoint_dir: save checkpoints there (Orbax ``CheckpointManager``, see
+            :mod:`lstm_jax.train.checkpointing`); when it already holds one of this
+            run, training resumes from the latest (logged at INFO: ``resumed from
+            epoch 8 of 120``) and ends bitwise as an uninterrupted run. A checkpoint
+            of another run (model, optimizer state, loss, data, options) is refused.
+        checkpoint_every: save every k epochs (and after the last); default 1 with a
+            checkpoint_dir. The compiled program runs k epochs per call.
+        keep_checkpoints: how many of the latest checkpoints to keep.
+        progress: a tqdm bar over epochs, advancing per chunk of epochs
+            (``checkpoint_every``, or about 1/20 of the run), with the last loss.
 
     Returns:
-        (trained variables, (epochs,) float64 per-epoch losses, each the sum of
-        its batch losses).
+        (trained variables, or the TrainState continued; (epochs,) float64 per-epoch
+        losses of this call, each the sum of its batch losses).
 
     Raises:
         TrainingDiverged: a step gave a non-finite loss or non-finite parameters;
             it carries the last finite variables and the completed epochs' losses.
     """
-    if not isinstance(model, nn.Module) or not all(
-        hasattr(model, a) for a in ("input_size", "output_size")
-    ):
-        raise TypeError(
-            f"model: expected an lstm_jax.LSTMModeler (a Flax module with input_size and "
-            f"output_size), got {type(model).__name__}"
-        )
-    if not isinstance(variables, Mapping) or "params" not in variables:
-        raise TypeError("variables: expected Flax variables, a mapping with a 'params' entry")
-    opt = as_optax(optimizer)
-    params = variables["params"]
-    dtype = _param_dtype(params)
+    train_model = as_train_model(model, batch_first)
+    start = start_from(variables, optimizer)
+    epochs = check_positive_int("epochs", epochs)
+    loss = check_loss(loss)
+    _check_stateful_model(train_model, stateful)
+    directory, checkpoint_every, keep = check_checkpointing(
+        checkpoint_dir, checkpoint_every, keep_checkpoints
+    )
+    dtype = _param_dtype(start.params)
     x, y = prepare_data(
         xs,
         ys,
         loss=loss,
-        input_size=model.input_size,
-        output_size=model.output_size,
+        input_size=train_model.input_size,
+        output_size=train_model.output_size,
         dtype=dtype,
     )
+    if seq_lengths is not None:
+        if x.ndim < 2:
+            raise ValueError(f"seq_lengths: expected xs of (N, T, ...) sequences, got {x.shape}")
+        if not train_model.takes("seq_lengths"):
+            raise TypeError(
+                f"seq_lengths: {train_model.name}.__call__ takes no seq_lengths argument"
+            )
+    lengths = prepare_seq_lengths(seq_lengths, len(x), x.shape[1] if x.ndim > 1 else 1)
     plan = batch_plan(len(x), batch_size)
-    orders = epoch_orders(plan.n, epochs, shuffle_seed)
-    dropout = float(getattr(model, "dropout", 0.0)) > 0 and getattr(model, "num_layers", 1) > 1
-    if rng is None and dropout:
+    if stateful:
+        check_stateful(plan, shuffle_seed)
+    first = first_epoch(start, plan.steps_per_epoch)
+    orders = epoch_orders(plan.n, epochs, shuffle_seed, first).astype(np.int32)
+    if rng is None and train_model.dropout:
         raise ValueError(
             "the model has dropout between layers: pass rng=jax.random.key(...) to train "
             "with it (training mode, as torch's model.train())"
         )
-    rest = {k: v for k, v in variables.items() if k != "params"}
     compute_dtype = _compute_dtype(compute_dtype, dtype)
-    data = (params, rest, x, y, orders.astype(np.int32), rng if dropout else None)
-    if mesh is not None:
-        parallel.check_divisible(plan.n, plan.batch_size, parallel.check_mesh(mesh))
-        mesh = parallel.auto_mesh(mesh)
-        data = parallel.replicate(data, mesh)
-    new_params, losses, bad_step, bad_loss = _train_run(
-        model,
-        opt,
+    data = RunData(start.rest, x, y, lengths, rng if train_model.uses_rng(rng) else None)
+    carry = _initial_carry(start, dtype)
+    mesh, (carry, data) = _on_mesh(mesh, None, plan, (carry, data))
+
+    end = first + epochs
+    losses = np.full(epochs, np.nan)
+    done = first
+    checkpoints = None
+    if directory is not None:
+        fingerprint = _fingerprint(
+            train_model,
+            start,
+            loss,
+            data,
+            plan,
+            shuffle_seed=shuffle_seed,
+            stateful=stateful,
+            compute_dtype=compute_dtype,
+            checkpoint_every=checkpoint_every,
+        )
+        checkpoints = Checkpoints(directory, fingerprint, keep)
+        carry, done, losses = _resume(checkpoints, carry, data, mesh, first, end, losses)
+
+    run = functools.partial(
+        _train_run,
+        train_model,
+        start.optimizer,
         loss,
         plan.batch_size,
-        *data,
-        mesh,
-        compute_dtype,
+        mesh=mesh,
+        compute_dtype=compute_dtype,
+        stateful=stateful,
     )
-    trained = {**rest, "params": new_params}
-    losses = np.asarray(losses, dtype=np.float64)
-    bad = int(bad_step)
+    bar = tqdm(
+        total=epochs, initial=done - first, desc="jax fit", unit="epoch", disable=not progress
+    )
+    try:
+        for a, b in chunks(done, end, _progress_every(epochs, checkpoint_every, progress)):
+            chunk = orders[a - first : b - first]
+            chunk = chunk if mesh is None else parallel.replicate(chunk, mesh)
+            carry, chunk_losses = run(carry, data, chunk)
+            losses[a - first : b - first] = np.asarray(chunk_losses, dtype=np.float64)
+            if int(carry.bad_step) >= 0:
+                break
+            if checkpoints is not None:
+                checkpoints.save(b, _saved_state(carry, data.rng), losses[: b - first])
+            bar.update(b - a)
+            bar.set_postfix(loss=f"{losses[b - first - 1]:.4g}", refresh=False)
+            logger.info("epoch %d of %d: loss %.6g", b - first, epochs, losses[b - first - 1])
+    finally:
+        bar.close()
+        if checkpoints is not None:
+            checkpoints.close()
+    bad = int(carry.bad_step)
     if bad >= 0:
-        epoch, step = divmod(bad, plan.steps_per_epoch)
+        epoch, step = divmod(bad - start.step, plan.steps_per_epoch)
         raise TrainingDiverged(
             epoch=epoch,
             step=step,
-            global_step=bad,
-            loss=float(bad_loss),
+            global_step=bad - start.step,
+            loss=float(carry.bad_loss),
             losses=losses[:epoch],
-            variables=trained,
+            variables=finish(start, carry),
         )
-    return trained, losses
+    return finish(start, carry), losses
+
+
+def _resume(
+    checkpoints: Checkpoints,
+    carry: RunCarry,
+    data: RunData,
+    mesh: Mesh | None,
+    first: int,
+    end: int,
+    losses: np.ndarray,
+) -> tuple[RunCarry, int, np.ndarray]:
+    """The carry, epoch and losses to go on from: the latest checkpoint's, or the start."""
+    found = checkpoints.latest(_saved_state(carry, data.rng))
+    if found is None:
+        return carry, first, losses
+    epoch, state, saved_losses = found
+    if epoch > end:
+        raise ValueError(
+            f"checkpoint_dir {checkpoints.directory!r}: its latest checkpoint is at epoch "
+            f"{epoch - first}, past this call's {end - first} epochs; pass epochs >= "
+            f"{epoch - first} or another checkpoint_dir"
+        )
+    restored = carry._replace(
+        params=state["params"], opt_state=state["opt_state"], step=state["step"]
+    )
+    if mesh is not None:
+        restored = parallel.replicate(restored, mesh)
+    losses = losses.copy()
+    losses[: len(saved_losses)] = saved_losses
+    logger.info(resumed_message(epoch, end, first, checkpoints.directory))
+    return restored, epoch, losses

@@ -17,16 +17,35 @@ from lstm_jax.common.optim import SGD, TORCH_CLIP_EPS, Adam, OptimizerSpec, is_s
 
 
 def as_optax(optimizer: Any) -> optax.GradientTransformation:
-    """An :mod:`lstm_jax.common.optim` spec (-> its paired Optax chain) or an Optax
-    ``GradientTransformation`` (returned as is)."""
+    """An :mod:`lstm_jax.common.optim` spec (-> its paired Optax chain), an
+    ``optax.MultiSteps`` (-> its ``gradient_transformation()``, the same object for the
+    same MultiSteps) or an Optax ``GradientTransformation`` (returned as is)."""
     if is_spec(optimizer):
         return spec_to_optax(optimizer)
+    if isinstance(optimizer, optax.MultiSteps):
+        return _multi_steps(optimizer)
     if isinstance(optimizer, optax.GradientTransformation):
         return optimizer
     raise TypeError(
-        f"optimizer: expected an optax.GradientTransformation or an lstm_jax.common.optim spec "
-        f"(SGD, Adam, AdamW), got {type(optimizer).__name__}"
+        f"optimizer: expected an optax.GradientTransformation (or optax.MultiSteps) or an "
+        f"lstm_jax.common.optim spec (SGD, Adam, AdamW), got {type(optimizer).__name__}"
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_steps(optimizer: optax.MultiSteps) -> optax.GradientTransformation:
+    return optimizer.gradient_transformation()
+
+
+@functools.lru_cache(maxsize=256)
+def with_extra_args(
+    optimizer: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
+    """``optimizer`` whose ``update`` takes extra keyword arguments (the batch loss as
+    ``value=``, which ``optax.contrib.reduce_on_plateau`` needs; transformations that
+    need none ignore it). The same object for the same ``optimizer``, so a compiled
+    training run is reused."""
+    return optax.with_extra_args_support(optimizer)
 
 
 def clip_by_global_norm_torch(max_norm: float) -> Any:

@@ -1,0 +1,63 @@
+"""Batch losses: the named ones (torch's means) and any callable.
+
+A loss is ``"mse"``, ``"cross_entropy"`` or a callable
+``loss(prediction, target) -> scalar`` or ``-> (scalar, aux)``; :func:`loss_and_aux`
+evaluates any of them as ``(scalar, aux)`` (aux ``None`` for the named ones).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lstm_jax.common.data import check_loss
+
+Array = jax.Array
+
+
+def loss_value(loss: str, prediction: Array, target: Array) -> Array:
+    """A named batch loss, a scalar.
+
+    Arguments:
+        loss: ``"mse"``: ``mean((prediction - target)**2)`` over all elements (as
+            ``nn.MSELoss``); ``"cross_entropy"``: the mean over all positions of
+            ``-log_softmax(prediction)[target]`` (as ``nn.CrossEntropyLoss`` on the
+            flattened positions).
+        prediction: (B, O), or any (..., O).
+        target: floats of the prediction's shape for ``"mse"``; integer labels of
+            shape ``prediction.shape[:-1]`` ((B,) for (B, O)) for ``"cross_entropy"``.
+    """
+    if loss == "mse":
+        if target.shape != prediction.shape:
+            raise ValueError(
+                f"mse: expected targets of the predictions' shape {prediction.shape}, "
+                f"got {target.shape}"
+            )
+        return jnp.mean(jnp.square(prediction - target))
+    if target.shape != prediction.shape[:-1] or not jnp.issubdtype(target.dtype, jnp.integer):
+        raise ValueError(
+            f"cross_entropy: expected integer labels of shape {prediction.shape[:-1]} for "
+            f"predictions of shape {prediction.shape}, got {target.dtype} {target.shape}"
+        )
+    return optax.losses.softmax_cross_entropy_with_integer_labels(prediction, target).mean()
+
+
+def loss_and_aux(loss: Any, prediction: Array, target: Array) -> tuple[Array, Any]:
+    """Any loss (a name or a callable) as ``(scalar, aux)``."""
+    if not callable(loss):
+        return loss_value(loss, prediction, target), None
+    out = loss(prediction, target)
+    value, aux = out if isinstance(out, tuple) and len(out) == 2 else (out, None)
+    value = jnp.asarray(value)
+    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
+        raise TypeError(
+            f"loss: expected the callable to return a float scalar (or (scalar, aux)), got "
+            f"{value.dtype} of shape {value.shape}"
+        )
+    return value, aux
+
+
+__all__ = ["check_loss", "loss_and_aux", "loss_value"]

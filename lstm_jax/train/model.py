@@ -1,0 +1,179 @@
+"""A model reduced to what training needs: ``apply(variables, x, [carry], **kw)`` and a layout.
+
+:func:`as_train_model` turns any ``flax.linen.Module`` into a :class:`TrainModel`;
+everything in :mod:`lstm_jax.train` calls the model only through it, so other model
+kinds (Flax NNX) need only another constructor of a :class:`TrainModel`.
+
+The calling convention training uses:
+
+- ``apply(variables, x, **kw)`` -> the prediction, or a tuple whose first element is
+  the prediction (``LSTMModeler`` returns ``(y, hidden_cell)``);
+- stateful training: ``apply(variables, x, carry, **kw)`` -> ``(prediction, carry)``;
+  the first batch of each epoch passes zeros shaped as the carry the model returns
+  when called with ``carry=None``;
+- ``kw``: ``deterministic=`` (when the module's ``__call__`` takes it),
+  ``seq_lengths=`` (when given), ``rngs={"dropout": key}`` (with an ``rng``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+
+@dataclass(frozen=True)
+class TrainModel:
+    """A model as training sees it (hashable: a static argument of the compiled run).
+
+    Attributes:
+        identity: what makes two TrainModels compile to the same program (the module).
+        apply: ``apply(variables, x, [carry], **kw)``, see the module docstring.
+        batch_first: batches are (B, T, ...) instead of (T, B, ...).
+        keywords: the keyword arguments ``apply`` takes among ``deterministic`` and
+            ``seq_lengths`` (or ``"*"``: any).
+        takes_carry: ``apply`` takes a carry after ``x`` (stateful training).
+        input_size, output_size: the lecture's model's I and O (its data are checked
+            against them and cast to floats); None for any other model.
+        dropout: whether the model uses dropout in training mode (then it needs an
+            ``rng``; without, an ``rng`` is ignored); None: not known (an ``rng``
+            given is passed as the ``"dropout"`` stream).
+        name: the model's class name, for messages.
+        clone_with_param_dtype: the same model computing in another dtype (mixed
+            precision), or None when the model has no ``param_dtype``.
+    """
+
+    identity: Hashable
+    apply: Callable[..., Any] = field(compare=False)
+    batch_first: bool
+    keywords: frozenset[str]
+    takes_carry: bool
+    input_size: int | None
+    output_size: int | None
+    dropout: bool | None
+    name: str
+    clone_with_param_dtype: Callable[[Any], TrainModel] | None = field(default=None, compare=False)
+
+    def uses_rng(self, rng: jax.Array | None) -> bool:
+        return rng is not None and self.dropout is not False
+
+    def takes(self, keyword: str) -> bool:
+        return "*" in self.keywords or keyword in self.keywords
+
+    def prediction(
+        self,
+        variables: PyTree,
+        x: jax.Array,
+        carry: PyTree | None = None,
+        *,
+        stateful: bool = False,
+        seq_lengths: jax.Array | None = None,
+        rng: jax.Array | None = None,
+    ) -> tuple[jax.Array, PyTree | None]:
+        """(prediction, the new carry or None) for one batch ``x`` (model layout)."""
+        kw: dict[str, Any] = {}
+        if self.takes("deterministic"):
+            kw["deterministic"] = rng is None
+        if rng is not None:
+            kw["rngs"] = {"dropout": rng}
+        if seq_lengths is not None:
+            kw["seq_lengths"] = seq_lengths
+        if stateful:
+            out = self.apply(variables, x, carry, **kw)
+            if not isinstance(out, tuple) or len(out) != 2:
+                raise TypeError(
+                    f"stateful training: expected {self.name} to return (prediction, carry), "
+                    f"got {type(out).__name__}"
+                )
+            return out[0], out[1]
+        out = self.apply(variables, x, **kw)
+        return (out[0] if isinstance(out, tuple) else out), None
+
+
+def _call_signature(module: nn.Module) -> tuple[frozenset[str], bool]:
+    """The keywords among ``deterministic``/``seq_lengths`` that ``__call__`` takes, and
+    whether it takes a second positional argument (the carry)."""
+    try:
+        signature = inspect.signature(type(module).__call__)
+    except (TypeError, ValueError):
+        return frozenset({"*"}), True
+    params = list(signature.parameters.values())[1:]  # without self
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        keywords = frozenset({"*"})
+    else:
+        keywords = frozenset(
+            p.name
+            for p in params
+            if p.name in ("deterministic", "seq_lengths") and p.kind is not p.POSITIONAL_ONLY
+        )
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes_carry = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+    return keywords, takes_carry
+
+
+def _is_lecture_model(module: nn.Module) -> bool:
+    return all(isinstance(getattr(module, a, None), int) for a in ("input_size", "output_size"))
+
+
+def as_train_model(model: Any, batch_first: bool | None = None) -> TrainModel:
+    """Any ``flax.linen.Module`` as a :class:`TrainModel`.
+
+    Arguments:
+        model: the module. One with a ``batch_first`` attribute (``lstm_jax.LSTM``,
+            ``LSTMModeler``) sets the layout itself; for any other one it is
+            ``batch_first`` (default False: time-major (T, B, ...) batches).
+        batch_first: None, or the layout of a model without its own ``batch_first``
+            (for one with it, the same value).
+    """
+    if isinstance(model, TrainModel):
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model: expected an lstm_jax model (LSTMModeler, LSTM) or any flax.linen.Module, "
+            f"got {type(model).__name__}"
+        )
+    if batch_first is not None and not isinstance(batch_first, bool):
+        raise TypeError(f"batch_first: expected None or a bool, got {batch_first!r}")
+    own = getattr(model, "batch_first", None)
+    if isinstance(own, bool):
+        if batch_first is not None and batch_first != own:
+            raise ValueError(
+                f"batch_first: {type(model).__name__} sets its own layout (batch_first={own}), "
+                f"got batch_first={batch_first}"
+            )
+        layout = own
+    else:
+        layout = bool(batch_first)
+    keywords, takes_carry = _call_signature(model)
+    lecture = _is_lecture_model(model)
+    dropout = None
+    if isinstance(getattr(model, "dropout", None), int | float):
+        dropout = float(model.dropout) > 0 and getattr(model, "num_layers", 1) > 1
+
+    def clone(dtype: Any) -> TrainModel:
+        return as_train_model(model.clone(param_dtype=dtype), batch_first)
+
+    return TrainModel(
+        identity=model,
+        apply=model.apply,
+        batch_first=layout,
+        keywords=keywords,
+        takes_carry=takes_carry,
+        input_size=model.input_size if lecture else None,
+        output_size=model.output_size if lecture else None,
+        dropout=dropout,
+        name=type(model).__name__,
+        clone_with_param_dtype=clone if hasattr(model, "param_dtype") else None,
+    )
+
+
+def zeros_like_tree(tree: PyTree) -> PyTree:
+    """Zeros of every leaf's shape and dtype (works on ``jax.ShapeDtypeStruct`` leaves)."""
+    return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), tree)

@@ -1,0 +1,130 @@
+"""Where a ``fit`` call starts and what it hands back: Flax variables or a ``TrainState``.
+
+- Flax variables (``{"params": ..., other collections}``) and an optimizer: the
+  optimizer state starts fresh, at step 0; ``fit`` returns variables.
+- A ``flax.training.train_state.TrainState``: its ``tx``, ``opt_state`` and ``step``
+  continue (Adam's moments, the step count, and the data order: the run goes on
+  at epoch ``step // steps_per_epoch``); ``fit`` returns the updated TrainState.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import optax
+from flax.training.train_state import TrainState
+
+from lstm_jax.train.optimizers import as_optax, with_extra_args
+
+PyTree = Any
+
+
+class RunCarry(NamedTuple):
+    """What the compiled run carries from step to step (and from chunk to chunk).
+
+    Attributes:
+        params: the parameters (the last finite ones once a step failed).
+        opt_state: the optimizer's state.
+        step: () int32, the global step: steps done before this call plus this call's.
+        ok: () bool, no step has failed yet (later steps are not applied once one has).
+        bad_step: () int32, the first failing global step, -1 while none.
+        bad_loss: () the loss of that step (NaN while none).
+    """
+
+    params: PyTree
+    opt_state: PyTree
+    step: jax.Array
+    ok: jax.Array
+    bad_step: jax.Array
+    bad_loss: jax.Array
+
+
+@dataclass(frozen=True)
+class Start:
+    """A call's starting point.
+
+    Attributes:
+        params: ``variables["params"]`` or ``state.params``.
+        rest: the other variable collections (passed through unchanged).
+        opt_state: the optimizer state to continue from.
+        step: steps already done (0 for variables).
+        optimizer: the Optax transformation, its ``update`` taking ``value=``.
+        spec: what the caller passed as the optimizer (a spec, an Optax object or
+            the TrainState's ``tx``), for the checkpoint fingerprint.
+        train_state: the TrainState given, or None.
+    """
+
+    params: PyTree
+    rest: Mapping[str, Any]
+    opt_state: PyTree
+    step: int
+    optimizer: optax.GradientTransformationExtraArgs
+    spec: Any
+    train_state: TrainState | None
+
+
+def start_from(variables: Any, optimizer: Any) -> Start:
+    """Read the starting point from ``variables`` (Flax variables or a TrainState)."""
+    if isinstance(variables, TrainState):
+        if optimizer is not None and optimizer is not variables.tx:
+            raise ValueError(
+                "optimizer: a TrainState carries its own optimizer (state.tx); pass "
+                "optimizer=None (or state.tx) with it, got another one"
+            )
+        tx = as_optax(variables.tx)
+        step = int(np.asarray(variables.step))
+        return Start(
+            params=variables.params,
+            rest={},
+            opt_state=variables.opt_state,
+            step=step,
+            optimizer=with_extra_args(tx),
+            spec=variables.tx,
+            train_state=variables,
+        )
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        raise TypeError(
+            f"variables: expected Flax variables (a mapping with a 'params' entry) or a "
+            f"flax.training.train_state.TrainState, got {type(variables).__name__}"
+        )
+    if optimizer is None:
+        raise TypeError(
+            "optimizer: expected an Optax transformation or an lstm_jax.common.optim spec "
+            "(required with variables; a TrainState carries its own), got None"
+        )
+    tx = with_extra_args(as_optax(optimizer))
+    params = variables["params"]
+    return Start(
+        params=params,
+        rest={k: v for k, v in variables.items() if k != "params"},
+        opt_state=tx.init(params),
+        step=0,
+        optimizer=tx,
+        spec=optimizer,
+        train_state=None,
+    )
+
+
+def finish(start: Start, carry: RunCarry) -> Any:
+    """What ``fit`` returns: variables, or the TrainState continued."""
+    if start.train_state is not None:
+        return start.train_state.replace(
+            step=int(carry.step), params=carry.params, opt_state=carry.opt_state
+        )
+    return {**start.rest, "params": carry.params}
+
+
+def first_epoch(start: Start, steps_per_epoch: int) -> int:
+    """The epoch a continued run starts at (its order is that epoch's draw)."""
+    epoch, partial = divmod(start.step, steps_per_epoch)
+    if partial:
+        raise ValueError(
+            f"variables: the TrainState's step {start.step} is not a whole number of epochs "
+            f"of {steps_per_epoch} steps (N / batch_size rounded up), so fit cannot tell which "
+            f"epoch's data order comes next; pass state.replace(step=k * {steps_per_epoch})"
+        )
+    return epoch

@@ -1,0 +1,416 @@
+"""``lstm_jax.fit`` / ``make_train_step`` beyond the lecture's model (issue 13).
+
+The references are written out here, independently of ``fit``: a hand-written
+Optax loop (``jax.value_and_grad`` + ``optimizer.update`` per batch, the same data
+order) for any Flax model and a callable loss; one longer run for a TrainState
+continued over two calls; Adam on doubled batches for ``optax.MultiSteps``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax.training.train_state import TrainState
+
+import lstm_jax
+from lstm_jax.common.data import epoch_orders, stateful_windows
+from lstm_jax.common.tolerances import TRAINING, assert_close, scaled_error
+
+F32 = np.dtype(np.float32)
+VOCAB = 11
+
+
+class TokenTagger(nn.Module):
+    """Integer tokens (T, B) -> embedding -> the project's LSTM -> (B, VOCAB) logits of
+    the last step; asserts its input stays integer."""
+
+    hidden: int = 8
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        assert jnp.issubdtype(tokens.dtype, jnp.integer), tokens.dtype
+        x = nn.Embed(VOCAB, 5)(tokens)  # (T, B, 5)
+        out, _ = lstm_jax.LSTM(self.hidden)(x)
+        return nn.Dense(VOCAB)(out[-1])
+
+
+class Regressor(nn.Module):
+    """(B, T, F) -> a Dense per step, mean over time -> (B, 2) and a second output."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = jnp.tanh(nn.Dense(6)(x)).mean(axis=1)
+        return nn.Dense(2)(h), h
+
+
+def smooth_l1(prediction: jax.Array, target: jax.Array) -> tuple[jax.Array, dict]:
+    """A loss fit has no name for, with an aux."""
+    value = optax.losses.huber_loss(prediction, target, delta=0.5).mean()
+    return value, {"max_error": jnp.max(jnp.abs(prediction - target))}
+
+
+def token_data(n: int = 12, steps: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, VOCAB, (n, steps))
+    return tokens, (tokens.sum(axis=1) % VOCAB)
+
+
+def regression_data(n: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, 4, 3)).astype(np.float32)
+    return x, np.stack([x[:, :, 0].sum(1), x[:, -1, 1]], axis=1).astype(np.float32)
+
+
+def optax_loop(
+    model: nn.Module,
+    params: Any,
+    optimizer: optax.GradientTransformation,
+    loss: Any,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    orders: np.ndarray,
+    batch_size: int,
+    time_major: bool,
+) -> tuple[Any, list[float]]:
+    """The reference: a plain Optax loop over the same batches."""
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def step(params: Any, opt_state: Any, x: jax.Array, y: jax.Array) -> tuple:
+        def objective(p: Any) -> jax.Array:
+            out = model.apply({"params": p}, x)
+            prediction = out[0] if isinstance(out, tuple) else out
+            value = loss(prediction, y)
+            return value[0] if isinstance(value, tuple) else value
+
+        value, grads = jax.value_and_grad(objective)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    losses = []
+    for order in orders:
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            x = xs[index].swapaxes(0, 1) if time_major else xs[index]
+            params, opt_state, value = step(params, opt_state, x, ys[index])
+            total += float(value)
+        losses.append(total)
+    return params, losses
+
+
+def params_error(a: Any, b: Any) -> float:
+    return max(
+        scaled_error(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def cross_entropy(prediction: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.losses.softmax_cross_entropy_with_integer_labels(prediction, labels).mean()
+
+
+def test_callable_loss_on_a_token_model_is_an_optax_loop() -> None:
+    """Time-major (T, B) integer tokens (N=12, B=5: a remainder batch of 2), a callable loss."""
+    tokens, labels = token_data()
+    model = TokenTagger()
+    variables = model.init(jax.random.key(0), tokens[:2].T)
+    optimizer = optax.adam(0.02)
+    trained, losses = lstm_jax.fit(
+        model,
+        variables,
+        tokens,
+        labels,
+        optimizer=optimizer,
+        epochs=4,
+        batch_size=5,
+        shuffle_seed=3,
+        loss=cross_entropy,
+    )
+    reference, expected = optax_loop(
+        model,
+        variables["params"],
+        optimizer,
+        cross_entropy,
+        tokens,
+        labels.astype(np.int32),
+        epoch_orders(12, 4, 3),
+        5,
+        time_major=True,
+    )
+    assert_close(losses, expected, TRAINING[F32], "token model: losses")
+    assert params_error(trained["params"], reference) <= TRAINING[F32]
+    assert losses[-1] < losses[0]
+    # The named loss is the same function.
+    _, named = lstm_jax.fit(
+        model,
+        variables,
+        tokens,
+        labels,
+        optimizer=optimizer,
+        epochs=4,
+        batch_size=5,
+        shuffle_seed=3,
+        loss="cross_entropy",
+    )
+    assert_close(named, losses, TRAINING[F32], "named cross_entropy")
+
+
+def test_batch_first_model_with_aux_loss_and_tuple_output() -> None:
+    xs, ys = regression_data()
+    model = Regressor()
+    variables = model.init(jax.random.key(1), xs[:2])
+    optimizer = optax.sgd(0.05, momentum=0.9)
+    options = dict(optimizer=optimizer, epochs=3, batch_size=4, loss=smooth_l1)
+    trained, losses = lstm_jax.fit(model, variables, xs, ys, batch_first=True, **options)
+    reference, expected = optax_loop(
+        model, variables["params"], optimizer, smooth_l1, xs, ys, epoch_orders(10, 3), 4, False
+    )
+    assert_close(losses, expected, TRAINING[F32], "batch_first model: losses")
+    assert params_error(trained["params"], reference) <= TRAINING[F32]
+
+
+def test_make_train_step_returns_the_aux() -> None:
+    xs, ys = regression_data()
+    model = Regressor()
+    variables = model.init(jax.random.key(1), xs[:2])
+    step = lstm_jax.make_train_step(model, optax.sgd(0.1), loss=smooth_l1)
+    opt_state = optax.sgd(0.1).init(variables["params"])
+    _, _, (value, aux) = step(variables, opt_state, xs[:4], ys[:4])
+    prediction = model.apply(variables, xs[:4])[0]
+    np.testing.assert_allclose(aux["max_error"], np.max(np.abs(prediction - ys[:4])), rtol=1e-6)
+    assert float(value) == pytest.approx(float(smooth_l1(prediction, ys[:4])[0]), rel=1e-6)
+
+
+def test_train_state_continued_equals_one_longer_call() -> None:
+    """3 + 3 epochs = 6 epochs, bitwise: Adam's moments, the step count and the data
+    order (epoch e's order is the e-th draw) carry over; N=10, B=4 (remainder)."""
+    xs, ys = regression_data()
+    model = lstm_jax.LSTMModeler(3, 6, 2)
+    params = model.init(jax.random.key(2), xs[0])["params"]
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(0.01))
+    options = dict(epochs=3, batch_size=4, shuffle_seed=5)
+    once, losses6 = lstm_jax.fit(model, state, xs, ys, **{**options, "epochs": 6})
+    half, losses_a = lstm_jax.fit(model, state, xs, ys, **options)
+    twice, losses_b = lstm_jax.fit(model, half, xs, ys, **options)
+    assert isinstance(twice, TrainState)
+    assert int(once.step) == int(twice.step) == 18
+    np.testing.assert_array_equal(np.concatenate([losses_a, losses_b]), losses6)
+    for a, b in zip(jax.tree.leaves(once), jax.tree.leaves(twice), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Restarting Adam (variables, not the state) gives another trajectory.
+    _, restarted = lstm_jax.fit(
+        model, {"params": half.params}, xs, ys, optimizer=optax.adam(0.01), **options
+    )
+    assert scaled_error(restarted, losses_b) > 1e2 * TRAINING[F32]
+
+
+def test_reduce_on_plateau_gets_the_loss() -> None:
+    """``value=`` reaches reduce_on_plateau: with patience 1 its scale drops on the
+    lecture-sized run (and the run equals the hand-written loop that passes it)."""
+    xs, ys = regression_data()
+    model = Regressor()
+    variables = model.init(jax.random.key(1), xs[:2])
+    optimizer = optax.chain(
+        optax.sgd(0.5), optax.contrib.reduce_on_plateau(patience=1, factor=0.5, rtol=0.5)
+    )
+    state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizer)
+    trained, losses = lstm_jax.fit(model, state, xs, ys, epochs=4, batch_size=5, batch_first=True)
+    scale = float(trained.opt_state[1].scale)
+    assert scale < 1.0, scale
+    assert np.all(np.isfinite(losses))
+
+
+def test_multi_steps_accumulates_like_a_double_batch() -> None:
+    """MultiSteps(adam, 2) over batches of 2 (mean gradients) = Adam over batches of 4."""
+    xs, ys = regression_data(8)
+    model = Regressor()
+    variables = model.init(jax.random.key(1), xs[:2])
+    accumulated, _ = lstm_jax.fit(
+        model,
+        variables,
+        xs,
+        ys,
+        optimizer=optax.MultiSteps(optax.adam(0.01), every_k_schedule=2),
+        epochs=3,
+        batch_size=2,
+        batch_first=True,
+    )
+    doubled, _ = lstm_jax.fit(
+        model,
+        variables,
+        xs,
+        ys,
+        optimizer=optax.adam(0.01),
+        epochs=3,
+        batch_size=4,
+        batch_first=True,
+    )
+    assert params_error(accumulated["params"], doubled["params"]) <= TRAINING[F32]
+    moved = params_error(doubled["params"], variables["params"])
+    assert moved > 1e2 * TRAINING[F32]
+
+
+def test_schedule_free_evaluation_parameters() -> None:
+    xs, ys = regression_data()
+    model = Regressor()
+    variables = model.init(jax.random.key(1), xs[:2])
+    tx = optax.contrib.schedule_free_adamw(0.01)
+    state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx)
+    state, _ = lstm_jax.fit(model, state, xs, ys, epochs=2, batch_size=5, batch_first=True)
+    evaluation = optax.contrib.schedule_free_eval_params(state.opt_state, state.params)
+    assert jax.tree.structure(evaluation) == jax.tree.structure(state.params)
+    assert params_error(evaluation, state.params) > 0
+
+
+class Stream(nn.Module):
+    """A carry-taking model: (B, T) tokens, carry (h, c) -> ((B, T, VOCAB) logits, carry)."""
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, carry: Any = None) -> tuple[jax.Array, Any]:
+        x = nn.Embed(VOCAB, 4)(tokens)
+        out, carry = lstm_jax.LSTM(6, batch_first=True)(x, carry)
+        return nn.Dense(VOCAB)(out), carry
+
+
+def test_stateful_any_model_is_a_carried_optax_loop() -> None:
+    """Stateful training of a token model on stateful_windows: each batch starts from
+    the previous batch's carry (gradient stopped), each epoch from zeros."""
+    sequence = np.arange(200) * 7 % VOCAB
+    xs, ys = stateful_windows(sequence, batch_size=4, window=6)
+    model = Stream()
+    variables = model.init(jax.random.key(0), xs[:4])
+    optimizer = optax.adam(0.02)
+    trained, losses = lstm_jax.fit(
+        model,
+        variables,
+        xs,
+        ys,
+        optimizer=optimizer,
+        epochs=2,
+        batch_size=4,
+        loss="cross_entropy",
+        stateful=True,
+        batch_first=True,
+    )
+
+    @jax.jit
+    def step(params: Any, opt_state: Any, x: jax.Array, y: jax.Array, carry: Any) -> tuple:
+        def objective(p: Any) -> tuple[jax.Array, Any]:
+            logits, new = model.apply({"params": p}, x, carry)
+            return cross_entropy(logits, y), new
+
+        (value, new), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value, new
+
+    params, opt_state, expected = variables["params"], optimizer.init(variables["params"]), []
+    for _ in range(2):
+        carry, total = lstm_jax.LSTMState(jnp.zeros((1, 4, 6)), jnp.zeros((1, 4, 6))), 0.0
+        for k in range(len(xs) // 4):
+            index = slice(4 * k, 4 * k + 4)
+            params, opt_state, value, carry = step(params, opt_state, xs[index], ys[index], carry)
+            total += float(value)
+        expected.append(total)
+    assert_close(losses, expected, TRAINING[F32], "stateful token model: losses")
+    assert params_error(trained["params"], params) <= TRAINING[F32]
+
+
+def test_stateful_windows_continue_row_by_row() -> None:
+    xs, ys = stateful_windows(np.arange(50), batch_size=3, window=4)
+    per_stream = 50 // 3
+    assert xs.shape == ys.shape == (3 * 3, 4)
+    for k in range(3):
+        for j in range(3):
+            row = xs[3 * k + j]
+            np.testing.assert_array_equal(row, np.arange(4) + j * per_stream + 4 * k)
+            np.testing.assert_array_equal(ys[3 * k + j], row + 1)
+
+
+def _call(**changes: Any) -> None:
+    xs, ys = regression_data()
+    model = changes.pop("model", Regressor())
+    variables = changes.pop("variables", None) or model.init(jax.random.key(1), xs[:2])
+    call = dict(optimizer=optax.sgd(0.1), epochs=1, batch_size=5, batch_first=True)
+    call.update(changes)
+    lstm_jax.fit(model, variables, call.pop("xs", xs), call.pop("ys", ys), **call)
+
+
+BAD = {
+    "not-a-module": (
+        dict(model=lambda x: x, variables={"params": {}}),
+        TypeError,
+        "model: expected an lstm_jax model (LSTMModeler, LSTM) or any flax.linen.Module",
+    ),
+    "no-carry": (dict(stateful=True), TypeError, "to take a carry after x"),
+    "stateful-shuffle": (
+        dict(
+            model=Stream(),
+            stateful=True,
+            shuffle_seed=0,
+            xs=np.zeros((8, 3), int),
+            ys=np.zeros((8, 3), int),
+            variables={"params": Stream().init(jax.random.key(0), np.zeros((2, 3), int))["params"]},
+            batch_size=4,
+        ),
+        ValueError,
+        "expected shuffle_seed=None",
+    ),
+    "stateful-remainder": (
+        dict(
+            model=Stream(),
+            stateful=True,
+            xs=np.zeros((10, 3), int),
+            ys=np.zeros((10, 3), int),
+            variables={"params": Stream().init(jax.random.key(0), np.zeros((2, 3), int))["params"]},
+            batch_size=4,
+        ),
+        ValueError,
+        "multiple of batch_size",
+    ),
+    "lengths-model": (
+        dict(seq_lengths=np.ones(10, int)),
+        TypeError,
+        "takes no seq_lengths argument",
+    ),
+    "loss": (dict(loss="l1"), ValueError, "loss must be one of"),
+    "loss-shape": (dict(loss=lambda p, t: p - t), TypeError, "expected the callable to return"),
+    "train-state-optimizer": (
+        dict(
+            variables=TrainState.create(apply_fn=None, params={"w": jnp.ones(2)}, tx=optax.sgd(1.0))
+        ),
+        ValueError,
+        "a TrainState carries its own optimizer",
+    ),
+    "every-without-dir": (dict(checkpoint_every=2), ValueError, "expected a checkpoint_dir"),
+    "batch-first-conflict": (
+        dict(model=lstm_jax.LSTMModeler(3, 4, 2), batch_first=True),
+        ValueError,
+        "sets its own layout",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_calls_are_clear_errors(case: str) -> None:
+    changes, error, message = BAD[case]
+    with pytest.raises(error, match=re.escape(message)):
+        _call(**changes)
+
+
+def test_lecture_model_seq_lengths_bad_values() -> None:
+    xs, ys = regression_data()
+    model = lstm_jax.LSTMModeler(3, 4, 2)
+    variables = model.init(jax.random.key(0), xs[0])
+    for lengths, message in ((np.full(10, 5), "lengths in [1, 4]"), (np.ones(3, int), "(10,)")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            lstm_jax.fit(
+                model, variables, xs, ys, optimizer=optax.sgd(0.1), epochs=1, seq_lengths=lengths
+            )
