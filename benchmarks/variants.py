@@ -3,7 +3,7 @@
     python benchmarks/variants.py                       # medium and long, wall clock
     python benchmarks/variants.py --threads 1 --clock cpu   # on a busy machine: CPU time, 1 CPU
 
-The evidence behind ``lstm_jax.core.recurrence`` (see ``benchmarks/NOTES.md``). One
+The evidence behind ``lstm_jax.core.recurrence``'s knobs (see ``benchmarks/NOTES.md``). One
 layer, one direction, float32, zero initial state; "forward" is the outputs (T, B, H),
 "train" the gradient of ``sum(outputs * g)`` with respect to the weights and x
 (torch: forward + ``backward``). Samples alternate between torch and each variant;
@@ -24,78 +24,58 @@ SHAPES = {"medium": (128, 64, 32, 256), "long": (1024, 16, 32, 128), "small": (3
 
 
 def variants() -> dict[str, Callable]:
-    """name -> layer(params, x) -> outputs; params = (w_ih, w_hh, b_ih, b_hh)."""
+    """name -> layer(params, x) -> outputs; params = (w_ih, w_hh, b_ih, b_hh).
+
+    Each is the library's recurrence (``lstm_jax.core.recurrence.layer``) with explicit
+    arguments, or a different arrangement of the matmuls around the library's cell
+    (``lstm_jax.core.cell``): no variant writes gate math of its own."""
     import jax
     import jax.numpy as jnp
     from jax import lax
 
     from lstm_jax import core
-    from lstm_jax.core import recurrence
+    from lstm_jax.core import cell, recurrence, scan
 
-    def cell(z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
-        i, f, g, o = jnp.split(z, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        return jax.nn.sigmoid(o) * jnp.tanh(c), c
+    def zero_state(params: tuple, x: jax.Array) -> core.LSTMState:
+        zeros = jnp.zeros((x.shape[1], params[1].shape[1]), x.dtype)
+        return core.LSTMState(zeros, zeros)
 
-    def hoisted(params: tuple, x: jax.Array) -> jax.Array:
-        """The first core: x @ W_ih^T + b for all steps at once, h @ W_hh^T per step."""
-        w_ih, w_hh, b_ih, b_hh = params
-        xp = x @ w_ih.T + b_ih + b_hh
-
-        def step(carry: tuple, xp_t: jax.Array) -> tuple:
-            h, c = cell(xp_t + carry[0] @ w_hh.T, carry[1])
-            return (h, c), h
-
-        zeros = jnp.zeros((x.shape[1], w_hh.shape[1]), x.dtype)
-        return lax.scan(step, (zeros, zeros), xp)[1]
+    def hoisted_autodiff(params: tuple, x: jax.Array) -> jax.Array:
+        """x @ W_ih^T + b for all steps at once, h @ W_hh^T per step, JAX's autodiff."""
+        w = cell.step_weights(core.CellParams(*params))
+        return scan.forward_scan(w, x, zero_state(params, x), None, hoisted=True)[0]
 
     def two_matmuls(params: tuple, x: jax.Array) -> jax.Array:
         """Per step x_t @ W_ih^T + h @ W_hh^T: two products, nothing hoisted."""
-        w_ih, w_hh, b_ih, b_hh = params
+        w = cell.step_weights(core.CellParams(*params))
 
-        def step(carry: tuple, x_t: jax.Array) -> tuple:
-            h, c = cell(x_t @ w_ih.T + carry[0] @ w_hh.T + b_ih + b_hh, carry[1])
-            return (h, c), h
+        def step(state: core.LSTMState, x_t: jax.Array) -> tuple:
+            z = x_t @ w.w_ih_t + state.h @ w.w_hh_t + w.bias
+            state, _ = cell.gate_update(w, state, z)
+            return state, state.h
 
-        zeros = jnp.zeros((x.shape[1], w_hh.shape[1]), x.dtype)
-        return lax.scan(step, (zeros, zeros), x)[1]
+        return lax.scan(step, zero_state(params, x), x)[1]
 
-    def one_tanh_pass(z: jax.Array) -> jax.Array:
-        """Every gate as one tanh: sigmoid(z) = (1 + tanh(z / 2)) / 2 (loses sigmoid's
-        left tail in float32, hence not the library's)."""
-        H = z.shape[-1] // 4
-        is_g = jnp.arange(4 * H) // H == 2
-        scale = jnp.where(is_g, 1.0, 0.5).astype(z.dtype)
-        return jnp.tanh(z * scale) * scale + jnp.where(is_g, 0.0, 0.5).astype(z.dtype)
-
-    def library(impl: str, unroll: int = 1, remat: int = 0, **patch: object) -> Callable:
-        """``core.lstm_layer``; ``patch`` replaces names in ``lstm_jax.core.recurrence`` while
-        the layer is traced (the variants the library does not offer as options)."""
+    def library(impl: str, unroll: int = 1, remat: int = 0, **rows: int) -> Callable:
+        """``recurrence.layer`` with these knobs (``backward_rows``: the hand-written
+        backward's rows per chunk, default ``scan.BACKWARD_ROWS``)."""
 
         def layer(params: tuple, x: jax.Array) -> jax.Array:
             p = core.CellParams(*params)
-            zeros = jnp.zeros((x.shape[1], p.weight_hh.shape[1]), x.dtype)
-            state = core.LSTMState(zeros, zeros)
-            saved = {k: getattr(recurrence, k) for k in patch}
-            try:
-                for k, v in patch.items():
-                    setattr(recurrence, k, v)
-                return core.lstm_layer(p, x, state, impl=impl, unroll=unroll, remat=remat)[0]
-            finally:
-                for k, v in saved.items():
-                    setattr(recurrence, k, v)
+            knobs = {"unroll": unroll, "impl": impl, "remat": remat, **rows}
+            return recurrence.layer(p, x, zero_state(params, x), None, None, **knobs)[0]
 
         return layer
 
     return {
-        "hoisted x@W_ih, autodiff (first core)": hoisted,
+        "hoisted x@W_ih, autodiff (first core)": hoisted_autodiff,
         "two matmuls per step, autodiff": two_matmuls,
         "fused [x,h]@W per step, autodiff (impl=scan)": library("scan"),
         "fused, unroll 4, autodiff": library("scan", unroll=4),
         "fused, custom_vjp (impl=custom_vjp, kept)": library("custom_vjp"),
-        "custom_vjp, whole-sequence weight gradients": library("custom_vjp", BACKWARD_ROWS=10**9),
-        "custom_vjp, 1024-row chunks": library("custom_vjp", BACKWARD_ROWS=1024),
-        "custom_vjp, gates in one tanh pass": library("custom_vjp", _activate=one_tanh_pass),
+        "hoisted x@W_ih, custom_vjp (impl=hoisted)": library("hoisted"),
+        "custom_vjp, whole-sequence weight gradients": library("custom_vjp", backward_rows=10**9),
+        "custom_vjp, 1024-row chunks": library("custom_vjp", backward_rows=1024),
         "custom_vjp, unroll 2": library("custom_vjp", unroll=2),
         "custom_vjp, unroll 8": library("custom_vjp", unroll=8),
         "custom_vjp, remat 16": library("custom_vjp", remat=16),

@@ -1,11 +1,12 @@
 """Every way of running the recurrence (``impl``, ``remat``) against ``torch.nn.LSTM``.
 
 ``lstm_jax.core.recurrence`` has a plain ``lax.scan`` (JAX's autodiff), a scan with a
-hand-written backward (``custom_vjp``), the cuDNN path (on CPU its reference
-implementation ``jax.experimental.rnn.lstm_ref`` on the packed cuDNN weights) and
-rematerialization in chunks. Each is checked, forward and gradients, against torch's
-packed LSTM (ragged lengths, both directions, two layers, a given initial state),
-then against each other where torch cannot say more (forward mode, memory).
+hand-written backward (``custom_vjp``), the same with the input projection hoisted out
+of the loop (``hoisted``), the cuDNN path (on CPU its reference implementation
+``jax.experimental.rnn.lstm_ref`` on the packed cuDNN weights, all layers and
+directions in one call) and rematerialization in chunks. Each is checked, forward and
+gradients, against torch's packed LSTM (ragged lengths, both directions, two layers, a
+given initial state), then against each other where torch cannot say more (forward mode, memory).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import lstm_jax
 from lstm_jax import core
 from lstm_jax.common.config import LSTMConfig
 from lstm_jax.common.tolerances import GRADIENT
-from lstm_jax.core import recurrence
+from lstm_jax.core import cudnn, recurrence
 
 
 def _ragged(impl: str, remat: int = 0, **options: object) -> packed_reference.PackedCase:
@@ -39,6 +40,9 @@ CASES = [
     _ragged("custom_vjp", proj_size=2),
     _ragged("custom_vjp", proj_size=2, dtype="float64"),
     _ragged("custom_vjp", bias=False, dtype="float64"),
+    _ragged("hoisted", proj_size=2),
+    _ragged("hoisted", bias=False, dtype="float64"),
+    _ragged("hoisted", remat=3, proj_size=2),
     _ragged("cudnn"),
     _ragged("cudnn", bias=False, batch_first=True),
     # remat: chunks of 3 over T = 7 (two full chunks and a tail of one)
@@ -78,7 +82,8 @@ def _params(config: LSTMConfig) -> dict[str, np.ndarray]:
     return {k: rng.uniform(-0.5, 0.5, s) for k, s in config.param_shapes().items()}
 
 
-def test_forward_mode_of_scan_agrees_with_custom_backward() -> None:
+@pytest.mark.parametrize("impl", ["custom_vjp", "hoisted"])
+def test_forward_mode_of_scan_agrees_with_custom_backward(impl: str) -> None:
     """<J^T u, v> from the hand-written backward equals <u, J v> from forward-mode
     autodiff of the plain scan (``impl="scan"``), in float64."""
     rng = np.random.default_rng(1)
@@ -87,7 +92,7 @@ def test_forward_mode_of_scan_agrees_with_custom_backward() -> None:
         tangents = tuple(rng.standard_normal(np.shape(a)) for a in primals)
         out, jv = jax.jvp(_layer_fn("scan"), primals, tangents)
         u = rng.standard_normal(out.shape)
-        _, vjp = jax.vjp(_layer_fn("custom_vjp"), *primals)
+        _, vjp = jax.vjp(_layer_fn(impl), *primals)
         jtu = vjp(u)
         lhs = sum(float(jnp.vdot(a, b)) for a, b in zip(jtu, tangents, strict=True))
         rhs = float(jnp.vdot(u, jv))
@@ -142,9 +147,66 @@ def test_cudnn_refuses_what_cudnn_cannot_do() -> None:
         lstm_jax.LSTM(4, impl="cudnn", remat=2).init(jax.random.key(0), x)
 
 
-def test_auto_picks_the_hand_written_backward_off_gpu() -> None:
-    config = LSTMConfig(hidden_size=4, input_size=3)
-    p = core.cell_params(_params(config), 0, 0)
-    expected = "cudnn" if recurrence.on_cuda() else "custom_vjp"
-    assert recurrence.resolve("auto", p, jnp.float32, remat=0) == expected
-    assert recurrence.resolve("auto", p, jnp.float32, remat=8) == "custom_vjp"
+def test_auto_picks_the_hand_written_backward_everywhere() -> None:
+    """No GPU run is recorded in benchmarks/ yet: "auto" is "custom_vjp" on every backend,
+    cuDNN only when asked for."""
+    for remat in (0, 8):
+        assert recurrence.resolve("auto", 0, jnp.float32, remat=remat) == "custom_vjp"
+    assert recurrence.resolve("cudnn", 0, jnp.float32, remat=0) == "cudnn"
+
+
+@pytest.mark.parametrize(
+    ("matmul_precision", "expected"),
+    [
+        ("highest", jax.lax.Precision.HIGHEST),  # what the parity tests pin: TF32 off
+        ("float32", jax.lax.Precision.HIGHEST),
+        (None, jax.lax.Precision.HIGH),  # JAX's default: TF32 allowed, as its matmuls
+        ("tensorfloat32", jax.lax.Precision.HIGH),
+        ("bfloat16", jax.lax.Precision.HIGH),  # cuDNN has no bf16 passes; rnn refuses DEFAULT
+    ],
+)
+def test_cudnn_call_follows_jax_matmul_precision(matmul_precision, expected) -> None:
+    with jax.default_matmul_precision(matmul_precision):
+        assert cudnn.cudnn_precision() == expected
+    assert cudnn.cudnn_precision("highest") == jax.lax.Precision.HIGHEST
+    assert cudnn.cudnn_precision(jax.lax.Precision.HIGH) == jax.lax.Precision.HIGH
+
+
+def test_cudnn_packs_layers_and_directions_in_cudnn_order() -> None:
+    """Every pseudo-layer's W_ih, W_hh first, then every one's b_ih, b_hh, as
+    ``jax.experimental.rnn.unpack_lstm_weights`` reads them back."""
+    from jax.experimental import rnn
+
+    config = LSTMConfig(hidden_size=3, input_size=2, num_layers=2, bidirectional=True)
+    params = {k: v.astype(np.float32) for k, v in _params(config).items()}
+    layers = [core.cell_params(params, k, d) for k in range(2) for d in range(2)]
+    w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(cudnn.pack_weights(layers), 2, 3, 2, True)
+    for index, p in enumerate(layers):
+        for got, want in [
+            (w_ih[index], p.weight_ih),
+            (w_hh[index], p.weight_hh),
+            (b_ih[index], p.bias_ih),
+            (b_hh[index], p.bias_hh),
+        ]:
+            np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_cudnn_runs_the_whole_stack_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two bidirectional layers: one cuDNN call in eval mode; with dropout between layers
+    (training), one call per layer, both directions each."""
+    calls = []
+    real = cudnn.cudnn_lstm
+
+    def counting(layers, *args, **kwargs):
+        calls.append((len(layers), kwargs["bidirectional"]))
+        return real(layers, *args, **kwargs)
+
+    monkeypatch.setattr(core.stack, "cudnn_lstm", counting)
+    config = LSTMConfig(hidden_size=3, input_size=2, num_layers=2, bidirectional=True, dropout=0.5)
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in _params(config).items()}
+    x = jnp.ones((4, 2, 2), jnp.float32)
+    core.lstm(params, x, None, config, impl="cudnn")
+    assert calls == [(4, True)]
+    calls.clear()
+    core.lstm(params, x, None, config, impl="cudnn", dropout_rng=jax.random.key(0))
+    assert calls == [(2, True), (2, True)]

@@ -1,25 +1,13 @@
-"""The LSTM as pure functions over pytrees, in PyTorch's layout.
+"""A stack of LSTM layers and directions, exactly ``torch.nn.LSTM``'s forward.
 
-All math of the project lives here once; the Flax modules only declare
-parameters and call :func:`lstm`. The time loop of a layer (:func:`lstm_layer`)
-runs in :mod:`lstm_jax.core.recurrence`, which writes the same step in the shape that
-is fast to run and to differentiate (one fused matmul per step, a hand-written
-backward pass, cuDNN on GPUs).
-
-Shapes (time-major): ``x`` (T, B, I); states ``h`` (B, H_out), ``c`` (B, H);
-per layer and direction the weights are, as in ``torch.nn.LSTM``::
+Shapes (time-major): ``x`` (T, B, I); states ``h`` (B, H_out), ``c`` (B, H) per
+layer-direction, (D*L, B, ·) for the stack. Per layer and direction the weights are, as
+in ``torch.nn.LSTM`` (gate order i, f, g, o)::
 
     weight_ih (4H, I)   weight_hh (4H, H_out)   bias_ih, bias_hh (4H,)   weight_hr (P, H)
 
-with the gates stacked in the order i, f, g, o. One step is::
-
-    gates = x @ W_ih^T + b_ih + h @ W_hh^T + b_hh       # one fused matmul per input
-    i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of the four quarters
-    c' = f * c + i * g
-    h' = o * tanh(c')            (then h' @ W_hr^T with projections)
-
-The two biases are kept apart (never folded) so that gradient steps move
-them as torch moves them.
+The step itself is :func:`lstm_jax.core.cell.lstm_cell`; how a layer-direction runs over
+time (the ``impl``, ``remat`` and ``unroll`` knobs) is :mod:`lstm_jax.core.recurrence`.
 """
 
 from __future__ import annotations
@@ -31,6 +19,7 @@ import jax.numpy as jnp
 
 from lstm_jax.common.config import DIRECTION_SUFFIXES, LSTMConfig
 from lstm_jax.core import recurrence
+from lstm_jax.core.cudnn import cudnn_lstm
 from lstm_jax.core.state import CellParams, LSTMState
 
 Array = jax.Array
@@ -47,33 +36,6 @@ def cell_params(params: Mapping[str, Array], layer: int, direction: int) -> Cell
         bias_hh=params.get("bias_hh" + sfx),
         weight_hr=params.get("weight_hr" + sfx),
     )
-
-
-def input_projection(p: CellParams, x: Array) -> Array:
-    """``x @ W_ih^T + b_ih + b_hh``: (…, I) -> (…, 4H), the part of the gates
-    that does not depend on the state."""
-    z = x @ p.weight_ih.T
-    if p.bias_ih is not None:
-        z = z + p.bias_ih
-    if p.bias_hh is not None:
-        z = z + p.bias_hh
-    return z
-
-
-def cell_from_projection(p: CellParams, state: LSTMState, x_proj: Array) -> LSTMState:
-    """One step given the input's projection ``x_proj`` (B, 4H)."""
-    gates = x_proj + state.h @ p.weight_hh.T
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    if p.weight_hr is not None:
-        h = h @ p.weight_hr.T
-    return LSTMState(h, c)
-
-
-def lstm_cell(p: CellParams, state: LSTMState, x: Array) -> LSTMState:
-    """One LSTM step: ``x`` (B, I), state ((B, H_out), (B, H)) -> next state."""
-    return cell_from_projection(p, state, input_projection(p, x))
 
 
 def reverse_padded(x: Array, seq_lengths: Array | None) -> Array:
@@ -105,25 +67,17 @@ def lstm_layer(
         state: initial ``LSTMState`` ((B, H_out), (B, H)).
         seq_lengths: optional (B,) valid lengths; steps at or past a row's
             length leave its state unchanged and output zeros.
-        unroll: ``lax.scan`` unroll factor.
-        impl: ``"auto"``, ``"scan"``, ``"custom_vjp"`` or ``"cudnn"``: how the
-            recurrence runs and is differentiated (see :mod:`lstm_jax.core.recurrence`;
-            ``"scan"`` is the one that supports forward-mode autodiff).
-        remat: K > 0 rematerializes in chunks of K steps: training memory
-            O(T/K + K) states instead of O(T), for about one more forward pass.
+        unroll, impl, remat: how the recurrence runs (:mod:`lstm_jax.core.recurrence`).
 
     Returns:
         outputs (T, B, H_out) and the final state (at each row's last valid step).
     """
-    if seq_lengths is not None:
-        # Zero the padding before it meets the weights: torch's packed LSTM never reads it,
-        # and a NaN or inf there would otherwise reach the weight gradients (0 * NaN = NaN).
-        valid_steps = jnp.arange(x.shape[0])[:, None] < seq_lengths[None, :]  # (T, B)
-        x = jnp.where(valid_steps[..., None], x, jnp.zeros((), x.dtype))
-    outputs, (h, c) = recurrence.run(
-        p, x, state, seq_lengths, unroll=unroll, impl=impl, remat=remat
-    )
-    return outputs, LSTMState(h, c)
+    recurrence.check_options(impl, remat, unroll)
+    proj_size = 0 if p.weight_hr is None else p.weight_hr.shape[0]
+    impl = recurrence.resolve(impl, proj_size, x.dtype, remat)
+    valid = recurrence.valid_mask(seq_lengths, x.shape[0])
+    x = recurrence.zero_padding(x, valid)
+    return recurrence.layer(p, x, state, seq_lengths, valid, unroll=unroll, impl=impl, remat=remat)
 
 
 def zero_state(config: LSTMConfig, batch_size: int, dtype: jnp.dtype) -> LSTMState:
@@ -164,22 +118,29 @@ def lstm(
         seq_lengths: optional (B,) lengths, padding at the end (packed-sequence semantics).
         dropout_rng: a PRNG key to apply ``config.dropout`` between layers
             (training mode); None means eval mode (no dropout).
-        unroll, impl, remat: speed and memory knobs of each layer, see :func:`lstm_layer`;
-            the results do not depend on them (up to float rounding).
+        unroll, impl, remat: speed and memory knobs, explained in
+            :mod:`lstm_jax.core.recurrence`; the results do not depend on them (up to
+            float rounding).
 
     Returns:
         output (T, B, D*H_out) of the last layer, and ``LSTMState(h_n, c_n)``
         of shapes (D*L, B, H_out) and (D*L, B, H), ordered ``layer * D + direction``.
     """
     recurrence.check_options(impl, remat, unroll)
-    D = config.num_directions
+    impl = recurrence.resolve(impl, config.proj_size, x.dtype, remat)
     if initial_state is None:
         initial_state = zero_state(config, x.shape[1], x.dtype)
+    valid = recurrence.valid_mask(seq_lengths, x.shape[0])  # once for every layer
+    x = recurrence.zero_padding(x, valid)
+    use_dropout = dropout_rng is not None and config.dropout > 0
+    if impl == "cudnn":
+        return _cudnn_stack(params, x, initial_state, config, seq_lengths, dropout_rng)
+    D = config.num_directions
     knobs = {"unroll": unroll, "impl": impl, "remat": remat}
     h_n, c_n = [], []
     layer_input = x
     for layer in range(config.num_layers):
-        if layer > 0 and dropout_rng is not None and config.dropout > 0:
+        if layer > 0 and use_dropout:
             dropout_rng, key = jax.random.split(dropout_rng)
             layer_input = dropout(key, layer_input, config.dropout)
         outputs = []
@@ -188,16 +149,46 @@ def lstm(
             state = LSTMState(initial_state.h[index], initial_state.c[index])
             p = cell_params(params, layer, direction)
             if direction == 0:
-                out, final = lstm_layer(p, layer_input, state, seq_lengths=seq_lengths, **knobs)
+                out, final = recurrence.layer(p, layer_input, state, seq_lengths, valid, **knobs)
             else:
                 reversed_input = reverse_padded(layer_input, seq_lengths)
-                out, final = lstm_layer(p, reversed_input, state, seq_lengths=seq_lengths, **knobs)
+                out, final = recurrence.layer(p, reversed_input, state, seq_lengths, valid, **knobs)
                 out = reverse_padded(out, seq_lengths)
             outputs.append(out)
             h_n.append(final.h)
             c_n.append(final.c)
         layer_input = outputs[0] if D == 1 else jnp.concatenate(outputs, axis=-1)
     return layer_input, LSTMState(jnp.stack(h_n), jnp.stack(c_n))
+
+
+def _cudnn_stack(
+    params: Mapping[str, Array],
+    x: Array,
+    initial_state: LSTMState,
+    config: LSTMConfig,
+    seq_lengths: Array | None,
+    dropout_rng: Array | None,
+) -> tuple[Array, LSTMState]:
+    """:func:`lstm` through cuDNN: every layer and direction in one call, or, with dropout
+    between layers (training mode), one call per layer (both directions) with this
+    package's dropout between the calls (cuDNN's own dropout draws its own masks)."""
+    D, L = config.num_directions, config.num_layers
+    per_layer_calls = dropout_rng is not None and config.dropout > 0 and L > 1
+    groups = [[layer] for layer in range(L)] if per_layer_calls else [list(range(L))]
+    h_n, c_n, layer_input = [], [], x
+    for layers in groups:
+        if layers[0] > 0 and dropout_rng is not None:
+            dropout_rng, key = jax.random.split(dropout_rng)
+            layer_input = dropout(key, layer_input, config.dropout)
+        rows = slice(layers[0] * D, (layers[-1] + 1) * D)
+        pseudo_layers = [cell_params(params, k, d) for k in layers for d in range(D)]
+        state = LSTMState(initial_state.h[rows], initial_state.c[rows])
+        layer_input, final = cudnn_lstm(
+            pseudo_layers, layer_input, state, seq_lengths, bidirectional=D == 2
+        )
+        h_n.append(final.h)
+        c_n.append(final.c)
+    return layer_input, LSTMState(jnp.concatenate(h_n), jnp.concatenate(c_n))
 
 
 def linear(weight: Array, bias: Array | None, x: Array) -> Array:

@@ -1,0 +1,56 @@
+"""Rematerialization of the autodiff scan (``impl="scan"``, ``remat=K``): the sequence in
+chunks of K steps, each under ``jax.checkpoint``.
+
+The hand-written backward rematerializes by itself (:mod:`lstm_jax.core.scan`); the
+knob is explained in :mod:`lstm_jax.core.recurrence`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from lstm_jax.core.cell import StepWeights
+from lstm_jax.core.scan import forward_scan
+from lstm_jax.core.state import LSTMState
+
+Array = jax.Array
+
+
+def checkpointed_scan(
+    w: StepWeights,
+    x: Array,
+    state: LSTMState,
+    valid: Array | None,
+    *,
+    unroll: int,
+    chunk_steps: int,
+) -> tuple[Array, LSTMState]:
+    """The autodiff scan in chunks of ``chunk_steps`` steps, each under ``jax.checkpoint``:
+    only a chunk's starting state is kept for the backward pass, which recomputes the
+    chunk's forward. A last chunk shorter than the others runs on its own (no padding).
+
+    Returns:
+        the carried h of every step (T, B, H_out) and the final state.
+    """
+    n, rest = divmod(x.shape[0], chunk_steps)
+
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def one_chunk(carry: LSTMState, inputs: tuple[Array, Array | None]) -> tuple:
+        x_k, valid_k = inputs
+        hs, final, _ = forward_scan(w, x_k, carry, valid_k, unroll=unroll)
+        return final, hs
+
+    def whole_chunks(a: Array | None) -> Array | None:
+        return None if a is None else a[: n * chunk_steps].reshape((n, chunk_steps, *a.shape[1:]))
+
+    final, hs = lax.scan(one_chunk, state, (whole_chunks(x), whole_chunks(valid)))
+    hs = hs.reshape((n * chunk_steps, *hs.shape[2:]))
+    if rest:
+        tail_valid = None if valid is None else valid[n * chunk_steps :]
+        final, hs_tail = one_chunk(final, (x[n * chunk_steps :], tail_valid))
+        hs = jnp.concatenate([hs, hs_tail], axis=0)
+    return hs, final
