@@ -142,6 +142,13 @@ def load_checkpoint(
         model = build_model(spec)
     else:
         # param_dtype is only init's: the variables keep the file's dtype.
+        builtin = isinstance(model, LSTM | LSTMModeler)
+        if spec.kind == MODEL and builtin:
+            raise CheckpointError(
+                path,
+                f"saved with another configuration than the model's (file vs model): "
+                f"kind: {MODEL} vs {type(model).__name__}",
+            )
         input_size = None if spec.config is None else spec.config.input_size
         fmt.check_fits(spec, model_spec(model, spec.dtype, input_size), path)
     if spec.dtype == np.float64 and not jax.config.jax_enable_x64:

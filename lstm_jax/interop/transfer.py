@@ -335,7 +335,7 @@ def check_state_dict(
         if any(k not in expected for k in actual):
             hint += (
                 ". Name the Flax submodules as the torch model's attributes; a layer of your "
-                "own needs lstm_jax.interop.leaf_rules.register_layer"
+                "own needs a rule: lstm_jax.register_layer"
             )
         raise ValueError(f"{err}{hint}") from None
 
@@ -415,7 +415,7 @@ def builtin_shapes(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int
     keys = list(shapes)
     if _is_cell_keys(keys):
         w_ih, w_hh = shapes["weight_ih"], shapes["weight_hh"]
-        if len(w_ih) != 2 or len(w_hh) != 2 or w_hh[0] % 4:
+        if len(w_ih) != 2 or len(w_hh) != 2 or w_hh[0] != 4 * w_hh[1]:
             raise ValueError(
                 f"expected an nn.LSTMCell state dict with weight_ih (4*hidden_size, input_size) "
                 f"and weight_hh (4*hidden_size, hidden_size), got {tuple(w_ih)} and {tuple(w_hh)}"

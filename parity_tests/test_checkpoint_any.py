@@ -1,0 +1,137 @@
+"""Checkpoints of models of one's own: torch's keys in the file (a plain
+``load_state_dict(safetensors.torch.load_file(path), strict=True)`` reads it), bitwise
+round trips across the backends, tied weights stored once and restored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import safetensors
+import safetensors.torch
+import torch
+import user_models as um
+from test_transfer import assert_bitwise_equal
+
+import lstm_jax
+import lstm_torch
+from lstm_jax.common.checkpoint_format import CheckpointError
+from lstm_jax.interop.transfer import flatten
+
+TIES = {"decoder.weight": "encoder.weight"}
+
+
+def metadata_and_keys(path: Path) -> tuple[dict, list[str]]:
+    with safetensors.safe_open(path, framework="np") as file:
+        return file.metadata(), list(file.keys())
+
+
+@pytest.mark.parametrize("kind", ["lm", "sentiment", "conv"])
+def test_untied_models_round_trip_through_both_backends(kind: str, tmp_path: Path) -> None:
+    tm, jm, args = um.torch_model(kind), um.flax_model(kind), um.example(kind)
+    from_torch = tmp_path / "torch.safetensors"
+    lstm_torch.save_checkpoint(from_torch, tm)
+    meta, keys = metadata_and_keys(from_torch)
+    assert (meta["kind"], meta["model_class"], json.loads(meta["tied"])) == (
+        "model",
+        type(tm).__name__,
+        {},
+    )
+    assert sorted(keys) == sorted(tm.state_dict())
+
+    plain = um.torch_model(kind, seed=9)  # torch alone reads the file
+    plain.load_state_dict(safetensors.torch.load_file(from_torch), strict=True)
+    assert_bitwise_equal(plain.state_dict(), tm.state_dict(), ordered=False)
+
+    model, variables = lstm_jax.load_checkpoint(from_torch, jm, example=args)
+    assert model is jm
+    expected = lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=args)
+    assert_bitwise_equal(flatten(variables["params"]), flatten(expected["params"]), ordered=False)
+
+    from_jax = tmp_path / "jax.safetensors"
+    lstm_jax.save_checkpoint(from_jax, variables, jm)
+    loaded = lstm_torch.load_checkpoint(from_jax, um.torch_model(kind, seed=8))
+    assert_bitwise_equal(loaded.state_dict(), tm.state_dict(), ordered=False)
+    plain = um.torch_model(kind, seed=7)
+    plain.load_state_dict(safetensors.torch.load_file(from_jax), strict=True)
+    assert_bitwise_equal(plain.state_dict(), tm.state_dict(), ordered=False)
+
+
+def test_tied_weights_are_stored_once_and_restored(tmp_path: Path) -> None:
+    tm, jm, args = um.torch_model("lm-tied"), um.flax_model("lm-tied"), um.example("lm-tied")
+    from_torch = tmp_path / "torch.safetensors"
+    lstm_torch.save_checkpoint(from_torch, tm)
+    meta, keys = metadata_and_keys(from_torch)
+    assert json.loads(meta["tied"]) == TIES
+    assert "decoder.weight" not in keys and "encoder.weight" in keys
+    assert len(keys) == len(tm.state_dict()) - 1
+
+    restored = lstm_torch.load_checkpoint(from_torch, um.torch_model("lm-tied", seed=5))
+    assert restored.decoder.weight is restored.encoder.weight
+    assert_bitwise_equal(restored.state_dict(), tm.state_dict(), ordered=False)
+    # safetensors' own loader for shared tensors reads the file too
+    other = um.torch_model("lm-tied", seed=6)
+    assert safetensors.torch.load_model(other, from_torch, strict=True) == (set(), [])
+    assert_bitwise_equal(other.state_dict(), tm.state_dict(), ordered=False)
+
+    _, variables = lstm_jax.load_checkpoint(from_torch, jm, example=args)
+    assert "decoder" in variables["params"] and "kernel" not in variables["params"]["decoder"]
+    from_jax = tmp_path / "jax.safetensors"
+    lstm_jax.save_checkpoint(from_jax, variables, jm, tied=TIES)
+    assert json.loads(metadata_and_keys(from_jax)[0]["tied"]) == TIES
+    back = lstm_torch.load_checkpoint(from_jax, um.torch_model("lm-tied", seed=4))
+    assert back.decoder.weight is back.encoder.weight
+    assert_bitwise_equal(back.state_dict(), tm.state_dict(), ordered=False)
+    # an untied Flax mirror holds both keys: it loads the tied file too
+    _, both = lstm_jax.load_checkpoint(from_torch, um.flax_model("lm"), example=args)
+    np.testing.assert_array_equal(both["params"]["decoder"]["kernel"].T, tm.decoder.weight.detach())
+
+
+def test_float64_model(tmp_path: Path) -> None:
+    tm = um.torch_model("conv", dtype=torch.float64)
+    path = tmp_path / "f64.safetensors"
+    lstm_torch.save_checkpoint(path, tm)
+    args = um.example("conv", np.float64)
+    with jax.enable_x64(False), pytest.raises(ValueError, match=r"float64.*32-bit"):
+        lstm_jax.load_checkpoint(path, um.flax_model("conv"), example=args)
+    with jax.enable_x64(True):
+        _, variables = lstm_jax.load_checkpoint(path, um.flax_model("conv"), example=args)
+        assert variables["params"]["conv"]["kernel"].dtype == np.float64
+        lstm_jax.save_checkpoint(tmp_path / "back.safetensors", variables, um.flax_model("conv"))
+    back = lstm_torch.load_checkpoint(
+        tmp_path / "back.safetensors", um.torch_model("conv", dtype=torch.float64)
+    )
+    assert_bitwise_equal(back.state_dict(), tm.state_dict(), ordered=False)
+    with pytest.raises(CheckpointError, match="dtype: float64 vs float32"):
+        lstm_torch.load_checkpoint(path, um.torch_model("conv"))
+
+
+def test_what_cannot_be_loaded_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "lm.safetensors"
+    lstm_torch.save_checkpoint(path, um.torch_model("lm"))
+    with pytest.raises(CheckpointError, match=r"holds a model of your own \(WordLM\)"):
+        lstm_jax.load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=r"holds a model of your own \(WordLM\)"):
+        lstm_torch.load_checkpoint(path)
+    with pytest.raises(ValueError, match=r"unexpected key\(s\): decoder\.weight"):
+        lstm_jax.load_checkpoint(path, um.flax_model("lm-tied"), example=um.example("lm"))
+    with pytest.raises(RuntimeError, match=r"decoder\.weight"):
+        lstm_torch.load_checkpoint(path, um.torch_model("sentiment"))
+    with pytest.raises(CheckpointError, match="kind: model vs LSTM"):
+        lstm_jax.load_checkpoint(path, lstm_jax.LSTM(4))
+    builtin = tmp_path / "lstm.safetensors"
+    lstm_torch.save_checkpoint(builtin, torch.nn.LSTM(2, 3))
+    with pytest.raises(CheckpointError, match="kind: LSTM vs model"):
+        lstm_torch.load_checkpoint(builtin, um.torch_model("lm"))
+    assert metadata_and_keys(builtin)[0]["kind"] == "LSTM"  # built-ins keep their metadata
+
+    class HoldsGRU(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(2, 3)
+
+    with pytest.raises(TypeError, match=r"holding rnn \(GRU\), which lstm_jax has no counterpart"):
+        lstm_torch.save_checkpoint(tmp_path / "gru.safetensors", HoldsGRU())

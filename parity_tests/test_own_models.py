@@ -1,0 +1,244 @@
+"""Whole-model weight transfer for models around an LSTM, written as users write them.
+
+torch -> ``params_from_torch(sd, model=, example=)`` -> the Flax mirror computes torch's
+outputs (torch itself is the reference); ``params_to_torch(variables, model=)`` loads
+strictly into torch and round trips are bitwise; strictness both ways, ties, the
+``prefix=`` option, a rule for one's own layer, and the errors a user meets.
+"""
+
+from __future__ import annotations
+
+import re
+
+import flax.linen as fnn
+import jax
+import numpy as np
+import pytest
+import torch
+import user_models as um
+from test_transfer import assert_bitwise_equal
+
+import lstm_jax
+from lstm_jax.common.tolerances import FORWARD, scaled_error
+from lstm_jax.interop.leaf_rules import LeafRule, register_layer
+from lstm_jax.interop.transfer import flatten
+
+KINDS = ["lm", "lm-tied", "sentiment", "conv"]
+F32 = np.dtype(np.float32)
+
+
+def torch_outputs(model: torch.nn.Module, args: tuple) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = model(*[torch.from_numpy(a) for a in args])
+    return [t.numpy() for t in torch.utils._pytree.tree_leaves(out)]
+
+
+def ties_of(kind: str) -> dict[str, str] | None:
+    return {"decoder.weight": "encoder.weight"} if kind == "lm-tied" else None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_whole_model_converts_strictly_and_computes_torchs_outputs(kind: str) -> None:
+    tm, jm, args = um.torch_model(kind), um.flax_model(kind), um.example(kind)
+    variables = lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=args)
+    got = jax.tree.leaves(jm.apply(variables, *args))
+    want = torch_outputs(tm, args)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert scaled_error(g, w) <= FORWARD[F32]
+
+    # back to torch: a differently seeded model takes the weights strictly, bit for bit
+    state_dict = lstm_jax.params_to_torch(variables, model=jm, tied=ties_of(kind))
+    fresh = um.torch_model(kind, seed=7)
+    fresh.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
+    assert_bitwise_equal(fresh.state_dict(), tm.state_dict(), ordered=False)
+    if kind == "lm-tied":
+        assert fresh.decoder.weight is fresh.encoder.weight  # the tie survives
+    again = lstm_jax.params_from_torch(fresh.state_dict(), model=jm, example=args)
+    assert_bitwise_equal(flatten(again["params"]), flatten(variables["params"]), ordered=False)
+
+
+@pytest.mark.parametrize("kind", ["lm", "conv"])
+def test_jax_init_round_trips_through_torch_bitwise(kind: str) -> None:
+    jm, args = um.flax_model(kind), um.example(kind)
+    variables = jm.init(jax.random.key(3), *args)
+    tm = um.torch_model(kind)
+    state_dict = lstm_jax.params_to_torch(variables, model=jm)  # no example: bound to params
+    assert sorted(state_dict) == sorted(tm.state_dict())
+    tm.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
+    again = lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=args)
+    assert_bitwise_equal(flatten(again["params"]), flatten(variables["params"]), ordered=False)
+
+
+def test_leaf_rules_lay_out_each_layer_as_torch() -> None:
+    """Conv (K, in, out) <-> (out, in, K), Dense transposed, list items and the
+    Sequential's layers under torch's indices."""
+    tm, jm, args = um.torch_model("conv"), um.flax_model("conv"), um.example("conv")
+    params = lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=args)["params"]
+    np.testing.assert_array_equal(
+        params["conv"]["kernel"], tm.conv.weight.detach().permute(2, 1, 0)
+    )
+    np.testing.assert_array_equal(
+        params["head"]["layers_2"]["kernel"], tm.head[2].weight.detach().T
+    )
+    np.testing.assert_array_equal(params["norm"]["scale"], tm.norm.weight.detach())
+    np.testing.assert_array_equal(
+        params["layers_1"]["weight_hh_l0"], tm.layers[1].weight_hh_l0.detach()
+    )
+
+
+def test_strict_both_ways_names_each_key_shape_and_flax_leaf() -> None:
+    tm, jm, args = um.torch_model("lm"), um.flax_model("lm"), um.example("lm")
+    sd = dict(tm.state_dict())
+    missing = {k: v for k, v in sd.items() if k != "rnn.bias_hh_l1"}
+    with pytest.raises(ValueError, match=re.escape("missing key(s): rnn.bias_hh_l1")) as err:
+        lstm_jax.params_from_torch(missing, model=jm, example=args)
+    assert "rnn/bias_hh_l1" in str(err.value)
+    extra = {**sd, "extra.weight": torch.zeros(2)}
+    with pytest.raises(ValueError, match=re.escape("unexpected key(s): extra.weight")):
+        lstm_jax.params_from_torch(extra, model=jm, example=args)
+    wrong = {**sd, "decoder.weight": torch.zeros(um.VOCAB + 1, um.HIDDEN)}
+    expected = f"decoder.weight: expected {(um.VOCAB, um.HIDDEN)}, got {(um.VOCAB + 1, um.HIDDEN)}"
+    with pytest.raises(ValueError, match=re.escape(expected)) as err:
+        lstm_jax.params_from_torch(wrong, model=jm, example=args)
+    assert "decoder/kernel" in str(err.value)
+
+
+def test_ties_are_accepted_where_the_flax_model_holds_one() -> None:
+    tied_torch, args = um.torch_model("lm-tied"), um.example("lm")
+    tied_flax = um.flax_model("lm-tied")
+    # torch shares one tensor between encoder.weight and decoder.weight: the Flax
+    # model holding it once is accepted, and so is one holding both
+    lstm_jax.params_from_torch(tied_torch.state_dict(), model=tied_flax, example=args)
+    both = lstm_jax.params_from_torch(
+        tied_torch.state_dict(), model=um.flax_model("lm"), example=args
+    )
+    np.testing.assert_array_equal(
+        both["params"]["decoder"]["kernel"].T, both["params"]["encoder"]["embedding"]
+    )
+    # equal values in separate memory are no tie: strict says so, unless told
+    copied = {k: v.clone() for k, v in tied_torch.state_dict().items()}
+    with pytest.raises(ValueError, match=re.escape("unexpected key(s): decoder.weight")):
+        lstm_jax.params_from_torch(copied, model=tied_flax, example=args)
+    lstm_jax.params_from_torch(copied, model=tied_flax, example=args, tied=ties_of("lm-tied"))
+    untied = um.torch_model("lm").state_dict()
+    with pytest.raises(ValueError, match=re.escape("unexpected key(s): decoder.weight")):
+        lstm_jax.params_from_torch(untied, model=tied_flax, example=args)
+
+
+def test_whole_model_keys_where_one_lstm_was_expected_list_the_lstm_prefixes() -> None:
+    lm = um.torch_model("lm").state_dict()
+    with pytest.raises(ValueError, match=r"prefix\(es\) 'rnn\.' \(nn\.LSTM\).*prefix='rnn\.'"):
+        lstm_jax.params_from_torch(lm)
+    # an LSTM attribute named `lstm` is no LSTMModeler: no demand for a linear head
+    sentiment = um.torch_model("sentiment").state_dict()
+    with pytest.raises(ValueError, match=r"'lstm\.' \(nn\.LSTM\)") as err:
+        lstm_jax.params_from_torch(sentiment)
+    assert "linear.weight" not in str(err.value)
+    conv = um.torch_model("conv").state_dict()
+    with pytest.raises(ValueError, match=r"'layers\.0\.' \(nn\.LSTM\), 'layers\.1\.' \(nn\.LSTM\)"):
+        lstm_jax.params_from_torch(conv)
+
+
+def test_prefix_takes_one_lstm_of_a_whole_model() -> None:
+    tm = um.torch_model("lm")
+    alone = lstm_jax.params_from_torch(tm.rnn.state_dict())
+    for prefix in ("rnn.", "rnn"):
+        taken = lstm_jax.params_from_torch(tm.state_dict(), prefix=prefix)
+        assert_bitwise_equal(flatten(taken["params"]), flatten(alone["params"]))
+    checked = lstm_jax.params_from_torch(
+        tm.state_dict(), prefix="rnn.", model=lstm_jax.LSTM(um.HIDDEN, num_layers=2)
+    )
+    assert_bitwise_equal(flatten(checked["params"]), flatten(alone["params"]))
+    with pytest.raises(ValueError, match=r"no keys start with prefix 'lstm\.'.*\['rnn\.'\]"):
+        lstm_jax.params_from_torch(tm.state_dict(), prefix="lstm.")
+    conv = um.torch_model("conv")
+    second = lstm_jax.params_from_torch(conv.state_dict(), prefix="layers.1.")
+    np.testing.assert_array_equal(
+        second["params"]["weight_ih_l0"], conv.layers[1].weight_ih_l0.detach()
+    )
+
+
+def test_a_model_of_ones_own_needs_its_example() -> None:
+    tm, jm = um.torch_model("lm"), um.flax_model("lm")
+    with pytest.raises(ValueError, match=r"FlaxWordLM is not an lstm_jax built-in: pass example"):
+        lstm_jax.params_from_torch(tm.state_dict(), model=jm)
+    with pytest.raises(TypeError, match="example: expected a tuple"):
+        lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=um.example("lm")[0])
+
+
+# --- a layer of one's own ------------------------------------------------------------------
+
+
+class TorchScaleShift(torch.nn.Module):
+    """y = x @ weight.T * gain + shift, torch layout weight (out, in)."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(n_out, n_in))
+        self.gain = torch.nn.Parameter(torch.rand(n_out) + 0.5)
+        self.shift = torch.nn.Parameter(torch.randn(n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.T * self.gain + self.shift
+
+
+class TorchTagger(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = torch.nn.LSTM(3, 4)
+        self.out = TorchScaleShift(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.rnn(x)[0])
+
+
+class FlaxScaleShift(fnn.Module):
+    """The same layer with Flax's layout: ``w`` (in, out), ``g``, ``b``."""
+
+    features: int
+
+    @fnn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        w = self.param("w", fnn.initializers.lecun_normal(), (x.shape[-1], self.features))
+        g = self.param("g", fnn.initializers.ones, (self.features,))
+        b = self.param("b", fnn.initializers.zeros, (self.features,))
+        return x @ w * g + b
+
+
+class FlaxTagger(fnn.Module):
+    def setup(self) -> None:
+        self.rnn = lstm_jax.LSTM(4)
+        self.out = FlaxScaleShift(2)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.out(self.rnn(x)[0])
+
+
+def test_a_registered_rule_for_ones_own_layer() -> None:
+    torch.manual_seed(0)
+    tm, jm = TorchTagger(), FlaxTagger()
+    x = um.features((5, 2, 3))
+    with pytest.raises(
+        ValueError, match=r"missing key\(s\): out\.b, out\.g, out\.w.*lstm_jax\.register_layer"
+    ):
+        lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=(x,))
+    register_layer(
+        FlaxScaleShift,
+        {
+            "w": LeafRule("weight", to_torch=lambda a: a.T, from_torch=lambda a: a.T),
+            "g": LeafRule("gain"),
+            "b": LeafRule("shift"),
+        },
+    )
+    variables = lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=(x,))
+    (want,) = torch_outputs(tm, (x,))
+    assert scaled_error(jm.apply(variables, x), want) <= FORWARD[F32]
+    report = lstm_jax.compare_with_torch(tm, jm, variables, x)
+    assert report.ok, str(report)
+    back = lstm_jax.params_to_torch(variables, model=jm, example=(x,))
+    assert_bitwise_equal(back, tm.state_dict(), ordered=False)
+    with pytest.raises(TypeError, match="expected a LeafRule for leaf 'w'"):
+        register_layer(FlaxScaleShift, {"w": "weight"})
+    with pytest.raises(ValueError, match="kind must be one of"):
+        register_layer(FlaxScaleShift, "gru")
