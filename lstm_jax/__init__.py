@@ -97,8 +97,10 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
+    if name == "nnx":  # the Flax NNX modules: lstm_jax.nnx.LSTM, ... (loaded on first use)
+        return importlib.import_module("lstm_jax.nnx")
     raise AttributeError(f"module 'lstm_jax' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    return sorted([*globals(), *_EXPORTS, "nnx"])

@@ -297,3 +297,16 @@ def test_own_model_converts_between_linen_and_nnx_through_the_leaf_rules() -> No
     )
     with pytest.raises(TypeError, match="into="):
         lstm_jax.nnx.from_linen(linen_net, variables)
+
+
+def test_lstm_jax_nnx_is_reached_from_the_package_and_loads_on_first_use() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lstm_jax; assert 'lstm_jax.nnx' not in sys.modules; "
+        "from flax import nnx; m = lstm_jax.nnx.LSTM(2, 3, rngs=nnx.Rngs(0)); "
+        "assert type(m).__module__ == 'lstm_jax.nnx.modules'; assert 'nnx' in dir(lstm_jax)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -36,7 +36,7 @@ from lstm_jax.core.layout import (
     run_call,
     uses_dropout,
 )
-from lstm_jax.core.recurrence import check_options
+from lstm_jax.core.options import check_options
 from lstm_jax.interop.transfer import to_numpy
 from lstm_jax.nnx.state_dict import TorchStateDict
 
