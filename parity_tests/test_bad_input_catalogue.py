@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,9 @@ class Outcome:
             return text
         if self.error is None:
             return f"no error: {text}"
-        return f"`{self.error.__name__}`: {text}"
+        module = self.error.__module__
+        name = self.error.__name__ if module == "builtins" else f"{module}.{self.error.__name__}"
+        return f"`{name}`: {text}"
 
 
 NOT_APPLICABLE = Outcome(None, None, "(no such option)")
@@ -335,7 +338,96 @@ INPUTS = {
             torch_call(X, None, [2.0, 3.0]), TypeError, "expected integer seq_lengths, got dtype"
         ),
     ),
+    "CPU torch tensors as input, initial state and seq_lengths": (
+        Outcome(
+            lambda _: same_as_numpy(),
+            None,
+            "read as numpy, same results (eagerly: jax.jit itself refuses tensors, pass .numpy())",
+        ),
+        Outcome(torch_call(X, t(zeros(1, B, H), zeros(1, B, H)), [5, 3]), None, "the native type"),
+    ),
+    "a torch tensor on a GPU (tested with torch's meta device)": (
+        Outcome(
+            jax_call(torch.zeros(T, B, I, device="meta")),
+            ValueError,
+            "expected input as an array or a CPU torch tensor, got a torch tensor on device meta",
+        ),
+        Outcome(
+            torch_call(torch.zeros(T, B, I, device="meta")),
+            ValueError,
+            "expected input on device cpu (the parameters'), got meta",
+        ),
+    ),
+    "hidden_cell None": (
+        Outcome(lambda _: none_is_zeros_jax(), None, "zeros (the explicit carry's default)"),
+        Outcome(lambda _: none_is_zeros_torch(), None, "zeros, as nn.LSTM(x, None)"),
+    ),
+    "deterministic=False without a 'dropout' rng": (
+        Outcome(
+            lambda jit: dropout_call(jit),
+            ValueError,
+            ("needs a 'dropout' PRNG key: pass rngs={\"dropout\": key} to apply",),
+            jit=True,
+        ),
+        Outcome(None, None, "(no such thing: torch draws from its global generator)"),
+    ),
 }
+
+
+def same_as_numpy() -> None:
+    """``lstm_jax.LSTM.apply`` on CPU torch tensors gives what it gives on their numpy."""
+    model, variables = jax_lstm()
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    state, lengths = (zeros(1, B, H), zeros(1, B, H)), np.array([5, 3])
+    expected = model.apply(variables, x, state, seq_lengths=lengths)
+    got = model.apply(variables, *t(x), t(*state), seq_lengths=torch.tensor([5, 3]))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@functools.cache
+def jax_modeler(**options: object) -> tuple[lstm_jax.LSTMModeler, dict]:
+    model = lstm_jax.LSTMModeler(I, H, 1, **options)
+    return model, model.init(jax.random.key(0), zeros(T, B, I))
+
+
+def jax_modeler_call(variables: object = None, x: np.ndarray = X, **options: object):
+    """``run(jit)`` of ``lstm_jax.LSTMModeler(I, H, 1, **options).apply(variables, x)``
+    (the model's own variables for None)."""
+
+    def run(jit: bool) -> object:
+        model, own = jax_modeler(**options)
+        apply = jax.jit(model.apply) if jit else model.apply
+        return apply(own if variables is None else variables, x)
+
+    return run
+
+
+def none_is_zeros_jax() -> None:
+    model, variables = jax_modeler()
+    zero = lstm_jax.LSTMState(zeros(1, B, H), zeros(1, B, H))
+    np.testing.assert_array_equal(model.apply(variables, X)[0], model.apply(variables, X, zero)[0])
+
+
+def none_is_zeros_torch() -> None:
+    model = fresh_torch_modeler()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32))
+    with torch.no_grad():
+        expected = model(x)  # from the stored (1, 1, H) zeros, broadcast to the batch
+        model.hidden_cell = None
+        got = model(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert model.hidden_cell[0].shape == (1, B, H)  # the final state is stored, as the lecture's
+
+
+def dropout_call(jit: bool) -> object:
+    model, variables = jax_modeler(num_layers=2, dropout=0.5)
+
+    def apply(v: dict, x: np.ndarray) -> object:
+        return model.apply(v, x, deterministic=False)
+
+    return (jax.jit(apply) if jit else apply)(variables, X)
+
 
 # --- constructor options -------------------------------------------------------------------
 
@@ -357,6 +449,18 @@ def jax_constructor(error: type, excerpt: str, **options: object) -> tuple[Outco
         lstm_jax.LSTMModeler(I, H, 1, **options)
 
     return Outcome(construct(make), error, excerpt), NOT_APPLICABLE
+
+
+DROPOUT_WARNING = "non-zero dropout expects num_layers greater than 1"
+
+
+def warns_once(make: Callable[[], object]) -> None:
+    """``make()`` warns torch's one-layer dropout warning exactly once."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make()
+    found = [w for w in caught if DROPOUT_WARNING in str(w.message)]
+    assert len(found) == 1 and found[0].category is UserWarning, [str(w.message) for w in caught]
 
 
 OPTIONS = {
@@ -399,7 +503,20 @@ OPTIONS = {
     "unknown impl": jax_constructor(ValueError, "expected impl in", impl="fast"),
     "unroll 0": jax_constructor(ValueError, "expected unroll >= 1, got 0", unroll=0),
     "remat negative": jax_constructor(ValueError, "expected remat >= 0, got -1", remat=-1),
+    "dropout with num_layers=1 (never applied)": (
+        Outcome(
+            construct(lambda: warns_once(lambda: lstm_jax.LSTMModeler(I, H, 1, dropout=0.5))),
+            None,
+            ("`UserWarning`, once:", DROPOUT_WARNING),
+        ),
+        Outcome(
+            construct(lambda: warns_once(lambda: lstm_torch.LSTMModeler(I, H, 1, dropout=0.5))),
+            None,
+            ("`UserWarning`, once:", DROPOUT_WARNING),
+        ),
+    ),
 }
+
 
 # --- weight transfer -------------------------------------------------------------------------
 
@@ -536,6 +653,75 @@ TRANSFER = {
     ),
 }
 
+# --- variables given to apply / init ---------------------------------------------------------
+
+
+def other_variables(**options: object) -> dict:
+    """A JAX modeler's variables made with other options than (I, H, 1)."""
+    kwargs = dict(input_size=I, hidden_layer_size=H, output_size=1) | options
+    model = lstm_jax.LSTMModeler(**kwargs)
+    return model.init(jax.random.key(2), zeros(T, B, kwargs["input_size"]))
+
+
+VARIABLES = {
+    "variables of another input size": (
+        Outcome(
+            jax_modeler_call(other_variables(input_size=I + 1)),
+            ValueError,
+            "size mismatch for lstm.weight_ih_l0: expected (16, 3), got (16, 4)",
+            jit=True,
+        ),
+        Outcome(
+            load_into_torch(lstm_jax.params_to_torch(other_variables(input_size=I + 1))),
+            RuntimeError,
+            "size mismatch for lstm.weight_ih_l0",
+        ),
+    ),
+    "variables of another output size": (
+        Outcome(
+            jax_modeler_call(other_variables(output_size=2)),
+            ValueError,
+            ("linear.weight: expected (1, 4), got (2, 4)", "output_size=2 (this module: 1)"),
+            jit=True,
+        ),
+        Outcome(
+            load_into_torch(lstm_jax.params_to_torch(other_variables(output_size=2))),
+            RuntimeError,
+            "size mismatch for linear.weight",
+        ),
+    ),
+    "variables of another layer count": (
+        Outcome(
+            jax_modeler_call(other_variables(num_layers=2)),
+            ValueError,
+            ("unexpected key(s):", "lstm.weight_ih_l1", "num_layers=2 (this module: 1)"),
+            jit=True,
+        ),
+        Outcome(
+            load_into_torch(lstm_jax.params_to_torch(other_variables(num_layers=2))),
+            RuntimeError,
+            'Unexpected key(s) in state_dict: "lstm.weight_ih_l1"',
+        ),
+    ),
+    'params without the {"params": ...} wrapper': (
+        Outcome(
+            jax_modeler_call(jax_modeler()[1]["params"]),
+            ValueError,
+            'expected variables of the form {"params": {...}}',
+            jit=True,
+        ),
+        Outcome(None, None, "(no such thing: a state_dict is flat)"),
+    ),
+    "init with another feature size than input_size": (
+        Outcome(
+            lambda _: lstm_jax.LSTMModeler(I, H, 1).init(jax.random.key(0), zeros(T, B, I + 1)),
+            ValueError,
+            "input.size(-1) must be equal to input_size. Expected 3, got 4",
+        ),
+        Outcome(None, None, "(no init: the constructor builds the weights)"),
+    ),
+}
+
 # --- checkpoints -----------------------------------------------------------------------------
 
 
@@ -595,10 +781,17 @@ def _empty(path: Path) -> None:
     path.write_bytes(b"")
 
 
+def _torch_save(path: Path) -> None:
+    torch.save(torch_modeler().state_dict(), path)  # what a torch user has: a .pt pickle
+
+
 def both_loaders(name, damage, error, excerpt, **options) -> tuple[Outcome, Outcome]:
+    """The same file loaded by both backends; torch's side raises its subclass of ``error``
+    (``lstm_torch.CheckpointError``: tracebacks name the package the user called)."""
+    torch_error = lstm_torch.CheckpointError if error is CheckpointError else error
     return (
         Outcome(load_jax(name, damage, **options), error, excerpt),
-        Outcome(load_torch(name, damage, **options), error, excerpt),
+        Outcome(load_torch(name, damage, **options), torch_error, excerpt),
     )
 
 
@@ -635,6 +828,17 @@ CHECKPOINTS = {
     ),
     "a safetensors file that is not a checkpoint": both_loaders(
         "foreign", _foreign, CheckpointError, "not an lstm-jax checkpoint"
+    ),
+    "a torch.save file (a .pt pickle)": both_loaders(
+        "pickle",
+        _torch_save,
+        CheckpointError,
+        (
+            "a torch.save file",
+            "not loaded: unpickling can run arbitrary code",
+            "torch.load(path, weights_only=True)",
+            "lstm_torch.save_checkpoint(",
+        ),
     ),
     "a tampered checkpoint (one bit flipped)": both_loaders(
         "tampered", _tamper, CheckpointError, "does not match the checksum"
@@ -709,6 +913,7 @@ SECTIONS = {
     "Inputs, states and lengths": INPUTS,
     "Constructor options": OPTIONS,
     "Weight transfer (`params_from_torch` / `load_state_dict`)": TRANSFER,
+    "Variables given to `apply` and `init`": VARIABLES,
     "Checkpoints": CHECKPOINTS,
     "Non-finite values": NONFINITE,
 }

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from lstm_jax.common.arrays import flatten
+
 DIRECTION_SUFFIXES = ("", "_reverse")
 # ``torch.nn.LSTM``'s keyword options after (input_size, hidden_size), in its order.
 LSTM_OPTIONS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size")
@@ -151,12 +153,15 @@ def check_input(
     is_floating: bool,
     input_size: int,
     who: str = "LSTM",
+    input_size_source: str = "",
 ) -> InputLayout:
     """Check an ``nn.LSTM`` input; return its layout or raise a clear error.
 
     Arguments:
         shape: (T, B, I), (B, T, I) with ``batch_first``, or unbatched (T, I).
         input_size: the I the parameters expect.
+        input_size_source: where ``input_size`` comes from, for the message when it is
+            not the constructor (``lstm_jax.LSTM`` reads it off ``weight_ih_l0``).
     """
     if not is_floating:
         raise TypeError(f"{who}: expected a floating point input, got dtype {dtype_name}")
@@ -167,9 +172,10 @@ def check_input(
             f"input of shape {tuple(shape)}"
         )
     if shape[-1] != input_size:
+        source = f"; input_size from {input_size_source}" if input_size_source else ""
         raise ValueError(
             f"{who}: input.size(-1) must be equal to input_size. Expected {input_size}, "
-            f"got {shape[-1]} (input shape {tuple(shape)})"
+            f"got {shape[-1]} (input shape {tuple(shape)}{source})"
         )
     if len(shape) == 2:
         layout = InputLayout(seq_len=shape[0], batch_size=None)
@@ -264,6 +270,110 @@ def check_param_shapes(
         raise ValueError(f"Error(s) in {what}: " + ". ".join(problems))
 
 
+def dropout_warning(config: LSTMConfig) -> str | None:
+    """torch's warning for a dropout that never applies (one layer: dropout acts only
+    between layers), or None."""
+    if config.dropout > 0 and config.num_layers == 1:
+        return (
+            f"dropout option adds dropout after all but last recurrent layer, so non-zero "
+            f"dropout expects num_layers greater than 1, but got dropout={config.dropout} "
+            f"and num_layers={config.num_layers}"
+        )
+    return None
+
+
+def missing_dropout_rng(config: LSTMConfig, who: str) -> str:
+    """The error for a training-mode call (``deterministic=False``) without a dropout key."""
+    return (
+        f"{who}: deterministic=False with dropout={config.dropout} and "
+        f"num_layers={config.num_layers} needs a 'dropout' PRNG key: pass "
+        f'rngs={{"dropout": key}} to apply, e.g. model.apply(variables, x, '
+        f'deterministic=False, rngs={{"dropout": jax.random.key(0)}})'
+    )
+
+
+def params_of(variables: Any, who: str) -> Mapping[str, Any]:
+    """``variables["params"]`` of Flax variables, or an error saying how to pass them.
+
+    Raises:
+        TypeError: ``variables`` is not a mapping.
+        ValueError: no ``"params"`` collection (the parameters passed without the
+            ``{"params": ...}`` wrapper ``init`` and ``params_from_torch`` return).
+    """
+    if not isinstance(variables, Mapping):
+        raise TypeError(
+            f'{who}: expected variables as a mapping {{"params": {{...}}}}, '
+            f"got {type(variables).__name__}"
+        )
+    if "params" not in variables:
+        keys = sorted(variables)
+        raise ValueError(
+            f'{who}: expected variables of the form {{"params": {{...}}}} (what init and '
+            f"lstm_jax.params_from_torch return), got a mapping with keys {keys}"
+            + (': the parameters without their wrapper? pass {"params": params}' if keys else "")
+        )
+    params = variables["params"]
+    if isinstance(params, Mapping) and "params" in params:
+        raise ValueError(
+            f'{who}: expected variables of the form {{"params": {{...}}}}, got them wrapped '
+            f'twice ({{"params": {{"params": ...}}}}): pass variables["params"]'
+        )
+    return params
+
+
+def check_params(
+    params: Mapping[str, Any],
+    expected: Mapping[str, tuple[int, ...]],
+    who: str,
+) -> None:
+    """Check a whole parameter tree against the shapes a module's configuration gives.
+
+    Arguments:
+        params: ``variables["params"]``: nested mappings of arrays (or anything with a
+            ``.shape``), flattened on "." to torch's ``state_dict`` keys.
+        expected: ``{torch key: shape}`` (:meth:`LSTMConfig.param_shapes`,
+            :func:`modeler_param_shapes`).
+        who: the module, for the message.
+
+    Raises:
+        ValueError: naming every missing or unexpected key and every size mismatch
+            (``size mismatch for weight_ih_l0: expected (28, 3), got (28, 4)``), then the
+            configuration the variables were made for where their keys tell it.
+    """
+    shapes = {key: tuple(np.shape(value)) for key, value in flatten(params).items()}
+    try:
+        check_param_shapes(expected, shapes, f'{who} variables["params"]')
+    except ValueError as err:
+        raise ValueError(f"{err}{_made_for(expected, shapes)}") from None
+
+
+def _made_for(
+    expected: Mapping[str, tuple[int, ...]], shapes: Mapping[str, tuple[int, ...]]
+) -> str:
+    """The options in which the LSTM the variables' keys describe differs from the
+    module's (". The variables are those of another configuration: input_size=4 (this
+    module: 3)"), or ""."""
+    try:
+        theirs, their_output = infer_config(shapes)
+        mine, my_output = infer_config(expected)
+    except (ValueError, TypeError, KeyError, IndexError):
+        return ""
+    names = ("input_size", "hidden_size", "num_layers", "bias", "bidirectional", "proj_size")
+    differ = [
+        (name, getattr(theirs, name), getattr(mine, name))
+        for name in names
+        if getattr(theirs, name) != getattr(mine, name)
+    ]
+    if their_output != my_output and None not in (their_output, my_output):
+        differ.append(("output_size", their_output, my_output))
+    if not differ:
+        return ""
+    listing = ", ".join(
+        f"{name}={theirs!r} (this module: {mine!r})" for name, theirs, mine in differ
+    )
+    return f". The variables are those of another configuration: {listing}"
+
+
 def modeler_param_shapes(config: LSTMConfig, output_size: int) -> dict[str, tuple[int, ...]]:
     """``LSTMModeler.state_dict()`` names and shapes: ``lstm.*`` then the ``linear`` head."""
     shapes = {f"lstm.{k}": v for k, v in config.param_shapes().items()}
@@ -279,7 +389,10 @@ def lstm_cell_param_shapes(
     _check_positive_int("hidden_size", hidden_size)
     if input_size is None:
         raise ValueError("input_size is unknown: pass it or infer it from the input")
-    shapes = {"weight_ih": (4 * hidden_size, input_size), "weight_hh": (4 * hidden_size, hidden_size)}
+    shapes = {
+        "weight_ih": (4 * hidden_size, input_size),
+        "weight_hh": (4 * hidden_size, hidden_size),
+    }
     if bias:
         shapes |= {"bias_ih": (4 * hidden_size,), "bias_hh": (4 * hidden_size,)}
     return shapes

@@ -7,15 +7,26 @@ before anything is traced, with errors that say what was expected and what came.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.core.scope import Scope
 
 from lstm_jax import core
-from lstm_jax.common.config import LSTMConfig, check_param_shapes
+from lstm_jax.common.arrays import host_call_args
+from lstm_jax.common.config import (
+    LSTMConfig,
+    check_input,
+    check_params,
+    dropout_warning,
+    missing_dropout_rng,
+    modeler_param_shapes,
+    params_of,
+)
 from lstm_jax.core import LSTMState
 from lstm_jax.core.init import linear_init, lstm_init
 from lstm_jax.core.layout import (
@@ -67,6 +78,12 @@ class LSTM(nn.Module):
     Returns:
         output (T, B, D*H_out) (batch-first or unbatched as the input) and
         ``LSTMState(h_n, c_n)`` shaped as the initial state.
+
+    Arrays may be JAX or numpy arrays or CPU torch tensors (read as numpy). ``init``
+    takes I from ``x``; ``apply`` takes it from the variables' ``weight_ih_l0`` and
+    first checks every parameter against the options (``ValueError`` naming each
+    torch key and both shapes). ``deterministic=False`` with dropout needs
+    ``rngs={"dropout": key}``; dropout with one layer warns, as torch does.
     """
 
     hidden_size: int
@@ -85,19 +102,44 @@ class LSTM(nn.Module):
         self.config  # noqa: B018 - validates the options at construction, as torch does
         check_options(self.impl, self.remat, self.unroll)
         check_param_dtype(self.param_dtype, "LSTM")
+        built_by_user = _built_by_user(self)
         super().__post_init__()
+        if built_by_user:
+            _warn_dropout(self)
 
     @property
     def config(self) -> LSTMConfig:
         return LSTMConfig.of(self, self.hidden_size)
 
+    def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
+        """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}``."""
+        params_of(variables, "LSTM.apply")
+        return super().apply(variables, *args, **kwargs)
+
+    def _input_size(self, x: Any) -> tuple[int, str]:
+        """I, and where it comes from: ``x`` at ``init``; else the variables'
+        ``weight_ih_l0``, once every parameter is checked against the options."""
+        from_input = int(np.shape(x)[-1]) if np.ndim(x) else 0
+        if _initializing(self):
+            return from_input, ""
+        params = params_of(self.variables, "LSTM")
+        first = params.get("weight_ih_l0")
+        if first is None or np.ndim(first) != 2:
+            check_params(params, self.config.param_shapes(from_input), "LSTM")
+            return from_input, ""  # unreachable: the check names weight_ih_l0
+        input_size = int(np.shape(first)[-1])
+        check_params(params, self.config.param_shapes(input_size), "LSTM")
+        return input_size, f"the variables' weight_ih_l0 of shape {tuple(np.shape(first))}"
+
+    def _dropout_rng(self, training: bool) -> jax.Array | None:
+        if not uses_dropout(self.config, training):
+            return None
+        if not self.has_rng("dropout"):
+            raise ValueError(missing_dropout_rng(self.config, "LSTM"))
+        return self.make_rng("dropout")
+
     def _params(self, input_size: int) -> dict[str, jax.Array]:
         expected = self.config.param_shapes(input_size)
-        if self.has_variable("params", "weight_ih_l0"):
-            stored = self.variables.get("params", {})
-            check_param_shapes(
-                expected, {k: np.shape(v) for k, v in stored.items()}, "LSTM variables"
-            )
         init = lstm_init(self.hidden_size)
         return {
             name: self.param(name, init, shape, self.param_dtype)
@@ -114,13 +156,11 @@ class LSTM(nn.Module):
         seq_lengths: jax.Array | None = None,
     ) -> tuple[jax.Array, LSTMState]:
         config = self.config
-        if self.has_variable("params", "weight_ih_l0"):
-            input_size = int(np.shape(self.get_variable("params", "weight_ih_l0"))[-1])
-        else:
-            input_size = int(np.shape(x)[-1]) if np.ndim(x) else 0
-        call = check_call(config, x, initial_state, seq_lengths, input_size)
+        x, initial_state, seq_lengths = host_call_args("LSTM", x, initial_state, seq_lengths)
+        input_size, source = self._input_size(x)
+        call = check_call(config, x, initial_state, seq_lengths, input_size, "LSTM", source)
         params = self._params(input_size)
-        rng = self.make_rng("dropout") if uses_dropout(config, not deterministic) else None
+        rng = self._dropout_rng(not deterministic)
         return run_call(
             params,
             x,
@@ -174,7 +214,12 @@ class LSTMModeler(nn.Module):
 
     Returns:
         the last step's prediction, (O,) for a 1-D/2-D input or (B, O) for a
-        3-D one, and the new ``hidden_cell`` (``LSTMState``).
+        3-D one, and the new ``hidden_cell`` (``LSTMState``): pass it back as
+        ``hidden_cell`` to carry the state across calls, as the lecture's model does.
+
+    As :class:`LSTM`: arrays or CPU torch tensors; ``apply`` checks the whole
+    parameter tree (``lstm.*`` and ``linear.*``) against the options first, and
+    ``init`` checks ``x``'s features against ``input_size``.
     """
 
     input_size: int
@@ -198,11 +243,19 @@ class LSTMModeler(nn.Module):
         if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
             raise ValueError(f"output_size must be a positive int, got {output_size!r}")
         check_param_dtype(self.param_dtype, "LSTMModeler")
+        built_by_user = _built_by_user(self)
         super().__post_init__()
+        if built_by_user:
+            _warn_dropout(self)
 
     @property
     def config(self) -> LSTMConfig:
         return LSTMConfig.of(self, self.hidden_layer_size, self.input_size)
+
+    def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
+        """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}``."""
+        params_of(variables, "LSTMModeler.apply")
+        return super().apply(variables, *args, **kwargs)
 
     def setup(self) -> None:
         self.lstm = LSTM(
@@ -223,9 +276,17 @@ class LSTMModeler(nn.Module):
         deterministic: bool = True,
         seq_lengths: jax.Array | None = None,
     ) -> tuple[jax.Array, LSTMState]:
+        who = "LSTMModeler"
         config = self.config
+        x, hidden_cell, seq_lengths = host_call_args(who, x, hidden_cell, seq_lengths)
+        if not _initializing(self):
+            expected = modeler_param_shapes(config, self.output_size)
+            check_params(params_of(self.variables, who), expected, who)
         single_sequence = np.ndim(x) < 3
-        x = lecture_view(x, config, "LSTMModeler")
+        x = lecture_view(x, config, who)
+        check_input(config, x.shape, str(x.dtype), True, self.input_size, who)
+        if uses_dropout(config, not deterministic) and not self.has_rng("dropout"):
+            raise ValueError(missing_dropout_rng(config, who))
         batch = x.shape[0] if config.batch_first else x.shape[1]
         if hidden_cell is not None:
             hidden_cell = broadcast_hidden_cell(as_state(hidden_cell, "LSTMModeler"), batch)
@@ -236,3 +297,33 @@ class LSTMModeler(nn.Module):
         lengths = None if seq_lengths is None else jnp.atleast_1d(jnp.asarray(seq_lengths))
         y = self.linear(core.last_valid_step(time_major, lengths))
         return (y[0] if single_sequence else y), hidden_cell
+
+
+def _initializing(module: nn.Module) -> bool:
+    """Whether the module creates its parameters now (``init``, or an ``apply`` with
+    ``"params"`` mutable and none there yet) rather than reading given ones."""
+    return module.is_mutable_collection("params") and not module.variables.get("params")
+
+
+def _built_by_user(module: nn.Module) -> bool:
+    """Called before Flax resolves ``parent``: whether the module is being constructed
+    (no ``parent`` given) rather than cloned (``clone``, which ``init``/``apply`` use,
+    passes a scope, a module or None)."""
+    return not (module.parent is None or isinstance(module.parent, nn.Module | Scope))
+
+
+def _warn_dropout(module: LSTM | LSTMModeler) -> None:
+    """torch's ``UserWarning`` for dropout with one layer, at construction: at top
+    level, or inside a user's module while it initializes (it is rebuilt on every
+    ``apply``); not for the LSTM an ``LSTMModeler`` builds (the modeler warned)."""
+    message = dropout_warning(module.config)
+    if message is None:
+        return
+    parent = module.parent
+    if parent is None or (
+        isinstance(parent, nn.Module)
+        and not isinstance(parent, LSTMModeler)
+        and parent.scope is not None
+        and parent.is_initializing()
+    ):
+        warnings.warn(message, UserWarning, stacklevel=5)  # the user's line

@@ -1,0 +1,77 @@
+"""Arrays from either backend, and trees of them, as numpy (numpy only).
+
+torch is never imported: a torch tensor is recognised by duck typing (it has
+``detach``, ``cpu`` and ``device``), so ``lstm_jax`` accepts tensors without
+depending on torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+def is_torch_tensor(value: Any) -> bool:
+    """Whether ``value`` looks like a ``torch.Tensor`` (duck typing, no torch import)."""
+    return hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "device")
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A torch tensor (any device, with or without grad), JAX or numpy array -> numpy."""
+    if is_torch_tensor(value):
+        value = value.detach().cpu()
+    return np.asarray(value)
+
+
+def host_tensor_to_numpy(value: Any, who: str, name: str) -> Any:
+    """A CPU torch tensor as numpy (detached); anything else unchanged (a JAX tracer too).
+
+    Arguments:
+        value: what a module was called with (input, state, lengths).
+        who, name: for the error: the module and the argument.
+
+    Raises:
+        ValueError: a torch tensor on another device than the CPU (a CUDA tensor):
+            JAX cannot read its memory, and a silent copy to the host would hide a
+            device transfer on every call.
+    """
+    if not is_torch_tensor(value):
+        return value
+    device = value.device
+    if getattr(device, "type", str(device)) != "cpu":
+        raise ValueError(
+            f"{who}: expected {name} as an array or a CPU torch tensor, got a torch tensor "
+            f"on device {device}: move it to the host first ({name}.cpu())"
+        )
+    return value.detach().numpy()
+
+
+def host_call_args(who: str, x: Any, state: Any, seq_lengths: Any) -> tuple[Any, Any, Any]:
+    """An ``nn.LSTM``-style call's input, initial state (a pair, or None) and lengths with
+    every CPU torch tensor as numpy (:func:`host_tensor_to_numpy`); the rest unchanged."""
+    if isinstance(state, tuple) and len(state) == 2:
+        h, c = (
+            host_tensor_to_numpy(state[0], who, "h_0"),
+            host_tensor_to_numpy(state[1], who, "c_0"),
+        )
+        state = type(state)(h, c) if hasattr(state, "_fields") else (h, c)  # LSTMState stays
+    return (
+        host_tensor_to_numpy(x, who, "input"),
+        state,
+        host_tensor_to_numpy(seq_lengths, who, "seq_lengths"),
+    )
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings joined on ".": ``{"lstm": {"weight_ih_l0": a}}`` ->
+    ``{"lstm.weight_ih_l0": a}`` (Flax ``params`` -> torch ``state_dict`` keys)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
