@@ -80,8 +80,9 @@ def describe(value: Any) -> str:
 
 
 def check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], directory: str) -> None:
-    """Raise ``ValueError`` naming the first entry where ``saved`` and ``current`` differ."""
-    for key in sorted(set(saved) | set(current)):
+    """Raise ``ValueError`` naming the first entry (in ``current``'s order) where ``saved``
+    and ``current`` differ."""
+    for key in [*current, *(k for k in saved if k not in current)]:
         if saved.get(key) != current.get(key):
             there, here = _short(saved.get(key)), _short(current.get(key))
             raise ValueError(
