@@ -1,0 +1,179 @@
+"""torch's ``state_dict()`` / ``load_state_dict()`` for any Flax NNX module.
+
+Generic over ``flax.nnx`` (it knows no lstm_jax module), so the checkpoints and the
+parity report take NNX models too; :mod:`lstm_jax.nnx` gives its modules these as methods.
+
+An NNX model whose attributes carry the torch model's names pairs its parameter
+path ``a.b.<leaf>`` with the torch key ``a.b.<torch name>``; the leaf rules of
+:mod:`lstm_jax.interop.leaf_rules` give each layer's torch names and layouts
+(``nnx.Linear``'s ``kernel`` is ``weight`` transposed, ``nnx.Embed``'s
+``embedding`` is ``weight``, ``nnx.LayerNorm``'s ``scale`` is ``weight``,
+``nnx.Conv``'s ``kernel`` has its axes permuted; lstm_jax's own NNX modules and
+any leaf without a rule keep their names). List-held submodules (``nnx.List``)
+give ``layers.0.weight`` as ``nn.ModuleList`` does.
+
+Only ``nnx.Param`` leaves are torch parameters: the stored ``hidden_cell``,
+rng streams and other state stay out, as torch keeps a plain attribute out of
+its ``state_dict``. Batch statistics (``nnx.BatchNorm``) have no rule and are
+refused with a clear error rather than silently left out.
+
+:func:`load_state_dict` is all or nothing: every key, shape and dtype is checked
+before any parameter changes. Values keep the module's dtype and are bitwise
+those given (a cast that would round, float64 into float32, is refused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lstm_jax.common.config import check_param_shapes
+from lstm_jax.interop import leaf_rules
+from lstm_jax.interop.transfer import _check_dtypes, to_numpy
+
+Path = tuple[Any, ...]
+
+for _layer, _kind in (
+    (nnx.Linear, "dense"),
+    (nnx.Embed, "embed"),
+    (nnx.LayerNorm, "layer_norm"),
+    (nnx.Conv, "conv"),
+):
+    if leaf_rules.rules_for_type(_layer) is None:
+        leaf_rules.register_layer(_layer, _kind)
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict(strict=False)`` left aside, as torch returns it."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+class TorchLeaf(NamedTuple):
+    """One torch parameter of an NNX model: its ``nnx.Param`` and its leaf rule."""
+
+    variable: nnx.Variable
+    rule: leaf_rules.LeafRule
+
+
+def _rank(parent: Any, key: Any) -> int:
+    """Where attribute ``key`` was assigned in ``parent`` (torch orders its state_dict by
+    registration; NNX's own traversal sorts names)."""
+    names = list(vars(parent)) if hasattr(parent, "__dict__") else []
+    return names.index(str(key)) if str(key) in names else len(names)
+
+
+def torch_leaves(module: nnx.Module) -> dict[str, TorchLeaf]:
+    """Every ``nnx.Param`` of ``module`` under its torch key, in assignment order.
+
+    Raises:
+        TypeError: for batch statistics (``nnx.BatchStat``), which have no torch rule here.
+    """
+    nodes: dict[Path, Any] = {}
+    variables: dict[Path, nnx.Variable] = {}
+    for path, value in nnx.iter_graph(module):
+        if isinstance(value, nnx.BatchStat):
+            raise TypeError(
+                f"state_dict: {'.'.join(map(str, path))} holds batch statistics "
+                f"(nnx.BatchStat), which have no torch rule; expected only nnx.Param leaves"
+            )
+        if isinstance(value, nnx.Param):
+            variables[tuple(path)] = value
+        elif isinstance(value, nnx.Pytree):
+            nodes[tuple(path)] = value
+
+    def order(path: Path) -> tuple[int, ...]:
+        return tuple(_rank(nodes.get(path[:i]), path[i]) for i in range(len(path)))
+
+    by_owner: dict[Path, dict[str, tuple[int, ...]]] = {}
+    for path, variable in variables.items():
+        by_owner.setdefault(path[:-1], {})[str(path[-1])] = tuple(np.shape(variable.get_value()))
+    leaves: dict[str, TorchLeaf] = {}
+    for path in sorted(variables, key=order):
+        owner = nodes.get(path[:-1])
+        rules = leaf_rules.layer_rules(None if owner is None else type(owner), by_owner[path[:-1]])
+        rule = leaf_rules.leaf_rule(rules, str(path[-1]))
+        key = leaf_rules.torch_prefix(map(str, path[:-1])) + rule.torch_name
+        if key in leaves:
+            raise ValueError(f"state_dict: two parameters map to the torch key {key!r}")
+        leaves[key] = TorchLeaf(variables[path], rule)
+    return leaves
+
+
+def _torch_shape(leaf: TorchLeaf) -> tuple[int, ...]:
+    value = leaf.variable.get_value()
+    spec = jax.ShapeDtypeStruct(np.shape(value), value.dtype)
+    return tuple(jax.eval_shape(leaf.rule.to_torch, spec).shape)
+
+
+def state_dict(module: nnx.Module) -> dict[str, np.ndarray]:
+    """``module``'s parameters as ``{torch key: numpy array}``, bitwise.
+
+    Load into torch with
+    ``torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
+    """
+    return {
+        key: np.array(leaf.rule.to_torch(np.asarray(leaf.variable.get_value())))
+        for key, leaf in torch_leaves(module).items()
+    }
+
+
+def _converted(key: str, leaf: TorchLeaf, array: np.ndarray) -> jax.Array:
+    """The torch array in the leaf's layout and dtype, or an error naming the key."""
+    target = np.dtype(leaf.variable.get_value().dtype)
+    if not np.can_cast(array.dtype, target, casting="safe"):
+        raise TypeError(
+            f"{key}: expected dtype {target} (the module's parameters), got {array.dtype}, "
+            f"which would be rounded: convert the state dict or build the module with "
+            f"param_dtype={array.dtype}"
+        )
+    return jnp.asarray(leaf.rule.from_torch(array), dtype=target)
+
+
+def load_state_dict(
+    module: nnx.Module, state_dict: Mapping[str, Any], strict: bool = True
+) -> IncompatibleKeys:
+    """Copy a torch ``state_dict`` (tensors or arrays) into ``module``'s parameters.
+
+    Arguments:
+        state_dict: ``{torch key: tensor or array}``, e.g. ``torch_model.state_dict()``.
+        strict: every key of the module present and no other (torch's meaning); with
+            False, missing and unexpected keys are returned instead of raised.
+            Shapes must match either way.
+
+    Returns:
+        ``IncompatibleKeys(missing_keys, unexpected_keys)``.
+
+    Raises:
+        ValueError: naming each missing and unexpected key and each shape mismatch with
+            both shapes; nothing is changed when anything is wrong.
+        TypeError: a non-floating array, or one that the module's dtype would round.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            f"load_state_dict: expected a mapping of parameter names to tensors or arrays, "
+            f"got {type(state_dict).__name__}"
+        )
+    leaves = torch_leaves(module)
+    arrays = {key: to_numpy(value) for key, value in state_dict.items()}
+    expected = {key: _torch_shape(leaf) for key, leaf in leaves.items()}
+    actual = {key: tuple(array.shape) for key, array in arrays.items()}
+    what = f"loading state_dict for {type(module).__name__}"
+    missing = [key for key in expected if key not in actual]
+    unexpected = [key for key in actual if key not in expected]
+    if strict:
+        check_param_shapes(expected, actual, what)
+    else:
+        common = [key for key in expected if key in actual]
+        check_param_shapes({k: expected[k] for k in common}, {k: actual[k] for k in common}, what)
+    _check_dtypes({key: arrays[key] for key in expected if key in arrays})
+    values = {key: _converted(key, leaves[key], arrays[key]) for key in expected if key in arrays}
+    for key, value in values.items():
+        leaves[key].variable.set_value(value)
+    return IncompatibleKeys(missing, unexpected)
