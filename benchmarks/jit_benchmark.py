@@ -832,15 +832,11 @@ def settings_from(args: argparse.Namespace, device: str) -> Settings:
     )
 
 
-@contextlib.contextmanager
-def pinned_precision(tf32: bool) -> Iterator[None]:
-    import jax
-    import torch
+def pinned_precision(tf32: bool) -> contextlib.AbstractContextManager[None]:
+    """Both backends' matmul precision pinned (full float32, or TF32 with ``tf32``)."""
+    from lstm_jax.interop import precision  # imports jax and torch only when entered
 
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    with jax.default_matmul_precision("tensorfloat32" if tf32 else "highest"):
-        yield
+    return precision.pinned_precision(tf32=tf32)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import helpers
 import pytest
+
+from lstm_jax.interop.precision import pinned_precision
 
 
 @pytest.fixture(autouse=True)
 def _pinned_precision() -> Iterator[None]:
-    """JAX matmuls at ``"highest"`` and torch without TF32 during every test."""
-    with helpers.pinned_precision():
+    """JAX matmuls at ``"highest"`` and every torch backend (CUDA, cuDNN, oneDNN) at
+    full float32 during every test (:mod:`lstm_jax.interop.precision`)."""
+    with pinned_precision():
         yield
 
 

@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import functools
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import jax
@@ -37,6 +37,7 @@ import lstm_jax
 import lstm_torch
 from lstm_jax.common.config import LSTMConfig
 from lstm_jax.common.tolerances import scaled_error
+from lstm_jax.interop import precision
 from lstm_jax.interop.transfer import flatten
 
 Arrays = dict[str, np.ndarray]
@@ -47,27 +48,9 @@ TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch
 # --- precision ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def pinned_precision() -> Iterator[None]:
-    """Full-precision float32 matmuls on both sides: JAX's ``"highest"`` and torch
-    without TF32 (on GPUs both default to faster, less exact modes)."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        with jax.default_matmul_precision("highest"):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def precision_is_pinned() -> bool:
-    """Whether :func:`pinned_precision` is in effect."""
-    return (
-        jax.config.jax_default_matmul_precision == "highest"
-        and not torch.backends.cuda.matmul.allow_tf32
-        and not torch.backends.cudnn.allow_tf32
-    )
+# the one pinning of both backends (JAX "highest"; torch's CUDA, cuDNN and oneDNN "ieee")
+pinned_precision = precision.pinned_precision
+precision_is_pinned = precision.precision_is_pinned
 
 
 def x64_if(dtype: object) -> contextlib.AbstractContextManager:

@@ -23,7 +23,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from lstm_jax.common.config import check_param_shapes
 from lstm_jax.common.ties import find_ties
 from lstm_jax.common.tolerances import FORWARD, GRADIENT, scaled_error
 from lstm_jax.core.state import LSTMState
+from lstm_jax.interop.precision import pinned_precision
 from lstm_jax.interop.transfer import (
     check_state_dict,
     flatten,
@@ -147,39 +148,6 @@ class ParityReport:
             else f"result: FAIL, beyond tolerance: {', '.join(failing)}"
         )
         return "\n".join(lines)
-
-
-# torch's per-backend float32 settings ("ieee", "tf32", "bf16" or "none": inherit): CUDA
-# matmuls, cuDNN convolutions and RNNs (TF32 by default), oneDNN on the CPU (bf16 under
-# set_float32_matmul_precision("medium")). The newer API alone: torch refuses to read the
-# legacy flags (allow_tf32, get_float32_matmul_precision) after the two APIs are mixed.
-TORCH_FP32_PRECISION = (
-    ("cuda", "matmul"),
-    ("cudnn", "conv"),
-    ("cudnn", "rnn"),
-    ("mkldnn", "matmul"),
-    ("mkldnn", "conv"),
-    ("mkldnn", "rnn"),
-)
-
-
-@contextlib.contextmanager
-def pinned_precision() -> Iterator[None]:
-    """Full float32 arithmetic on both sides while inside: JAX matmuls at "highest",
-    every torch backend at "ieee" (no TF32, no bf16 passes). The previous settings come
-    back on exit. Needs torch."""
-    import torch  # the torch extra; imported here so lstm_jax does not need it
-
-    settings = [getattr(getattr(torch.backends, a), b) for a, b in TORCH_FP32_PRECISION]
-    saved = [s.fp32_precision for s in settings]
-    try:
-        for s in settings:
-            s.fp32_precision = "ieee"
-        with jax.default_matmul_precision("highest"):
-            yield
-    finally:
-        for s, value in zip(settings, saved, strict=True):
-            s.fp32_precision = value
 
 
 def compare_with_torch(
