@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lstm_jax.linen.modules import LSTM, LSTMModeler
+
 PyTree = Any
 
 
@@ -153,9 +155,9 @@ def as_train_model(model: Any, batch_first: bool | None = None) -> TrainModel:
         layout = bool(batch_first)
     keywords, takes_carry = _call_signature(model)
     lecture = _is_lecture_model(model)
-    dropout = None
-    if isinstance(getattr(model, "dropout", None), int | float):
-        dropout = float(model.dropout) > 0 and getattr(model, "num_layers", 1) > 1
+    dropout = None  # another model's own dropout: an rng given is passed on
+    if isinstance(model, LSTM | LSTMModeler):  # dropout between layers only
+        dropout = float(model.dropout) > 0 and model.num_layers > 1
 
     def clone(dtype: Any) -> TrainModel:
         return as_train_model(model.clone(param_dtype=dtype), batch_first)
