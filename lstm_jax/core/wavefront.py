@@ -31,7 +31,8 @@ starting state and recomputes the chunk's forward during the backward pass.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
@@ -44,115 +45,87 @@ from lstm_jax.core.cell import weight_gradients as cell_weight_gradients
 from lstm_jax.core.scan import backward_chunk_steps
 from lstm_jax.core.stack import cell_params, dropout, reverse_padded
 from lstm_jax.core.state import LSTMState
-from lstm_jax.core.time_chunks import merge_time, split_time, time_chunks
+from lstm_jax.core.time_chunks import TimeChunks, merge_time, split_time, time_chunks
 
 Array = jax.Array
 
 
-class Group(NamedTuple):
-    """The G cells scanned together.
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["cells"], meta_fields=["chained"])
+@dataclass(frozen=True)
+class Group:
+    """The G cells scanned together (a pytree of the weights; ``chained`` is static).
 
     Attributes:
-        first: the weights of cell 0 when the group is chained (a wavefront: cell 0 reads
-            the external input, cell g > 0 reads cell g-1's h), else None.
-        rest: the other cells' weights stacked on a leading axis (G-1 chained, G not);
-            None for a chain of one cell.
+        cells: each cell's weights.
+        chained: a wavefront: cell 0 reads the external input, cell g > 0 reads cell
+            g-1's h of the wave step before (dropout applied); else each cell reads its
+            own external input.
     """
 
-    first: StepWeights | None
-    rest: StepWeights | None
-
-    @property
-    def chained(self) -> bool:
-        return self.first is not None
+    cells: tuple[StepWeights, ...]
+    chained: bool
 
 
 class Saved(NamedTuple):
-    """What the forward keeps per wave step for the backward pass."""
+    """What the forward keeps per wave step and cell for the backward pass."""
 
-    gates: Array  # (S, G, B, 4H)
-    cells: Array  # (S, G, B, H) carried cell states after each step
-
-
-def _split_state(state: LSTMState) -> tuple[LSTMState, LSTMState]:
-    return LSTMState(state.h[0], state.c[0]), LSTMState(state.h[1:], state.c[1:])
+    gates: tuple[Array, ...]  # (S, B, 4H) each: activated gates
+    cells: tuple[Array, ...]  # (S, B, H) each: carried cell states after each step
 
 
-def _join(first: Array, rest: Array | None) -> Array:
-    return first[None] if rest is None else jnp.concatenate([first[None], rest], axis=0)
+States = tuple[LSTMState, ...]  # one (h (B, H_out), c (B, H)) per cell
 
 
-def _keep_where_invalid(valid_s: Array, new: LSTMState, old: LSTMState) -> LSTMState:
-    return LSTMState(jnp.where(valid_s, new.h, old.h), jnp.where(valid_s, new.c, old.c))
+def _keep_where_invalid(valid: Array, new: LSTMState, old: LSTMState) -> LSTMState:
+    return LSTMState(jnp.where(valid, new.h, old.h), jnp.where(valid, new.c, old.c))
 
 
-def _feed(h: Array, mask_s: Array | None) -> Array:
-    """The chained cells' inputs: cells 0..G-2's h (G-1, B, H_out), dropout applied."""
-    return h[:-1] if mask_s is None else h[:-1] * mask_s
-
-
-def _advance(
-    group: Group, state: LSTMState, x_s: Array, mask_s: Array | None
-) -> tuple[LSTMState, Array]:
-    """One wave step of every cell: state (G, B, ·) -> new state, gates (G, B, 4H).
-
-    ``x_s``: (B, I) the first cell's input when chained, else (G, B, I) one per cell."""
+def _cell_input(
+    group: Group, g: int, xs: Array | tuple[Array, ...], h: tuple[Array, ...], masks: tuple | None
+) -> Array:
+    """Cell g's input: the external one, or (chained, g > 0) cell g-1's h times its
+    dropout scale. Works per step ((B, ·) arrays) and per chunk ((K, B, ·))."""
     if not group.chained:
-        return jax.vmap(lstm_cell)(group.rest, state, x_s)
-    first_state, rest_state = _split_state(state)
-    first, first_gates = lstm_cell(group.first, first_state, x_s)
-    if group.rest is None:
-        return LSTMState(first.h[None], first.c[None]), first_gates[None]
-    rest, rest_gates = jax.vmap(lstm_cell)(group.rest, rest_state, _feed(state.h, mask_s))
-    new = LSTMState(_join(first.h, rest.h), _join(first.c, rest.c))
-    return new, _join(first_gates, rest_gates)
+        return xs[g]
+    if g == 0:
+        return xs  # type: ignore[return-value]
+    return h[g - 1] if masks is None else h[g - 1] * masks[g - 1]
 
 
 def forward(
     group: Group,
-    xs: Array,
-    state: LSTMState,
-    valid: Array,
-    masks: Array | None,
+    xs: Array | tuple[Array, ...],
+    state: States,
+    valid: tuple[Array, ...],
+    masks: tuple[Array, ...] | None,
     unroll: int,
-) -> tuple[Array, LSTMState, Saved]:
-    """The wave scan.
+) -> tuple[tuple[Array, ...], States, Saved]:
+    """The wave scan over S steps.
 
     Arguments:
-        xs: (S, B, I) chained, (S, G, B, I) not.
-        state: (G, B, H_out), (G, B, H).
-        valid: (S, G, B or 1, 1) bool, whether each cell's step is real.
-        masks: (S, G-1, B, H_out) dropout scales of the chained cells' inputs, or None.
+        xs: (S, B, I) chained; else one (S, B, I) per cell.
+        state: one ((B, H_out), (B, H)) per cell.
+        valid: per cell (S, B or 1, 1) bool, whether its step is real at each wave step.
+        masks: chained with dropout: per cell 1..G-1 (S, B, H_out) scales of its input.
 
     Returns:
-        the carried h of every wave step (S, G, B, H_out), the final state, the residuals.
+        per cell the carried h of every wave step (S, B, H_out), the final states and
+        the residuals.
     """
 
-    def step(carry: LSTMState, inputs: tuple) -> tuple[LSTMState, tuple]:
-        x_s, valid_s, mask_s = inputs
-        new, gates = _advance(group, carry, x_s, mask_s)
-        new = _keep_where_invalid(valid_s, new, carry)
-        return new, (new.h, Saved(gates, new.c))
+    def step(carry: States, inputs: tuple) -> tuple[States, tuple]:
+        x_s, valid_s, masks_s = inputs
+        h = tuple(s.h for s in carry)
+        new, gates = [], []
+        for g, w in enumerate(group.cells):
+            state_g, gates_g = lstm_cell(w, carry[g], _cell_input(group, g, x_s, h, masks_s))
+            new.append(_keep_where_invalid(valid_s[g], state_g, carry[g]))
+            gates.append(gates_g)
+        saved = Saved(tuple(gates), tuple(s.c for s in new))
+        return tuple(new), (tuple(s.h for s in new), saved)
 
     final, (hs, saved) = lax.scan(step, state, (xs, valid, masks), unroll=unroll)
     return hs, final, saved
-
-
-def _retreat(
-    group: Group, d_next: LSTMState, gates: Array, c: Array, c_prev: Array
-) -> tuple[LSTMState, Array]:
-    """:func:`cell_backward` of every cell of a wave step (all (G, B, ·))."""
-    if not group.chained:
-        return jax.vmap(cell_backward)(group.rest, d_next, gates, c, c_prev)
-    d_first, z_first = cell_backward(
-        group.first, LSTMState(d_next.h[0], d_next.c[0]), gates[0], c[0], c_prev[0]
-    )
-    if group.rest is None:
-        return LSTMState(d_first.h[None], d_first.c[None]), z_first[None]
-    d_rest, z_rest = jax.vmap(cell_backward)(
-        group.rest, LSTMState(d_next.h[1:], d_next.c[1:]), gates[1:], c[1:], c_prev[1:]
-    )
-    return LSTMState(_join(d_first.h, d_rest.h), _join(d_first.c, d_rest.c)), _join(z_first, z_rest)
 
 
 def _input_cotangent(w: StepWeights, d_z: Array) -> Array:
@@ -162,36 +135,40 @@ def _input_cotangent(w: StepWeights, d_z: Array) -> Array:
 
 def _backward_steps(
     group: Group,
-    carry: tuple[LSTMState, Array | None],
-    d_hs: Array,
+    carry: tuple[States, tuple[Array, ...]],
+    d_hs: tuple[Array, ...],
     saved: Saved,
-    c_prev: Array,
-    valid: Array,
-    masks: Array | None,
+    c_prev: tuple[Array, ...],
+    valid: tuple[Array, ...],
+    masks: tuple[Array, ...] | None,
     unroll: int,
-) -> tuple[tuple[LSTMState, Array | None], Array, Array]:
+) -> tuple[tuple[States, tuple[Array, ...]], tuple[Array, ...], tuple[Array, ...]]:
     """The reverse wave over K steps. The carry is (dh, dc) per cell and, chained, the
-    cotangent of cells 0..G-2's h from the next step's inputs of cells 1..G-1.
+    cotangents of cells 0..G-2's h from cells 1..G-1's inputs at the next wave step.
 
     Returns:
-        the carry before the first step, d_z (K, G, B, 4H) and the cotangents of each
-        cell's h (K, G, B, H_out), zero at invalid steps."""
+        the carry before the first step, per cell d_z (K, B, 4H) and the cotangents of
+        its h (K, B, H_out), zero at invalid steps."""
 
     def step(carry: tuple, inputs: tuple) -> tuple[tuple, tuple]:
         d_state, d_feed = carry
-        d_y, gates, c, c_before, valid_s, mask_s = inputs
-        d_h = d_state.h + d_y
-        if d_feed is not None:
-            d_h = d_h.at[:-1].add(d_feed)
-        d_next = LSTMState(d_h, d_state.c)
-        d_prev, d_z = _retreat(group, d_next, gates, c, c_before)
-        zero = jnp.zeros((), d_z.dtype)
-        d_z = jnp.where(valid_s, d_z, zero)
-        d_prev = _keep_where_invalid(valid_s, d_prev, d_next)
-        if d_feed is not None:
-            d_feed = jax.vmap(_input_cotangent)(group.rest, d_z[1:])
-            d_feed = d_feed if mask_s is None else d_feed * mask_s
-        return (d_prev, d_feed), (d_z, jnp.where(valid_s, d_h, zero))
+        d_y, gates, c, c_before, valid_s, masks_s = inputs
+        d_prev, d_zs, d_hs_out, d_feed_new = [], [], [], []
+        zero = jnp.zeros((), d_y[0].dtype)
+        for g, w in enumerate(group.cells):
+            d_h = d_state[g].h + d_y[g]
+            if g < len(d_feed):
+                d_h = d_h + d_feed[g]
+            d_next = LSTMState(d_h, d_state[g].c)
+            d_prev_g, d_z = cell_backward(w, d_next, gates[g], c[g], c_before[g])
+            d_z = jnp.where(valid_s[g], d_z, zero)
+            d_prev.append(_keep_where_invalid(valid_s[g], d_prev_g, d_next))
+            d_zs.append(d_z)
+            d_hs_out.append(jnp.where(valid_s[g], d_h, zero))
+            if group.chained and g > 0:
+                d_in = _input_cotangent(w, d_z)
+                d_feed_new.append(d_in if masks_s is None else d_in * masks_s[g - 1])
+        return (tuple(d_prev), tuple(d_feed_new)), (tuple(d_zs), tuple(d_hs_out))
 
     inputs = (d_hs, saved.gates, saved.cells, c_prev, valid, masks)
     carry, (d_z, d_h) = lax.scan(step, carry, inputs, reverse=True, unroll=unroll)
@@ -199,67 +176,64 @@ def _backward_steps(
 
 
 def _shift_in(first: Array, seq: Array) -> Array:
-    """(G, B, ·) and (K, G, B, ·) -> (K, G, B, ·): the states each step started from."""
+    """(B, ·) and (K, B, ·) -> (K, B, ·): ``first`` then all of ``seq`` but its last step
+    (the state each step started from)."""
     return jnp.concatenate([first[None], seq[:-1]], axis=0)
 
 
-def _weight_gradients(
-    group: Group,
-    xs: Array,
-    h_prev: Array,
-    masks: Array | None,
-    d_z: Array,
-    d_h: Array,
-    saved: Saved,
-) -> Group:
-    """Each cell's weight gradients over K wave steps (one product per cell)."""
-    by_cell = jax.vmap(cell_weight_gradients, in_axes=(0, 1, 1, 1, 1, 1, 1))
-    if not group.chained:
-        return Group(None, by_cell(group.rest, d_z, xs, h_prev, d_h, saved.gates, saved.cells))
-    first = cell_weight_gradients(
-        group.first, d_z[:, 0], xs, h_prev[:, 0], d_h[:, 0], saved.gates[:, 0], saved.cells[:, 0]
-    )
-    if group.rest is None:
-        return Group(first, None)
-    feed = jax.vmap(_feed, in_axes=(0, None if masks is None else 0))(h_prev, masks)
-    rest = by_cell(
-        group.rest,
-        d_z[:, 1:],
-        feed,
-        h_prev[:, 1:],
-        d_h[:, 1:],
-        saved.gates[:, 1:],
-        saved.cells[:, 1:],
-    )
-    return Group(first, rest)
+def _split(a: object, chunks: TimeChunks) -> object:
+    """:func:`split_time` of every array in a pytree (None stays None)."""
+    return jax.tree.map(lambda leaf: split_time(leaf, chunks), a)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _wave(unroll, chunk, recompute, group, xs, masks, valid, h0, c0):
-    hs, final, _ = forward(group, xs, LSTMState(h0, c0), valid, masks, unroll)
-    return hs, final.h, final.c
+    state = tuple(LSTMState(h, c) for h, c in zip(h0, c0, strict=True))
+    hs, final, _ = forward(group, xs, state, valid, masks, unroll)
+    return hs, tuple(s.h for s in final), tuple(s.c for s in final)
 
 
 def _wave_fwd(unroll, chunk, recompute, group, xs, masks, valid, h0, c0):
+    state = tuple(LSTMState(h, c) for h, c in zip(h0, c0, strict=True))
     if not recompute:
-        hs, final, saved = forward(group, xs, LSTMState(h0, c0), valid, masks, unroll)
+        hs, final, saved = forward(group, xs, state, valid, masks, unroll)
     else:  # keep only each chunk's starting cell states (their h are in hs)
-        chunks = time_chunks(xs.shape[0], chunk)
+        chunks = time_chunks(jax.tree.leaves(xs)[0].shape[0], chunk)
 
-        def one_chunk(carry: LSTMState, inputs: tuple) -> tuple[LSTMState, tuple]:
-            hs_k, final, _ = forward(group, inputs[0], carry, inputs[1], inputs[2], unroll)
-            return final, (hs_k, carry.c)
+        def one_chunk(carry: States, inputs: tuple) -> tuple[States, tuple]:
+            xs_k, valid_k, masks_k = inputs
+            hs_k, final, _ = forward(group, xs_k, carry, valid_k, masks_k, unroll)
+            return final, (hs_k, tuple(s.c for s in carry))
 
-        split = functools.partial(_split_or_none, chunks=chunks)
-        final, (hs, saved) = lax.scan(
-            one_chunk, LSTMState(h0, c0), (split(xs), split(valid), split(masks))
+        final, (hs, saved) = lax.scan(one_chunk, state, _split((xs, valid, masks), chunks))
+        hs = jax.tree.map(lambda a: merge_time(a, chunks), hs)
+    h_n, c_n = tuple(s.h for s in final), tuple(s.c for s in final)
+    return (hs, h_n, c_n), (group, xs, masks, valid, h0, c0, hs, saved)
+
+
+def _weight_gradients(
+    group: Group,
+    xs: object,
+    h_prev: tuple,
+    masks: tuple | None,
+    d_z: tuple,
+    d_h: tuple,
+    saved: Saved,
+) -> Group:
+    """Each cell's weight gradients over K wave steps: one product per weight and cell."""
+    grads = tuple(
+        cell_weight_gradients(
+            w,
+            d_z[g],
+            _cell_input(group, g, xs, h_prev, masks),
+            h_prev[g],
+            d_h[g],
+            saved.gates[g],
+            saved.cells[g],
         )
-        hs = merge_time(hs, chunks)
-    return (hs, final.h, final.c), (group, xs, masks, valid, h0, c0, hs, saved)
-
-
-def _split_or_none(a: Array | None, chunks: object) -> Array | None:
-    return None if a is None else split_time(a, chunks)  # type: ignore[arg-type]
+        for g, w in enumerate(group.cells)
+    )
+    return Group(grads, group.chained)
 
 
 def _wave_bwd(unroll, chunk, recompute, residuals, cotangents):
@@ -268,43 +242,44 @@ def _wave_bwd(unroll, chunk, recompute, residuals, cotangents):
     the chained cells' input cotangents and the sums."""
     group, xs, masks, valid, h0, c0, hs, saved = residuals
     d_hs, d_hn, d_cn = cotangents
-    chunks = time_chunks(xs.shape[0], chunk)
-    split = functools.partial(_split_or_none, chunks=chunks)
+    chunks = time_chunks(hs[0].shape[0], chunk)
+    h_prev = tuple(_shift_in(h, seq) for h, seq in zip(h0, hs, strict=True))
     if recompute:
-        per_chunk = saved  # (count, G, B, H) starting cell states
+        per_chunk = saved  # per cell (count, B, H) starting cell states
     else:
-        per_chunk = (split(saved.gates), split(saved.cells), split(_shift_in(c0, saved.cells)))
-    in_chunks = (split(xs), split(d_hs), split(_shift_in(h0, hs)), split(valid), split(masks))
+        c_prev = tuple(_shift_in(c, seq) for c, seq in zip(c0, saved.cells, strict=True))
+        per_chunk = _split((saved, c_prev), chunks)
+    in_chunks = _split((xs, d_hs, h_prev, valid, masks), chunks)
 
-    def one_chunk(carry: tuple, inputs: tuple) -> tuple[tuple, Array]:
+    def one_chunk(carry: tuple, inputs: tuple) -> tuple[tuple, object]:
         wave_carry, sums = carry
         (xs_k, d_hs_k, h_prev_k, valid_k, masks_k), extra = inputs
         if recompute:
-            start = LSTMState(h_prev_k[0], extra)
+            start = tuple(LSTMState(h[0], c) for h, c in zip(h_prev_k, extra, strict=True))
             _, _, saved_k = forward(group, xs_k, start, valid_k, masks_k, unroll)
-            c_prev_k = _shift_in(extra, saved_k.cells)
+            c_prev_k = tuple(_shift_in(c, seq) for c, seq in zip(extra, saved_k.cells, strict=True))
         else:
-            saved_k, c_prev_k = Saved(*extra[:2]), extra[2]
+            saved_k, c_prev_k = extra
         wave_carry, d_z, d_h = _backward_steps(
             group, wave_carry, d_hs_k, saved_k, c_prev_k, valid_k, masks_k, unroll
         )
         grads = _weight_gradients(group, xs_k, h_prev_k, masks_k, d_z, d_h, saved_k)
         sums = jax.tree.map(jnp.add, sums, grads)
         if group.chained:
-            d_xs = _input_cotangent(group.first, d_z[:, 0])
+            d_xs = _input_cotangent(group.cells[0], d_z[0])
         else:
-            d_xs = jax.vmap(_input_cotangent, in_axes=(0, 1), out_axes=1)(group.rest, d_z)
+            d_xs = tuple(_input_cotangent(w, dz) for w, dz in zip(group.cells, d_z, strict=True))
         return (wave_carry, sums), d_xs
 
-    d_feed = None
-    if group.chained and group.rest is not None:
-        d_feed = jnp.zeros_like(d_hn[:-1])
+    d_feed = tuple(jnp.zeros_like(h) for h in d_hn[:-1]) if group.chained else ()
+    d_state = tuple(LSTMState(h, c) for h, c in zip(d_hn, d_cn, strict=True))
     zeros = jax.tree.map(jnp.zeros_like, group)
-    start = ((LSTMState(d_hn, d_cn), d_feed), zeros)
     ((d_state0, _), d_group), d_xs = lax.scan(
-        one_chunk, start, (in_chunks, per_chunk), reverse=True
+        one_chunk, ((d_state, d_feed), zeros), (in_chunks, per_chunk), reverse=True
     )
-    return d_group, merge_time(d_xs, chunks), None, None, d_state0.h, d_state0.c
+    d_xs = jax.tree.map(lambda a: merge_time(a, chunks), d_xs)
+    d_h0, d_c0 = tuple(s.h for s in d_state0), tuple(s.c for s in d_state0)
+    return d_group, d_xs, None, None, d_h0, d_c0
 
 
 _wave.defvjp(_wave_fwd, _wave_bwd)
@@ -312,48 +287,40 @@ _wave.defvjp(_wave_fwd, _wave_bwd)
 
 def run_group(
     group: Group,
-    xs: Array,
-    state: LSTMState,
-    valid: Array,
-    masks: Array | None,
+    xs: Array | tuple[Array, ...],
+    state: States,
+    valid: tuple[Array, ...],
+    masks: tuple[Array, ...] | None,
     *,
     unroll: int = 1,
     remat: int = 0,
-) -> tuple[Array, LSTMState]:
+) -> tuple[tuple[Array, ...], States]:
     """The wave scan with its hand-written backward (shapes: :func:`forward`).
 
     Returns:
-        the carried h of every wave step (S, G, B, H_out) and the final state (G, B, ·).
+        per cell the carried h of every wave step (S, B, H_out), and the final states.
     """
-    batch = state.h.shape[1] * state.h.shape[0]
-    chunk = remat or backward_chunk_steps(xs.shape[0], batch)
-    hs, h_n, c_n = _wave(unroll, chunk, remat > 0, group, xs, masks, valid, state.h, state.c)
-    return hs, LSTMState(h_n, c_n)
+    steps, batch = jax.tree.leaves(xs)[0].shape[0], state[0].h.shape[0]
+    chunk = remat or backward_chunk_steps(steps, batch)
+    h0, c0 = tuple(s.h for s in state), tuple(s.c for s in state)
+    hs, h_n, c_n = _wave(unroll, chunk, remat > 0, group, xs, masks, valid, h0, c0)
+    return hs, tuple(LSTMState(h, c) for h, c in zip(h_n, c_n, strict=True))
 
 
-def _stacked(weights: list[StepWeights]) -> StepWeights | None:
-    if not weights:
-        return None
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *weights)
+def _stacked_states(states: Sequence[LSTMState]) -> LSTMState:
+    """Per-cell states -> (G, B, ·) ``LSTMState``."""
+    return LSTMState(jnp.stack([s.h for s in states]), jnp.stack([s.c for s in states]))
 
 
-def _step_valid(steps: int, offsets: Array, seq_lengths: Array | None, T: int) -> Array:
-    """(S, G, B or 1, 1): cell g's step at wave step s is t = s - offsets[g]; it is real
-    where 0 <= t < T and t < the row's length."""
-    t = jnp.arange(steps)[:, None] - offsets[None, :]  # (S, G)
-    ok = ((t >= 0) & (t < T))[..., None]  # (S, G, 1)
+def _step_valid(steps: int, offset: int, seq_lengths: Array | None, T: int) -> Array:
+    """(S, B or 1, 1): a cell delayed by ``offset`` wave steps runs its step
+    t = s - offset at wave step s; the step is real where 0 <= t < T and t < the row's
+    length."""
+    t = jnp.arange(steps)[:, None] - offset  # (S, 1)
+    ok = (t >= 0) & (t < T)
     if seq_lengths is not None:
-        ok = ok & (t[..., None] < seq_lengths[None, None, :])
+        ok = ok & (t < seq_lengths[None, :])
     return ok[..., None]
-
-
-def _skewed(per_layer: list[Array], steps: int) -> Array:
-    """Layer l's (T, B, F) delayed by l wave steps: (S, L', B, F) for layers 1..L-1."""
-    rows = []
-    for layer, a in enumerate(per_layer, start=1):
-        after = steps - layer - a.shape[0]
-        rows.append(jnp.pad(a, ((layer, after), (0, 0), (0, 0))))
-    return jnp.stack(rows, axis=1)
 
 
 def _dropout_scales(
@@ -366,6 +333,11 @@ def _dropout_scales(
         rng, key = jax.random.split(rng)
         scales.append(dropout(key, jnp.ones(shape, dtype), rate))
     return scales
+
+
+def _delayed(a: Array, offset: int, steps: int) -> Array:
+    """(T, B, F) -> (S, B, F): ``a`` delayed by ``offset`` wave steps, zeros around."""
+    return jnp.pad(a, ((offset, steps - offset - a.shape[0]), (0, 0), (0, 0)))
 
 
 def lstm(
@@ -392,37 +364,42 @@ def lstm(
         ``LSTMState`` (D*L, B, ·), ordered ``layer * D + direction``.
     """
     T, B, _ = x.shape
-    L = config.num_layers
+    L, D = config.num_layers, config.num_directions
     use_dropout = dropout_rng is not None and config.dropout > 0 and L > 1
-    valid_t = None if seq_lengths is None else (jnp.arange(T)[:, None] < seq_lengths)[..., None]
-    if config.num_directions == 1:
-        weights = [step_weights(cell_params(params, layer, 0)) for layer in range(L)]
+    valid_t = None if seq_lengths is None else _step_valid(T, 0, seq_lengths, T)
+    states = [LSTMState(h, c) for h, c in zip(initial_state.h, initial_state.c, strict=True)]
+    if D == 1:
+        cells = tuple(step_weights(cell_params(params, layer, 0)) for layer in range(L))
         steps = T + L - 1
         masks = None
         if use_dropout:
-            hidden_out = weights[0].hidden_out
-            scales = _dropout_scales(dropout_rng, config.dropout, (T, B, hidden_out), x.dtype, L)
-            masks = _skewed(scales, steps)
-        xs = jnp.pad(x, ((0, L - 1), (0, 0), (0, 0)))
-        valid = _step_valid(steps, jnp.arange(L), seq_lengths, T)
-        group = Group(weights[0], _stacked(weights[1:]))
-        hs, final = run_group(group, xs, initial_state, valid, masks, unroll=unroll, remat=remat)
-        out = hs[L - 1 :, L - 1]
-        return (out if valid_t is None else jnp.where(valid_t, out, 0)), final
+            shape = (T, B, cells[0].hidden_out)
+            scales = _dropout_scales(dropout_rng, config.dropout, shape, x.dtype, L)
+            masks = tuple(_delayed(m, layer, steps) for layer, m in enumerate(scales, start=1))
+        valid = tuple(_step_valid(steps, layer, seq_lengths, T) for layer in range(L))
+        xs = _delayed(x, 0, steps)
+        hs, final = run_group(
+            Group(cells, chained=True), xs, tuple(states), valid, masks, unroll=unroll, remat=remat
+        )
+        out = hs[-1][L - 1 :]
+        out = out if valid_t is None else jnp.where(valid_t, out, 0)
+        return out, _stacked_states(final)
 
-    h_n, c_n, layer_input = [], [], x
-    valid = _step_valid(T, jnp.zeros(2, int), seq_lengths, T)
+    finals, layer_input = [], x
+    valid = (_step_valid(T, 0, seq_lengths, T),) * 2
     for layer in range(L):
         if layer > 0 and use_dropout:
             dropout_rng, key = jax.random.split(dropout_rng)
             layer_input = dropout(key, layer_input, config.dropout)
-        xs = jnp.stack([layer_input, reverse_padded(layer_input, seq_lengths)], axis=1)
-        group = Group(None, _stacked([step_weights(cell_params(params, layer, d)) for d in (0, 1)]))
-        rows = slice(2 * layer, 2 * layer + 2)
-        state = LSTMState(initial_state.h[rows], initial_state.c[rows])
-        hs, final = run_group(group, xs, state, valid, None, unroll=unroll, remat=remat)
-        out = jnp.concatenate([hs[:, 0], reverse_padded(hs[:, 1], seq_lengths)], axis=-1)
+        cells = tuple(step_weights(cell_params(params, layer, d)) for d in (0, 1))
+        xs = (layer_input, reverse_padded(layer_input, seq_lengths))
+        state = tuple(states[2 * layer : 2 * layer + 2])
+        hs, final = run_group(
+            Group(cells, chained=False), xs, state, valid, None, unroll=unroll, remat=remat
+        )
+        out = jnp.concatenate([hs[0], reverse_padded(hs[1], seq_lengths)], axis=-1)
         layer_input = out if valid_t is None else jnp.where(valid_t, out, 0)
-        h_n.append(final.h)
-        c_n.append(final.c)
-    return layer_input, LSTMState(jnp.concatenate(h_n), jnp.concatenate(c_n))
+        finals.extend(final)
+    return layer_input, LSTMState(
+        jnp.stack([s.h for s in finals]), jnp.stack([s.c for s in finals])
+    )
