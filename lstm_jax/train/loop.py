@@ -69,6 +69,7 @@ from lstm_jax.train import parallel
 from lstm_jax.train.checkpointing import Checkpoints, describe_tree, key_data
 from lstm_jax.train.losses import loss_and_aux, loss_value
 from lstm_jax.train.model import TrainModel, as_train_model, zeros_like_tree
+from lstm_jax.train.nnx_model import fit_nnx, is_nnx_module
 from lstm_jax.train.optimizers import as_optax, with_extra_args
 from lstm_jax.train.state import RunCarry, Start, finish, first_epoch, start_from
 
@@ -572,7 +573,9 @@ def fit(
             ``flax.linen.Module``: called as ``model.apply(variables, x)`` (plus
             ``deterministic=``/``seq_lengths=``/``rngs=`` when it takes them, see
             :mod:`lstm_jax.train.model`); its first output is the prediction when
-            it returns a tuple.
+            it returns a tuple. A Flax NNX module (``nnx.Module``) is trained in place,
+            with ``variables=None``, and returned in place of the variables (see
+            :mod:`lstm_jax.train.nnx_model`).
         variables: ``{"params": ...}`` (e.g. ``lstm_jax.params_from_torch``; other
             collections pass through unchanged), or a
             ``flax.training.train_state.TrainState``: its optimizer (``tx``), state
@@ -641,6 +644,29 @@ def fit(
         TrainingDiverged: a step gave a non-finite loss or non-finite parameters;
             it carries the last finite variables and the completed epochs' losses.
     """
+    if is_nnx_module(model):  # trained in place: nnx.split, this same run, nnx.update
+        return fit_nnx(
+            fit,
+            model,
+            variables,
+            xs,
+            ys,
+            batch_first=batch_first,
+            optimizer=optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle_seed=shuffle_seed,
+            loss=loss,
+            rng=rng,
+            mesh=mesh,
+            compute_dtype=compute_dtype,
+            seq_lengths=seq_lengths,
+            stateful=stateful,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            keep_checkpoints=keep_checkpoints,
+            progress=progress,
+        )
     train_model = as_train_model(model, batch_first)
     start = start_from(variables, optimizer)
     epochs = check_positive_int("epochs", epochs)

@@ -1,0 +1,125 @@
+"""Flax NNX models in :func:`lstm_jax.fit`: split into pure state, trained as one compiled
+program as a linen model is, and the result written back into the module (in place).
+
+Generic over ``flax.nnx``: nothing here knows lstm_jax's own NNX modules. The module
+is reduced to a :class:`~lstm_jax.train.model.TrainModel` over the variables
+``{"params": nnx.State of its nnx.Param, "nnx_state": the rest}``; each batch merges
+them (``nnx.merge``) and calls the module:
+
+- training mode (``module.train()``) with fit's ``rng``, which reseeds the module's rng
+  streams for that step (fit folds it with the global step); ``module.eval()`` without;
+- a module with a ``hidden_cell`` attribute (the lecture's stored state) has it reset
+  to None (zeros) before every batch, as ``lstm_torch.fit`` resets its model's; with
+  ``stateful=True`` that attribute is the carry from batch to batch;
+- any other module is called ``module(x, **kw)`` (or ``module(x, carry, **kw)`` when
+  stateful); its first output is the prediction when it returns a tuple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from flax import nnx
+
+from lstm_jax.common.errors import TrainingDiverged
+from lstm_jax.train.model import TrainModel, _call_signature
+
+REST = "nnx_state"
+_NO_CARRY = object()
+
+
+def is_nnx_module(model: Any) -> bool:
+    return isinstance(model, nnx.Module)
+
+
+def _layout(module: nnx.Module, batch_first: bool | None) -> bool:
+    own = getattr(
+        module, "batch_first", getattr(getattr(module, "config", None), "batch_first", None)
+    )
+    if isinstance(own, bool):
+        if batch_first is not None and batch_first != own:
+            raise ValueError(
+                f"batch_first: {type(module).__name__} sets its own layout (batch_first={own}), "
+                f"got batch_first={batch_first}"
+            )
+        return own
+    if batch_first is not None and not isinstance(batch_first, bool):
+        raise TypeError(f"batch_first: expected None or a bool, got {batch_first!r}")
+    return bool(batch_first)
+
+
+def _reseed(module: nnx.Module, key: jax.Array) -> None:
+    """Reseed every rng stream of ``module`` from ``key`` (a fresh key per step)."""
+    tags = {node.tag for _, node in nnx.iter_graph(module) if isinstance(node, nnx.RngStream)}
+    if tags:
+        nnx.reseed(module, **dict.fromkeys(tags, key))
+
+
+def nnx_train_model(
+    module: nnx.Module, batch_first: bool | None = None
+) -> tuple[TrainModel, dict[str, Any]]:
+    """``module`` as a :class:`TrainModel` and its variables ``{"params", "nnx_state"}``."""
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    keywords, takes_carry = _call_signature(module)
+    stores_state = hasattr(module, "hidden_cell")
+    lecture = all(isinstance(getattr(module, a, None), int) for a in ("input_size", "output_size"))
+
+    def apply(variables: dict[str, Any], x: jax.Array, carry: Any = _NO_CARRY, **kw: Any) -> Any:
+        model = nnx.merge(graphdef, variables["params"], variables[REST], copy=True)
+        rngs = kw.pop("rngs", None)
+        if rngs is None:
+            model.eval()
+        else:
+            model.train()
+            _reseed(model, rngs["dropout"])
+        if stores_state:
+            model.hidden_cell = None if carry is _NO_CARRY else carry
+            out = model(x, **kw)
+            return out if carry is _NO_CARRY else (out, model.hidden_cell)
+        return model(x, **kw) if carry is _NO_CARRY else model(x, carry, **kw)
+
+    train_model = TrainModel(
+        identity=graphdef,
+        apply=apply,
+        batch_first=_layout(module, batch_first),
+        keywords=keywords,
+        takes_carry=stores_state or takes_carry,
+        input_size=module.input_size if lecture else None,
+        output_size=module.output_size if lecture else None,
+        dropout=None,
+        name=type(module).__name__,
+    )
+    return train_model, {"params": params, REST: rest}
+
+
+def fit_nnx(
+    fit: Callable[..., tuple[Any, Any]],
+    module: nnx.Module,
+    variables: Any,
+    xs: Any,
+    ys: Any,
+    *,
+    batch_first: bool | None,
+    **options: Any,
+) -> tuple[nnx.Module, Any]:
+    """:func:`lstm_jax.fit` for an NNX module: trains its parameters in place.
+
+    ``variables`` must be None (the module holds them). Returns ``(module, losses)``; on
+    :class:`~lstm_jax.common.errors.TrainingDiverged` the module keeps the last finite
+    parameters.
+    """
+    if variables is not None:
+        raise TypeError(
+            f"variables: an NNX module holds its own parameters: pass None, "
+            f"fit(model, None, xs, ys, optimizer=...), got {type(variables).__name__}"
+        )
+    train_model, state = nnx_train_model(module, batch_first)
+    try:
+        trained, losses = fit(train_model, state, xs, ys, **options)
+    except TrainingDiverged as err:
+        nnx.update(module, err.variables["params"])
+        raise
+    nnx.update(module, trained["params"])
+    return module, losses
