@@ -42,8 +42,10 @@ Threads: both libraries use all the CPUs the process may run on (torch's
 ``set_num_threads`` and XLA's thread pool, sized from the CPU affinity).
 ``--threads N`` pins the process to N CPUs before either library loads.
 
-Output: a table on the terminal, ``benchmarks/jit_benchmark_<device>.json`` and a
-chart of the ratios ``benchmarks/jit_benchmark_<device>.png`` (``--out``, ``--chart``).
+Output: a table on the terminal, ``out/jit_benchmark_<device>.json`` and a chart of
+the ratios ``out/jit_benchmark_<device>.png`` (``--out``, ``--chart``; ``out/`` is
+git-ignored). The committed results are written only when asked for:
+``--out benchmarks/jit_benchmark_cpu.json``.
 """
 
 from __future__ import annotations
@@ -742,32 +744,78 @@ def remat_demo(settings: Settings) -> dict[str, Any]:
 # --- driver ---------------------------------------------------------------------------------------
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in ``--help`` (those without one say theirs in words), the
+    epilog's lines kept."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def shapes_help() -> str:
+    """The epilog: what each shape name means."""
+    notes = {
+        "seed": "the lecture's model: one step of one feature",
+        "large": "GPU-sized: skipped on CPU unless named",
+    }
+    lines = ["shapes (--shapes, --bidirectional): T time steps, B batch, I inputs, H hidden"]
+    for name, (t, b, i, h) in SHAPES.items():
+        note = f"  ({notes[name]})" if name in notes else ""
+        lines.append(f"  {name:<7} T={t:<5} B={b:<4} I={i:<4} H={h}{note}")
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shapes", nargs="+", help=f"of {list(SHAPES)} (default: all; no large on CPU)")
-    p.add_argument("--layers", nargs="+", type=int, default=[1, 2])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], epilog=shapes_help(), formatter_class=HelpFormatter
+    )
+    p.add_argument(
+        "--shapes", nargs="+", help=f"of {list(SHAPES)} (default: all but large on CPU; all on GPU)"
+    )
+    p.add_argument("--layers", nargs="+", type=int, default=[1, 2], help="layer counts to run")
     p.add_argument("--bidirectional", nargs="*", default=["medium"], help="shapes also run bi")
     p.add_argument("--repeats", type=int, default=7, help="samples per measurement (median)")
     p.add_argument("--min-sample", type=float, default=0.05, help="seconds per sample, at least")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
-    p.add_argument("--threads", type=int, help="pin the process to this many CPUs")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "gpu"), default="auto", help="auto: a GPU if any"
+    )
+    p.add_argument(
+        "--threads", type=int, help="pin the process to this many CPUs (default: all usable)"
+    )
+    p.add_argument(
+        "--optimizer", choices=("sgd", "adam"), default="sgd", help="the training step's update"
+    )
     p.add_argument("--impl", default="auto", help="lstm_jax recurrence: auto|scan|custom_vjp|cudnn")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on GPU (both sides)")
     p.add_argument("--no-lecture", action="store_true", help="skip the lecture's training")
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh processes")
     p.add_argument("--no-remat", action="store_true", help="skip the T=10,000 memory demo")
     p.add_argument("--no-memory", action="store_true", help="skip peak memory")
-    p.add_argument("--lecture-epochs", type=int, default=LECTURE_EPOCHS)
+    p.add_argument(
+        "--lecture-epochs", type=int, default=LECTURE_EPOCHS, help="the lecture's training"
+    )
     p.add_argument("--smoke", action="store_true", help="tiny shapes, 2 repeats (CI)")
     p.add_argument(
-        "--out", type=Path, help="JSON path (default benchmarks/jit_benchmark_<dev>.json)"
+        "--out",
+        type=Path,
+        help="JSON path (default: out/jit_benchmark_<device>.json, git-ignored; the committed "
+        "results: --out benchmarks/jit_benchmark_cpu.json)",
     )
     p.add_argument("--chart", type=Path, help="PNG path (default: the JSON's, .png)")
-    p.add_argument("--report", type=Path, help="print the README table of a JSON file and exit")
+    p.add_argument(
+        "--report", type=Path, help="print the README table of a JSON file and exit (default: run)"
+    )
     p.add_argument("--child", choices=("jax", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def default_out(device: str) -> Path:
+    """Where results go without ``--out``: the git-ignored ``out/``, never over the
+    committed ``benchmarks/jit_benchmark_<device>.json``."""
+    return ROOT / "out" / f"jit_benchmark_{device}.json"
 
 
 def pin_threads(threads: int | None) -> None:
@@ -882,7 +930,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     results["wall_s"] = time.perf_counter() - started
     results["targets"] = targets(results)
     print_table(results)
-    out = args.out or ROOT / "benchmarks" / f"jit_benchmark_{device}.json"
+    out = args.out or default_out(device)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     chart = args.chart or out.with_suffix(".png")

@@ -35,11 +35,27 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m lstm_jax.check",
         description="Compare a checkpoint's model in PyTorch and in JAX on random input: "
         "outputs, final states and gradients, against lstm_jax.common.tolerances.",
-        epilog="exit status: 0 within tolerance, 1 beyond, 2 could not check",
+        epilog="The random input is (T, B, I) standard normal ((B, T, I) with the "
+        "checkpoint's batch_first), I the checkpoint's input_size, with a random initial "
+        "state (h_0, c_0) of (D*L, B, H_out) and (D*L, B, H). "
+        "Exit status: 0 within tolerance, 1 beyond, 2 could not check.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", help="a .safetensors file saved by lstm_jax or lstm_torch")
-    p.add_argument("--seq-len", type=_positive_int, default=8, metavar="T", help="time steps")
-    p.add_argument("--batch", type=_positive_int, default=2, metavar="B", help="batch size")
+    p.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        default=8,
+        metavar="T",
+        help="time steps T of the random input",
+    )
+    p.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=2,
+        metavar="B",
+        help="batch size B of the random input",
+    )
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random input")
     return p
 
