@@ -35,6 +35,12 @@ def _ragged(impl: str, remat: int = 0, **options: object) -> packed_reference.Pa
     return packed_reference.PackedCase(case, lengths=(7, 3, 5), impl=impl, remat=remat)
 
 
+def _wavefront_stack(remat: int = 0, **options: object) -> packed_reference.PackedCase:
+    """Three unidirectional layers from a given state over lengths (7, 3, 5), as a wavefront."""
+    case = helpers.Case(num_layers=3, state="given", seq_len=7, batch_size=3, **options)
+    return packed_reference.PackedCase(case, lengths=(7, 3, 5), impl="wavefront", remat=remat)
+
+
 CASES = [
     _ragged("scan", proj_size=2),
     _ragged("custom_vjp", proj_size=2),
@@ -56,6 +62,13 @@ CASES = [
         impl="custom_vjp",
         remat=5,
     ),
+    # the wavefront: directions fused (bidirectional), layers skewed (unidirectional)
+    _ragged("wavefront", proj_size=2),
+    _ragged("wavefront", bias=False, dtype="float64"),
+    _ragged("wavefront", remat=3, proj_size=2),
+    _wavefront_stack(),
+    _wavefront_stack(proj_size=2, bias=False, dtype="float64", remat=2),
+    packed_reference.PackedCase(helpers.Case(seq_len=37, num_layers=2), impl="wavefront"),
 ]
 
 

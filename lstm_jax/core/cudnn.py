@@ -51,10 +51,9 @@ def cudnn_precision(precision: lax.PrecisionLike = None) -> lax.Precision:
     cuDNN takes one precision per call and has no bfloat16 passes, so DEFAULT (which
     ``rnn.lstm`` refuses) maps to HIGH as well."""
     if precision is None:
-        precision = jax.config.jax_default_matmul_precision
-    if isinstance(precision, tuple | list):
-        precision = precision[0]
-    if precision is not None and lax.Precision(precision) == lax.Precision.HIGHEST:
+        precision = jax.config.jax_default_matmul_precision  # type: ignore[attr-defined]
+    first = precision[0] if isinstance(precision, tuple | list) else precision
+    if isinstance(first, str | lax.Precision) and lax.Precision(first) == lax.Precision.HIGHEST:
         return lax.Precision.HIGHEST
     return lax.Precision.HIGH
 

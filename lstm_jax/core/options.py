@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lstm_jax.common.numbers import check_int
 
-IMPLS = ("auto", "scan", "custom_vjp", "hoisted", "cudnn")
+IMPLS = ("auto", "scan", "custom_vjp", "hoisted", "cudnn", "wavefront")
 
 
 def check_options(impl: object, remat: object, unroll: object, who: str = "LSTM") -> None:

@@ -118,6 +118,7 @@ def layer(
     if impl == "scan" and remat and remat < x.shape[0]:
         hs, final = checkpointed_scan(w, x, state, valid, unroll=unroll, chunk_steps=remat)
     else:
-        knobs = {"unroll": unroll, "impl": impl, "remat": remat, "backward_rows": backward_rows}
-        hs, final = scan_layer(w, x, state, valid, **knobs)
+        hs, final = scan_layer(
+            w, x, state, valid, unroll=unroll, impl=impl, remat=remat, backward_rows=backward_rows
+        )
     return zero_padding(hs, valid), final

@@ -168,7 +168,7 @@ def _handwritten_bwd(unroll, hoisted, chunk, recompute, residuals, cotangents):
     chunks = time_chunks(x.shape[0], chunk)
     valid_k = split_valid(valid, chunks, x.shape[1])
     if recompute:
-        per_chunk = saved  # (count, B, H) starting cell states
+        per_chunk = saved  # (number, B, H) starting cell states
     else:
         gates, cells = saved
         per_chunk = tuple(split_time(a, chunks) for a in (gates, cells, _shift_in(c0, cells)))

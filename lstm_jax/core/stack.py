@@ -132,15 +132,20 @@ def lstm(
         initial_state = zero_state(config, x.shape[1], x.dtype)
     valid = recurrence.valid_mask(seq_lengths, x.shape[0])  # once for every layer
     x = recurrence.zero_padding(x, valid)
-    use_dropout = dropout_rng is not None and config.dropout > 0
     if impl == "cudnn":
         return _cudnn_stack(params, x, initial_state, config, seq_lengths, dropout_rng)
+    if impl == "wavefront":
+        from lstm_jax.core import wavefront  # it builds on this module's helpers
+
+        return wavefront.lstm(
+            params, x, initial_state, config, seq_lengths=seq_lengths,
+            dropout_rng=dropout_rng, unroll=unroll, remat=remat,
+        )  # fmt: skip
     D = config.num_directions
-    knobs = {"unroll": unroll, "impl": impl, "remat": remat}
     h_n, c_n = [], []
     layer_input = x
     for layer in range(config.num_layers):
-        if layer > 0 and use_dropout:
+        if layer > 0 and dropout_rng is not None and config.dropout > 0:
             dropout_rng, key = jax.random.split(dropout_rng)
             layer_input = dropout(key, layer_input, config.dropout)
         outputs = []
@@ -148,11 +153,12 @@ def lstm(
             index = layer * D + direction
             state = LSTMState(initial_state.h[index], initial_state.c[index])
             p = cell_params(params, layer, direction)
-            if direction == 0:
-                out, final = recurrence.layer(p, layer_input, state, seq_lengths, valid, **knobs)
-            else:
-                reversed_input = reverse_padded(layer_input, seq_lengths)
-                out, final = recurrence.layer(p, reversed_input, state, seq_lengths, valid, **knobs)
+            reverse = direction == 1
+            inputs = reverse_padded(layer_input, seq_lengths) if reverse else layer_input
+            out, final = recurrence.layer(
+                p, inputs, state, seq_lengths, valid, unroll=unroll, impl=impl, remat=remat
+            )
+            if reverse:
                 out = reverse_padded(out, seq_lengths)
             outputs.append(out)
             h_n.append(final.h)

@@ -12,16 +12,16 @@ Array = jax.Array
 
 
 class TimeChunks(NamedTuple):
-    """T steps as ``count`` chunks of ``length`` steps; the last may be padded."""
+    """T steps as ``number`` chunks of ``length`` steps; the last may be padded."""
 
     steps: int  # T
     length: int
-    count: int
+    number: int
 
     @property
     def padded(self) -> bool:
-        """Whether ``count * length`` exceeds T (the last chunk has padding steps)."""
-        return self.count * self.length != self.steps
+        """Whether ``number * length`` exceeds T (the last chunk has padding steps)."""
+        return self.number * self.length != self.steps
 
 
 def time_chunks(steps: int, length: int) -> TimeChunks:
@@ -31,16 +31,16 @@ def time_chunks(steps: int, length: int) -> TimeChunks:
 
 
 def split_time(a: Array, chunks: TimeChunks) -> Array:
-    """(T, …) -> (count, length, …), zero-padding the end of the time axis."""
-    pad = chunks.count * chunks.length - a.shape[0]
+    """(T, …) -> (number, length, …), zero-padding the end of the time axis."""
+    pad = chunks.number * chunks.length - a.shape[0]
     if pad:
         a = jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)])
-    return a.reshape((chunks.count, chunks.length, *a.shape[1:]))
+    return a.reshape((chunks.number, chunks.length, *a.shape[1:]))
 
 
 def merge_time(a: Array, chunks: TimeChunks) -> Array:
-    """(count, length, …) -> (T, …): :func:`split_time` undone, padding dropped."""
-    return a.reshape((chunks.count * chunks.length, *a.shape[2:]))[: chunks.steps]
+    """(number, length, …) -> (T, …): :func:`split_time` undone, padding dropped."""
+    return a.reshape((chunks.number * chunks.length, *a.shape[2:]))[: chunks.steps]
 
 
 def split_valid(valid: Array | None, chunks: TimeChunks, batch: int) -> Array | None:

@@ -99,6 +99,7 @@ def precision_is_pinned() -> bool:
     import jax
     import torch
 
-    return jax.config.jax_default_matmul_precision == "highest" and all(
+    precision = jax.config.jax_default_matmul_precision  # type: ignore[attr-defined]
+    return precision == "highest" and all(
         s.fp32_precision == "ieee" for s in _torch_settings(torch)
     )
