@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from lstm_jax.common.arrays import to_numpy
+
 
 class NonFinite(NamedTuple):
     """Where the first non-finite value of a sequence batch sits.
@@ -36,12 +38,6 @@ class NonFinite(NamedTuple):
     count: int
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, by duck typing
-        x = x.detach().cpu()
-    return np.asarray(x)
-
-
 def find_nonfinite(
     x: Any, *, batch_first: bool = False, seq_lengths: Any = None
 ) -> NonFinite | None:
@@ -57,7 +53,7 @@ def find_nonfinite(
         TypeError: ``x`` is not a floating point array.
         ValueError: ``x`` is not 1-, 2- or 3-D, or ``seq_lengths`` does not fit it.
     """
-    array = _to_numpy(x)
+    array = to_numpy(x)
     if not np.issubdtype(array.dtype, np.floating):
         raise TypeError(f"find_nonfinite: expected a floating point input, got dtype {array.dtype}")
     if array.ndim not in (1, 2, 3):
@@ -74,7 +70,7 @@ def find_nonfinite(
         array = np.swapaxes(array, 0, 1)  # (T, B, I)
     bad = ~np.isfinite(array)
     if seq_lengths is not None:
-        lengths = np.atleast_1d(_to_numpy(seq_lengths))
+        lengths = np.atleast_1d(to_numpy(seq_lengths))
         if lengths.shape != (array.shape[1],) or not np.issubdtype(lengths.dtype, np.integer):
             raise ValueError(
                 f"find_nonfinite: expected ({array.shape[1]},) integer seq_lengths, got "

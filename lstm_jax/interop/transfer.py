@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstm_jax.common.arrays import flatten, to_numpy
 from lstm_jax.common.config import (
     LSTMConfig,
     check_param_shapes,
@@ -32,6 +33,7 @@ from lstm_jax.common.config import (
     modeler_param_shapes,
 )
 from lstm_jax.common.ties import find_ties
+from lstm_jax.core.dtypes import check_float64_allowed
 from lstm_jax.interop import leaf_rules
 from lstm_jax.interop.leaf_rules import LeafRule
 from lstm_jax.linen.cell import LSTMCell
@@ -51,25 +53,6 @@ for _layer, _kind in (
     (LSTMModeler, leaf_rules.TORCH_NAMED),
 ):
     leaf_rules.register_layer(_layer, _kind)
-
-
-def to_numpy(value: Any) -> np.ndarray:
-    """A torch tensor (any device, with or without grad), jax or numpy array -> numpy."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, by duck typing
-        value = value.detach().cpu()
-    return np.asarray(value)
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"lstm": {"weight_ih_l0": a}} -> {"lstm.weight_ih_l0": a}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -344,12 +327,7 @@ def _check_dtypes(arrays: Mapping[str, np.ndarray]) -> None:
     for key, array in arrays.items():
         if not np.issubdtype(array.dtype, np.floating):
             raise TypeError(f"{key}: expected a floating point array, got dtype {array.dtype}")
-        if array.dtype == np.float64 and not jax.config.jax_enable_x64:
-            raise ValueError(
-                f"{key} is float64 but JAX runs in 32-bit mode and would round it: enable "
-                f"float64 (jax.config.update('jax_enable_x64', True)) or convert the "
-                f"state dict to float32 first"
-            )
+        check_float64_allowed(array.dtype, key, ", or convert the state dict to float32 first")
 
 
 # --- the built-in models' state dicts ------------------------------------------------------
