@@ -414,3 +414,55 @@ def test_lecture_model_seq_lengths_bad_values() -> None:
             lstm_jax.fit(
                 model, variables, xs, ys, optimizer=optax.sgd(0.1), epochs=1, seq_lengths=lengths
             )
+
+
+def test_make_train_step_stateful_is_fit_stateful() -> None:
+    """A hand loop over make_train_step(stateful=True), passing each carry on, is one
+    epoch of fit(stateful=True)."""
+    xs, ys = stateful_windows(np.arange(120) * 5 % VOCAB, batch_size=4, window=5)
+    model = Stream()
+    variables = model.init(jax.random.key(0), xs[:4])
+    optimizer = optax.adam(0.02)
+    step = lstm_jax.make_train_step(model, optimizer, loss="cross_entropy", stateful=True)
+    state, opt_state, carry, total = variables, optimizer.init(variables["params"]), None, 0.0
+    for k in range(len(xs) // 4):
+        batch = slice(4 * k, 4 * k + 4)
+        state, opt_state, value, carry = step(state, opt_state, xs[batch], ys[batch], carry=carry)
+        total += float(value)
+    trained, losses = lstm_jax.fit(
+        model,
+        variables,
+        xs,
+        ys,
+        optimizer=optimizer,
+        epochs=1,
+        batch_size=4,
+        loss="cross_entropy",
+        stateful=True,
+        batch_first=True,
+    )
+    assert_close(losses, [total], TRAINING[F32], "make_train_step stateful: loss")
+    assert params_error(trained["params"], state["params"]) <= TRAINING[F32]
+
+
+def test_progress_bar_and_chunk_losses(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    xs, ys = regression_data()
+    model = Regressor()
+    variables = model.init(jax.random.key(1), xs[:2])
+    with caplog.at_level("INFO", logger="lstm_jax.train"):
+        _, losses = lstm_jax.fit(
+            model,
+            variables,
+            xs,
+            ys,
+            optimizer=optax.sgd(0.1),
+            epochs=2,
+            batch_size=5,
+            batch_first=True,
+            progress=True,
+        )
+    err = capsys.readouterr().err
+    assert "jax fit" in err and "2/2" in err, err
+    assert f"epoch 2 of 2: loss {losses[-1]:.6g}" in caplog.text
