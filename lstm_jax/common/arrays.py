@@ -56,7 +56,8 @@ def host_call_args(who: str, x: Any, state: Any, seq_lengths: Any) -> tuple[Any,
             host_tensor_to_numpy(state[0], who, "h_0"),
             host_tensor_to_numpy(state[1], who, "c_0"),
         )
-        state = type(state)(h, c) if hasattr(state, "_fields") else (h, c)  # LSTMState stays
+        named: Any = type(state)  # an LSTMState (a NamedTuple) stays one
+        state = named(h, c) if hasattr(state, "_fields") else (h, c)
     return (
         host_tensor_to_numpy(x, who, "input"),
         state,
