@@ -3,9 +3,13 @@ place), ``save_checkpoint`` / ``load_checkpoint`` and ``compare_with_torch``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import helpers
 import jax
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from flax import nnx
 
@@ -92,3 +96,152 @@ def test_fit_of_an_nnx_module_uses_fits_rng_for_dropout() -> None:
     _, model = pair(2, 5, 1, num_layers=3, dropout=0.5)
     no_dropout = lstm_jax.fit(model, None, xs, ys, optimizer=SGD(0.01), epochs=3, batch_size=3)[1]
     assert np.array_equal(no_dropout, runs["eval"])  # without rng: eval mode
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def _bitwise(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        np.asarray(a[k]).dtype == np.asarray(b[k]).dtype and np.array_equal(a[k], b[k]) for k in a
+    )
+
+
+def test_nnx_checkpoints_are_torchs_files_both_ways(tmp_path: Path) -> None:
+    tm, model = pair(2, 5, 3, num_layers=2, bidirectional=True, proj_size=2)
+    reference = {k: v.detach().numpy().copy() for k, v in tm.state_dict().items()}
+    path = tmp_path / "nnx.safetensors"
+    lstm_jax.save_checkpoint(path, model)
+    rebuilt = lstm_torch.load_checkpoint(path)  # the file's metadata is enough for torch
+    assert isinstance(rebuilt, lstm_torch.LSTMModeler)
+    assert _bitwise({k: v.numpy() for k, v in rebuilt.state_dict().items()}, reference)
+    plain = lstm_torch.LSTMModeler(2, 5, 3, num_layers=2, bidirectional=True, proj_size=2)
+    plain.load_state_dict(safetensors.torch.load_file(path), strict=True)
+    assert _bitwise({k: v.detach().numpy() for k, v in plain.state_dict().items()}, reference)
+
+    torch_path = tmp_path / "torch.safetensors"
+    lstm_torch.save_checkpoint(torch_path, tm)
+    _, fresh = pair(2, 5, 3, num_layers=2, bidirectional=True, proj_size=2)
+    fresh.load_state_dict({k: np.zeros_like(v) for k, v in reference.items()})
+    loaded, state = lstm_jax.load_checkpoint(torch_path, fresh)
+    assert loaded is fresh and isinstance(state, nnx.State)
+    assert _bitwise(fresh.state_dict(), reference)
+
+    linen_path = tmp_path / "linen.safetensors"  # a linen file into the NNX twin
+    linen_model, variables = lstm_jax.nnx.to_linen(model)
+    lstm_jax.save_checkpoint(linen_path, variables, linen_model)
+    twin = lstm_jax.nnx.LSTMModeler(
+        2, 5, 3, num_layers=2, bidirectional=True, proj_size=2, rngs=nnx.Rngs(5)
+    )
+    lstm_jax.load_checkpoint(linen_path, twin)
+    assert _bitwise(twin.state_dict(), reference)
+
+
+def test_nnx_checkpoint_of_another_configuration_is_refused_unchanged(tmp_path: Path) -> None:
+    _, model = pair(2, 5, 3)
+    path = tmp_path / "a.safetensors"
+    lstm_jax.save_checkpoint(path, model)
+    other = lstm_jax.nnx.LSTMModeler(2, 6, 3, rngs=nnx.Rngs(0))
+    before = other.state_dict()
+    with pytest.raises(lstm_jax.CheckpointError, match="hidden_layer_size: 5 vs 6"):
+        lstm_jax.load_checkpoint(path, other)
+    assert _bitwise(other.state_dict(), before)
+    lstm = lstm_jax.nnx.LSTM(2, 5, rngs=nnx.Rngs(0))
+    with pytest.raises(lstm_jax.CheckpointError, match="another configuration"):
+        lstm_jax.load_checkpoint(path, lstm)
+
+
+class TorchNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(9, 3)
+        self.rnn = torch.nn.LSTM(3, 4, batch_first=True)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embed(tokens))
+        return self.head(out[:, -1])
+
+
+class NNXNet(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs) -> None:
+        self.embed = nnx.Embed(9, 3, rngs=rngs)
+        self.rnn = lstm_jax.nnx.LSTM(3, 4, batch_first=True, rngs=rngs)
+        self.head = nnx.Linear(4, 2, rngs=rngs)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        out, _ = self.rnn(self.embed(tokens))
+        return self.head(out[:, -1])
+
+
+def test_own_nnx_model_round_trips_through_torch_checkpoints(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    torch_net = TorchNet()
+    reference = {k: v.detach().numpy().copy() for k, v in torch_net.state_dict().items()}
+    model = NNXNet(nnx.Rngs(0))
+    path = tmp_path / "own.safetensors"
+    lstm_torch.save_checkpoint(path, torch_net)
+    lstm_jax.load_checkpoint(path, model)
+    assert _bitwise(lstm_jax.nnx.state_dict(model), reference)
+    back = tmp_path / "back.safetensors"
+    lstm_jax.save_checkpoint(back, model)
+    fresh = TorchNet()
+    fresh.load_state_dict(safetensors.torch.load_file(back), strict=True)
+    assert _bitwise({k: v.detach().numpy() for k, v in fresh.state_dict().items()}, reference)
+    with pytest.raises(lstm_jax.CheckpointError, match="kind"):
+        lstm_jax.load_checkpoint(back, lstm_jax.nnx.LSTM(3, 4, rngs=nnx.Rngs(0)))
+
+
+# --- compare_with_torch -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_compare_with_torch_takes_the_nnx_modeler_and_leaves_both_as_they_were(dtype: type) -> None:
+    with helpers.x64_if(dtype):
+        torch.manual_seed(0)
+        tm = lstm_torch.LSTMModeler(2, 5, 3, num_layers=2)
+        tm = tm.double() if dtype == np.float64 else tm
+        model = lstm_jax.nnx.LSTMModeler(2, 5, 3, num_layers=2, param_dtype=dtype, rngs=nnx.Rngs(0))
+        model.load_state_dict(tm.state_dict())
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((6, 4, 2)).astype(dtype)
+        h0 = rng.standard_normal((2, 4, 5)).astype(dtype)
+        stored, torch_stored = model.hidden_cell, tm.hidden_cell
+        params = model.state_dict()
+        report = lstm_jax.compare_with_torch(tm, model, x, initial_state=(h0, h0))
+    assert report.ok, str(report)
+    names = {d.name for d in report.differences}
+    assert {"output[1].h", "output[1].c", "grad args[0]", "grad h_0", "grad linear.weight"} <= names
+    assert "nnx.LSTMModeler" in str(report)
+    assert all(np.array_equal(a, b) for a, b in zip(model.hidden_cell, stored, strict=True))
+    assert tm.hidden_cell is torch_stored
+    assert model.lstm.deterministic is False  # still in training mode: the copy ran in eval
+    assert _bitwise(model.state_dict(), params)
+
+
+def test_compare_with_torch_on_nnx_models_catches_a_swapped_gate() -> None:
+    torch.manual_seed(0)
+    torch_lstm = torch.nn.LSTM(3, 4, bidirectional=True)
+    model = lstm_jax.nnx.LSTM(3, 4, bidirectional=True, rngs=nnx.Rngs(0))
+    sd = {k: v.detach().numpy().copy() for k, v in torch_lstm.state_dict().items()}
+    model.load_state_dict(sd)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    assert lstm_jax.compare_with_torch(torch_lstm, model, x).ok
+    w = sd["weight_hh_l0_reverse"]
+    model.load_state_dict({**sd, "weight_hh_l0_reverse": np.concatenate([w[4:8], w[:4], w[8:]])})
+    report = lstm_jax.compare_with_torch(torch_lstm, model, x)
+    assert not report.ok and not report.forward.ok
+
+
+def test_compare_with_torch_takes_an_own_nnx_model_with_integer_inputs() -> None:
+    torch.manual_seed(0)
+    torch_net = TorchNet()
+    model = NNXNet(nnx.Rngs(0))
+    lstm_jax.nnx.load_state_dict(model, torch_net.state_dict())
+    tokens = np.random.default_rng(0).integers(0, 9, (3, 7))
+    report = lstm_jax.compare_with_torch(torch_net, model, tokens)
+    assert report.ok, str(report)
+    assert "grad embed.weight" in {d.name for d in report.differences}
+    assert not any(
+        d.name == "grad args[0]" for d in report.differences
+    )  # tokens: not differentiated

@@ -27,9 +27,11 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 
 from lstm_jax.common import checkpoint_format as fmt
 from lstm_jax.common.checkpoint_format import MODEL, CheckpointError, CheckpointSpec, PathLike
+from lstm_jax.interop.nnx_checkpoint import load_nnx, save_nnx
 from lstm_jax.interop.transfer import params_from_torch, params_to_torch
 from lstm_jax.linen.modules import LSTM, LSTMModeler
 
@@ -59,7 +61,7 @@ def model_spec(
 def save_checkpoint(
     path: PathLike,
     variables: Mapping[str, Any],
-    model: Model,
+    model: Model = None,
     *,
     example: Sequence[Any] | None = None,
     tied: Mapping[str, str] | None = None,
@@ -79,11 +81,19 @@ def save_checkpoint(
         tied: ``{torch key: key it shares}``, the torch model's ties where the Flax
             model holds the tensor once; recorded in the file.
 
+    A Flax NNX module holds its parameters: ``save_checkpoint(path, nnx_module)``
+    (see :mod:`lstm_jax.interop.nnx_checkpoint`).
+
     Raises:
         ValueError: keys or shapes that do not fit ``model`` (naming each).
         TypeError: parameters that are not all float32 or all float64.
         FileNotFoundError: the directory does not exist.
     """
+    if isinstance(variables, nnx.Module) and model is None and not tied:
+        save_nnx(path, variables)
+        return
+    if model is None:
+        raise TypeError("save_checkpoint: expected the Flax model the variables belong to")
     builtin = isinstance(model, LSTM | LSTMModeler)
     if builtin and tied:
         raise ValueError(f"save_checkpoint: {type(model).__name__} has no tied weights")
@@ -123,7 +133,9 @@ def load_checkpoint(
             :func:`params_from_torch` (not needed for the built-in models).
 
     Returns:
-        ``(model, variables)``; the arrays are bitwise those saved.
+        ``(model, variables)``; the arrays are bitwise those saved. For a Flax NNX
+        ``model`` the tensors are written into it (strictly, all or nothing) and the
+        variables are ``nnx.state(model)``.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -131,6 +143,8 @@ def load_checkpoint(
             one saved from another configuration than ``model``'s.
         ValueError: a float64 checkpoint while JAX runs in 32-bit mode (it would be rounded).
     """
+    if isinstance(model, nnx.Module):
+        return load_nnx(path, model)
     spec, arrays = fmt.load(path)
     if spec.kind == MODEL and model is None:
         raise CheckpointError(

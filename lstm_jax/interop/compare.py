@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from lstm_jax.common.config import check_param_shapes
 from lstm_jax.common.ties import find_ties
@@ -178,7 +179,9 @@ def compare_with_torch(
             ``forward``) pairs with a Flax model taking ``seq_lengths``: give both the
             lengths as the same argument.
         flax_model: the Flax (linen) model; it should be deterministic when called
-            with ``args`` (e.g. its ``deterministic`` defaults to True).
+            with ``args`` (e.g. its ``deterministic`` defaults to True). A Flax NNX
+            module holds its parameters: ``compare_with_torch(torch_model, module, *args)``,
+            no variables (see :mod:`lstm_jax.interop.nnx_compare`).
         variables: the Flax model's ``{"params": ...}``, of the torch model's dtype.
         args, kwargs: the call's arguments, the same for both models: numpy, JAX or
             torch arrays (floating ones of the parameters' dtype), and anything else
@@ -194,6 +197,18 @@ def compare_with_torch(
     import torch  # the torch extra
 
     from lstm_torch import LSTMModeler as TorchModeler
+
+    if isinstance(flax_model, nnx.Module):  # it holds its parameters: variables is args[0]
+        from lstm_jax.interop.nnx_compare import compare_nnx_with_torch
+
+        return compare_nnx_with_torch(
+            torch_model,
+            flax_model,
+            (variables, *args),
+            kwargs,
+            initial_state=initial_state,
+            seed=seed,
+        )
 
     pairs = ((torch.nn.LSTM, LSTM, "LSTM"), (TorchModeler, LSTMModeler, "LSTMModeler"))
     if any(isinstance(torch_model, t) or isinstance(flax_model, j) for t, j, _ in pairs):

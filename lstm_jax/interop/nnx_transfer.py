@@ -56,10 +56,12 @@ class IncompatibleKeys(NamedTuple):
 
 
 class TorchLeaf(NamedTuple):
-    """One torch parameter of an NNX model: its ``nnx.Param`` and its leaf rule."""
+    """One torch parameter of an NNX model: its ``nnx.Param``, its leaf rule and its path
+    in the module (as ``nnx.split`` / ``nnx.iter_graph`` give it)."""
 
     variable: nnx.Variable
     rule: leaf_rules.LeafRule
+    path: Path
 
 
 def _rank(parent: Any, key: Any) -> int:
@@ -102,7 +104,7 @@ def torch_leaves(module: nnx.Module) -> dict[str, TorchLeaf]:
         key = leaf_rules.torch_prefix(map(str, path[:-1])) + rule.torch_name
         if key in leaves:
             raise ValueError(f"state_dict: two parameters map to the torch key {key!r}")
-        leaves[key] = TorchLeaf(variables[path], rule)
+        leaves[key] = TorchLeaf(variables[path], rule, path)
     return leaves
 
 
@@ -177,3 +179,11 @@ def load_state_dict(
     for key, value in values.items():
         leaves[key].variable.set_value(value)
     return IncompatibleKeys(missing, unexpected)
+
+
+def variable_at(module: nnx.Module, path: Path) -> nnx.Variable:
+    """The variable at ``path`` (a :class:`TorchLeaf`'s) in ``module`` or a copy of it."""
+    node: Any = module
+    for part in path:
+        node = node[part] if isinstance(part, int) else getattr(node, part)
+    return node

@@ -1,0 +1,64 @@
+"""Checkpoints of Flax NNX modules: the same safetensors files, under torch's keys.
+
+``lstm_jax.save_checkpoint(path, module)`` / ``lstm_jax.load_checkpoint(path, module)``
+come here for an ``nnx.Module``. Generic over ``flax.nnx``: a module carrying an
+``LSTMConfig`` as ``config`` is recorded as the built-in kind it mirrors
+(``"LSTMModeler"`` with ``output_size``, else ``"LSTM"``), so ``lstm_torch.load_checkpoint``
+rebuilds the torch model from the file alone; any other module is kind ``"model"``.
+Loading writes the tensors into the module (all or nothing, bitwise).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from lstm_jax.common import checkpoint_format as fmt
+from lstm_jax.common.checkpoint_format import MODEL, CheckpointError, CheckpointSpec, PathLike
+from lstm_jax.common.config import LSTMConfig
+from lstm_jax.interop.nnx_transfer import load_state_dict, state_dict, torch_leaves
+
+
+def nnx_spec(module: nnx.Module, dtype: Any) -> CheckpointSpec:
+    """The checkpoint spec of an NNX module (see the module docstring)."""
+    config = getattr(module, "config", None)
+    if isinstance(config, LSTMConfig) and config.input_size is not None:
+        output_size = getattr(module, "output_size", None)
+        if isinstance(output_size, int):
+            return CheckpointSpec("LSTMModeler", config, output_size, np.dtype(dtype))
+        return CheckpointSpec("LSTM", config, None, np.dtype(dtype))
+    return CheckpointSpec(MODEL, None, None, np.dtype(dtype), type(module).__name__, {})
+
+
+def save_nnx(path: PathLike, module: nnx.Module) -> None:
+    """Write ``module``'s parameters to ``path`` (safetensors, atomically)."""
+    arrays = state_dict(module)
+    dtype = fmt.common_dtype(arrays, "save_checkpoint")
+    fmt.save(path, arrays, nnx_spec(module, dtype))
+
+
+def load_nnx(path: PathLike, module: nnx.Module) -> tuple[nnx.Module, nnx.State]:
+    """Read ``path`` into ``module``'s parameters; return ``(module, nnx.state(module))``.
+
+    Raises:
+        CheckpointError: a file of another configuration or kind than the module's.
+        ValueError / TypeError: as ``load_state_dict`` (keys, shapes, dtypes).
+    """
+    spec, arrays = fmt.load(path)
+    own = nnx_spec(module, spec.dtype)
+    if (spec.kind == MODEL) != (own.kind == MODEL):
+        raise CheckpointError(
+            path,
+            f"saved with another configuration than the model's (file vs model): "
+            f"kind: {spec.kind} vs {own.kind} ({type(module).__name__})",
+        )
+    if spec.kind != MODEL:
+        fmt.check_fits(spec, own, path)
+    expected = torch_leaves(module)
+    for alias, key in (spec.tied or {}).items():  # a tie stored once, held twice here
+        if alias in expected and alias not in arrays and key in arrays:
+            arrays[alias] = arrays[key]
+    load_state_dict(module, arrays, strict=True)
+    return module, nnx.state(module)
