@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -200,7 +200,7 @@ def _wave_fwd(unroll, chunk, recompute, group, xs, masks, valid, h0, c0):
     else:  # keep only each chunk's starting cell states (their h are in hs)
         chunks = time_chunks(jax.tree.leaves(xs)[0].shape[0], chunk)
 
-        def one_chunk(carry: States, inputs: tuple) -> tuple[States, tuple]:
+        def one_chunk(carry: States, inputs: Any) -> tuple[States, tuple]:
             xs_k, valid_k, masks_k = inputs
             hs_k, final, _ = forward(group, xs_k, carry, valid_k, masks_k, unroll)
             return final, (hs_k, tuple(s.c for s in carry))
@@ -213,7 +213,7 @@ def _wave_fwd(unroll, chunk, recompute, group, xs, masks, valid, h0, c0):
 
 def _weight_gradients(
     group: Group,
-    xs: object,
+    xs: Any,
     h_prev: tuple,
     masks: tuple | None,
     d_z: tuple,
@@ -265,6 +265,7 @@ def _wave_bwd(unroll, chunk, recompute, residuals, cotangents):
         )
         grads = _weight_gradients(group, xs_k, h_prev_k, masks_k, d_z, d_h, saved_k)
         sums = jax.tree.map(jnp.add, sums, grads)
+        d_xs: Array | tuple[Array, ...]
         if group.chained:
             d_xs = _input_cotangent(group.cells[0], d_z[0])
         else:
@@ -372,7 +373,7 @@ def lstm(
         cells = tuple(step_weights(cell_params(params, layer, 0)) for layer in range(L))
         steps = T + L - 1
         masks = None
-        if use_dropout:
+        if use_dropout and dropout_rng is not None:
             shape = (T, B, cells[0].hidden_out)
             scales = _dropout_scales(dropout_rng, config.dropout, shape, x.dtype, L)
             masks = tuple(_delayed(m, layer, steps) for layer, m in enumerate(scales, start=1))
@@ -385,17 +386,18 @@ def lstm(
         out = out if valid_t is None else jnp.where(valid_t, out, 0)
         return out, _stacked_states(final)
 
-    finals, layer_input = [], x
+    finals: list[LSTMState] = []
+    layer_input = x
     valid = (_step_valid(T, 0, seq_lengths, T),) * 2
     for layer in range(L):
-        if layer > 0 and use_dropout:
+        if layer > 0 and use_dropout and dropout_rng is not None:
             dropout_rng, key = jax.random.split(dropout_rng)
             layer_input = dropout(key, layer_input, config.dropout)
         cells = tuple(step_weights(cell_params(params, layer, d)) for d in (0, 1))
-        xs = (layer_input, reverse_padded(layer_input, seq_lengths))
+        streams = (layer_input, reverse_padded(layer_input, seq_lengths))
         state = tuple(states[2 * layer : 2 * layer + 2])
         hs, final = run_group(
-            Group(cells, chained=False), xs, state, valid, None, unroll=unroll, remat=remat
+            Group(cells, chained=False), streams, state, valid, None, unroll=unroll, remat=remat
         )
         out = jnp.concatenate([hs[0], reverse_padded(hs[1], seq_lengths)], axis=-1)
         layer_input = out if valid_t is None else jnp.where(valid_t, out, 0)
