@@ -22,6 +22,11 @@ modules and functions that take them link here.
 - ``"cudnn"``: cuDNN's LSTM through ``jax.experimental.rnn`` on a CUDA GPU (several
   layers and both directions in one call), its reference implementation elsewhere;
   float32, no projections, no remat. (:mod:`lstm_jax.core.cudnn`)
+- ``"wavefront"``: the whole stack at once (:mod:`lstm_jax.core.wavefront`): a
+  unidirectional stack's layers advance diagonally in one scan (layer l at step t with
+  layer l+1 at step t-1: T + L - 1 sequential steps instead of L*T); a bidirectional
+  layer runs both directions in one scan (L*T steps instead of 2*L*T). Hand-written
+  backward, ``seq_lengths``, dropout, projections and ``remat`` as ``"custom_vjp"``.
 - ``"auto"`` (default): ``"custom_vjp"``, on every backend. It picks another path only
   once a run recorded in ``benchmarks/`` shows that path correct and faster for the
   case; no GPU run has been recorded yet, so cuDNN is used only when asked for.
