@@ -65,8 +65,17 @@ class TorchCheckpoints:
         epochs = self._epochs()
         if not epochs:
             return None
-        payload = torch.load(self.path(epochs[-1]), map_location="cpu", weights_only=True)
-        check_fingerprint(json.loads(payload["fingerprint"]), self.fingerprint, str(self.directory))
+        path = self.path(epochs[-1])
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            saved = json.loads(payload["fingerprint"])
+        except Exception as error:  # not one of ours (the file itself is always complete)
+            raise ValueError(
+                f"checkpoint_dir {str(self.directory)!r}: {path.name} is not a checkpoint of "
+                f"lstm_torch.fit (unreadable, or without a fingerprint); pass another "
+                f"checkpoint_dir"
+            ) from error
+        check_fingerprint(saved, self.fingerprint, str(self.directory))
         return payload
 
     def save(

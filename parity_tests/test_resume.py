@@ -333,3 +333,20 @@ def test_train_state_resumes_as_a_train_state(tmp_path: Path) -> None:
     assert isinstance(again, TrainState) and int(again.step) == int(first.step) == 15
     np.testing.assert_array_equal(again_losses, losses)
     assert_same(again, first)
+
+
+def test_foreign_checkpoints_are_refused(tmp_path: Path) -> None:
+    """A directory holding another program's checkpoints is not resumed from."""
+    import orbax.checkpoint as ocp
+
+    xs, ys = data()
+    with ocp.CheckpointManager(tmp_path / "orbax") as manager:
+        manager.save(3, args=ocp.args.Composite(other=ocp.args.StandardSave({"w": np.ones(2)})))
+    with pytest.raises(ValueError, match=re.escape("is not a checkpoint of lstm_jax.fit")):
+        lstm_jax.fit(MODEL, variables(), xs, ys, **OPTIONS, checkpoint_dir=tmp_path / "orbax")
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "epoch_00000002.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=re.escape("is not a checkpoint of lstm_torch.fit")):
+        lstm_torch.fit(
+            lstm_torch.LSTMModeler(2, 6, 1), xs, ys, **OPTIONS, checkpoint_dir=tmp_path / "torch"
+        )

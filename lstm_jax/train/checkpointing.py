@@ -68,9 +68,19 @@ class Checkpoints:
         epoch = self.manager.latest_step()
         if epoch is None:
             return None
-        meta = self.manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        meta = meta.meta
-        check_fingerprint(meta["fingerprint"], self.fingerprint, self.directory)
+        try:
+            restored = self.manager.restore(
+                epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )
+            meta = restored.meta
+            saved = meta["fingerprint"]
+        except Exception as error:  # another program's Orbax checkpoint, or none at all
+            raise ValueError(
+                f"checkpoint_dir {self.directory!r}: step {epoch} is not a checkpoint of "
+                f"lstm_jax.fit (no readable 'meta' item with a fingerprint); pass another "
+                f"checkpoint_dir"
+            ) from error
+        check_fingerprint(saved, self.fingerprint, self.directory)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         restored = self.manager.restore(
             epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
