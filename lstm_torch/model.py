@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from lstm_jax.common.config import LSTMConfig, check_input, check_seq_lengths, check_state
+from lstm_jax.common.numbers import check_positive_int
 
 
 class LSTMModeler(nn.Module):
@@ -57,8 +58,7 @@ class LSTMModeler(nn.Module):
             bidirectional=bidirectional,
             proj_size=proj_size,
         )
-        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
-            raise ValueError(f"output_size must be a positive int, got {output_size!r}")
+        check_positive_int("output_size", output_size)
         self.hidden_layer_size = hidden_layer_size
         self.lstm = nn.LSTM(input_size, hidden_layer_size, **self.config.lstm_options())
         self.linear = nn.Linear(self.config.num_directions * self.config.output_size, output_size)

@@ -59,6 +59,7 @@ from lstm_jax.common.config import (
     check_param_shapes,
     modeler_param_shapes,
 )
+from lstm_jax.common.numbers import check_positive_int
 from lstm_jax.common.version import __version__
 
 FORMAT = "lstm-jax.checkpoint"
@@ -126,9 +127,7 @@ class CheckpointSpec:
         elif self.config.input_size is None:
             raise ValueError("a checkpoint's config needs its input_size")
         if self.kind == "LSTMModeler":
-            out = self.output_size
-            if isinstance(out, bool) or not isinstance(out, int) or out < 1:
-                raise ValueError(f"output_size must be a positive int, got {out!r}")
+            check_positive_int("output_size", self.output_size)
         elif self.output_size is not None:
             raise ValueError(f"an LSTM has no output_size, got {self.output_size!r}")
         if np.dtype(self.dtype) not in DTYPES:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from lstm_jax.common.arrays import flatten
+from lstm_jax.common.numbers import check_int
 
 DIRECTION_SUFFIXES = ("", "_reverse")
 # ``torch.nn.LSTM``'s keyword options after (input_size, hidden_size), in its order.
@@ -49,10 +50,10 @@ class LSTMConfig:
     proj_size: int = 0
 
     def __post_init__(self) -> None:
-        _check_positive_int("hidden_size", self.hidden_size)
+        check_int("hidden_size", self.hidden_size)
         if self.input_size is not None:
-            _check_positive_int("input_size", self.input_size)
-        _check_positive_int("num_layers", self.num_layers)
+            check_int("input_size", self.input_size)
+        check_int("num_layers", self.num_layers)
         if not isinstance(self.proj_size, int) or isinstance(self.proj_size, bool):
             raise TypeError(
                 f"proj_size should be of type int, got: {type(self.proj_size).__name__}"
@@ -129,13 +130,6 @@ class LSTMConfig:
         if batch_size is not None:
             lead = (*lead, batch_size)
         return (*lead, self.output_size), (*lead, self.hidden_size)
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be greater than or equal to 1, got {value}")
 
 
 @dataclass(frozen=True)
@@ -386,7 +380,7 @@ def lstm_cell_param_shapes(
     hidden_size: int, input_size: int | None, bias: bool = True
 ) -> dict[str, tuple[int, ...]]:
     """``torch.nn.LSTMCell``'s parameter names (no layer suffix) mapped to their shapes."""
-    _check_positive_int("hidden_size", hidden_size)
+    check_int("hidden_size", hidden_size)
     if input_size is None:
         raise ValueError("input_size is unknown: pass it or infer it from the input")
     shapes = {

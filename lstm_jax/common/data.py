@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from lstm_jax.common.numbers import check_positive_int
+
 LOSSES = ("mse", "cross_entropy")
 
 
@@ -55,12 +57,6 @@ class BatchPlan:
         """One epoch's order (n,) -> the index arrays of its batches, in order."""
         edges = range(0, self.n, self.batch_size)
         return [order[i : i + self.batch_size] for i in edges]
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def check_loss(loss: Any) -> Any:

@@ -1,5 +1,4 @@
-"""Checks of integer arguments, with torch's exception types: TypeError for a value that is
-not an int (bools included), ValueError for one out of range."""
+"""The check of integer arguments (numpy only): one function for every ``int >= least``."""
 
 from __future__ import annotations
 
@@ -9,20 +8,29 @@ import numpy as np
 
 
 def check_int(
-    name: str, value: Any, *, least: int = 1, who: str | None = None, below: str | None = None
+    name: str, value: Any, *, least: int = 1, who: str | None = None, phrase: str | None = None
 ) -> int:
-    """``value`` as an int, if it is an int >= ``least``.
+    """``value`` as an int, if it is an int (not a bool) >= ``least``.
 
     Arguments:
         name: the argument's name in the messages.
         least: the smallest allowed value.
-        who: the function or class to name first ("LSTM: expected an int remat, got
-            float"); without it, torch's own wording ("num_layers should be of type int,
-            got: float", "num_layers must be greater than or equal to 1, got 0").
-        below: the ValueError's phrase instead of "must be greater than or equal to
-            {least}" (e.g. "must be a positive int"), without ``who``.
+        who: the function or class to name first; the errors are then torch's types,
+            TypeError for a non-int, ValueError below ``least`` ("LSTM: expected an int
+            remat, got float", "LSTM: expected remat >= 0, got -1").
+        phrase: one ValueError for any bad value, ``f"{name} {phrase}, got {value!r}"``
+            (e.g. "output_size must be a positive int, got 2.0").
+
+    Without ``who`` or ``phrase``: torch's own wording and types ("num_layers should be
+    of type int, got: float" TypeError, "num_layers must be greater than or equal to 1,
+    got 0" ValueError).
     """
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    not_int = isinstance(value, bool) or not isinstance(value, int | np.integer)
+    if phrase is not None:
+        if not_int or value < least:
+            raise ValueError(f"{name} {phrase}, got {value!r}")
+        return int(value)
+    if not_int:
         got = type(value).__name__
         raise TypeError(
             f"{who}: expected an int {name}, got {got}"
@@ -32,6 +40,10 @@ def check_int(
     if value < least:
         if who:
             raise ValueError(f"{who}: expected {name} >= {least}, got {value}")
-        bound = below or f"must be greater than or equal to {least}"
-        raise ValueError(f"{name} {bound}, got {value}")
+        raise ValueError(f"{name} must be greater than or equal to {least}, got {value}")
     return int(value)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` as an int >= 1, else ValueError "{name} must be a positive int, got ..."."""
+    return check_int(name, value, phrase="must be a positive int")

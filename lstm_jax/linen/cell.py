@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm_jax.common.config import lstm_cell_param_shapes
+from lstm_jax.common.numbers import check_int
 from lstm_jax.core import cell
 from lstm_jax.core.init import lstm_init
 from lstm_jax.core.layout import check_cell_call, check_param_dtype, dtype_of
@@ -48,9 +49,7 @@ class LSTMCell(nn.Module):
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
-        size = self.hidden_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"{WHO}: expected hidden_size a positive int, got {size!r}")
+        check_int(f"{WHO}: expected hidden_size", self.hidden_size, phrase="a positive int")
         if not isinstance(self.bias, bool):
             raise TypeError(f"{WHO}: expected bias a bool, got {self.bias!r}")
         check_param_dtype(self.param_dtype, WHO)

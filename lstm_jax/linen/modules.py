@@ -27,6 +27,7 @@ from lstm_jax.common.config import (
     modeler_param_shapes,
     params_of,
 )
+from lstm_jax.common.numbers import check_positive_int
 from lstm_jax.core import LSTMState
 from lstm_jax.core.init import linear_init, lstm_init
 from lstm_jax.core.layout import (
@@ -239,9 +240,7 @@ class LSTMModeler(nn.Module):
     def __post_init__(self) -> None:
         self.config  # noqa: B018 - validates the options at construction
         check_options(self.impl, self.remat, self.unroll, "LSTMModeler")
-        output_size = self.output_size
-        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
-            raise ValueError(f"output_size must be a positive int, got {output_size!r}")
+        check_positive_int("output_size", self.output_size)
         check_param_dtype(self.param_dtype, "LSTMModeler")
         built_by_user = _built_by_user(self)
         super().__post_init__()

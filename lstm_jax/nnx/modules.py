@@ -22,6 +22,7 @@ from flax import nnx
 
 from lstm_jax import core
 from lstm_jax.common.config import LSTMConfig
+from lstm_jax.common.numbers import check_positive_int
 from lstm_jax.core import LSTMState
 from lstm_jax.core.init import linear_init, lstm_init
 from lstm_jax.core.layout import (
@@ -141,7 +142,7 @@ class LSTM(TorchStateDict, nnx.Module):
         rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
     ) -> tuple[jax.Array, LSTMState]:
         config = self.config
-        call = check_call(config, x, hx, seq_lengths, config.input_size)
+        call = check_call(config, x, hx, seq_lengths, self.input_size)
         training = not (self.deterministic if deterministic is None else deterministic)
         key = dropout_key(self.rngs, rngs, "LSTM") if uses_dropout(config, training) else None
         params = self.params()
@@ -175,8 +176,7 @@ class Linear(TorchStateDict, nnx.Module):
         rngs: nnx.Rngs,
     ) -> None:
         for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Linear: {name} must be a positive int, got {value!r}")
+            check_positive_int(f"Linear: {name}", value)
         check_param_dtype(param_dtype, "Linear")
         self.in_features, self.out_features = in_features, out_features
         init = linear_init(in_features)
@@ -265,8 +265,7 @@ class LSTMModeler(TorchStateDict, nnx.Module):
         remat: int = 0,
         rngs: nnx.Rngs,
     ) -> None:
-        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
-            raise ValueError(f"output_size must be a positive int, got {output_size!r}")
+        check_positive_int("output_size", output_size)
         self.lstm = LSTM(
             input_size,
             hidden_layer_size,
@@ -290,8 +289,8 @@ class LSTMModeler(TorchStateDict, nnx.Module):
         self._hidden_cell = HiddenCell(self.zero_hidden_cell())
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "hidden_cell":  # the lecture's `model.hidden_cell = (h, c)`
-            self._hidden_cell.set_value(stored_hidden_cell(value))
+        if name == "hidden_cell":  # NNX's own __setattr__ would refuse data in an attribute
+            object.__setattr__(self, name, value)  # the property's setter
             return
         super().__setattr__(name, value)
 
@@ -300,9 +299,13 @@ class LSTMModeler(TorchStateDict, nnx.Module):
         """The stored (h, c) (an ``LSTMState``), or None (zeros at the next call)."""
         return self._hidden_cell.get_value()
 
+    @hidden_cell.setter
+    def hidden_cell(self, value: Any) -> None:  # the lecture's `model.hidden_cell = (h, c)`
+        self._hidden_cell.set_value(stored_hidden_cell(value))
+
     def zero_hidden_cell(self, batch_size: int = 1) -> LSTMState:
         """Zeros (h, c) of (D*L, B, H_out) and (D*L, B, H) in the parameters' dtype."""
-        dtype = self.lstm.weight_ih_l0.get_value().dtype
+        dtype = self.lstm.params()["weight_ih_l0"].dtype
         h_shape, c_shape = self.config.state_shapes(batch_size)
         return LSTMState(jnp.zeros(h_shape, dtype), jnp.zeros(c_shape, dtype))
 
