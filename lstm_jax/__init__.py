@@ -31,6 +31,7 @@ _EXPORTS = {
     "load_checkpoint": "lstm_jax.interop.checkpoint",
     "ParityReport": "lstm_jax.interop.compare",
     "compare_with_torch": "lstm_jax.interop.compare",
+    "streaming_step": "lstm_jax.linen.streaming",
     "fit": "lstm_jax.train.loop",
     "make_train_step": "lstm_jax.train.loop",
     "as_optax": "lstm_jax.train.optimizers",
@@ -61,6 +62,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
     "load_checkpoint",
     "ParityReport",
     "compare_with_torch",
+    "streaming_step",
     "fit",
     "make_train_step",
     "as_optax",
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
     from lstm_jax.interop.transfer import params_from_torch, params_to_torch
     from lstm_jax.linen.cell import LSTMCell
     from lstm_jax.linen.modules import LSTM, Linear, LSTMModeler
+    from lstm_jax.linen.streaming import streaming_step
     from lstm_jax.train.loop import fit, make_train_step
     from lstm_jax.train.optimizers import as_optax
 

@@ -1,0 +1,91 @@
+"""``lstm_jax.streaming_step(model, variables)``: a linen LSTM or LSTMModeler as a lean
+one-step-per-call function, the state carried by the caller (:mod:`lstm_jax.core.streaming`).
+
+    step = lstm_jax.streaming_step(model, variables)
+    state = step.zero_state(batch_size)        # or pass None on the first call
+    for x_t in stream:                         # x_t (B, I)
+        y_t, state = step(x_t, state)          # LSTM: (B, H_out); LSTMModeler: (B, O)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lstm_jax.common.config import LSTMConfig, check_param_shapes
+from lstm_jax.core.state import LSTMState
+from lstm_jax.core.streaming import check_streamable, linear_head, make_step
+from lstm_jax.linen.modules import LSTM, LSTMModeler
+
+Array = jax.Array
+WHO = "streaming_step"
+
+
+class StreamingStep:
+    """One time step per call of a unidirectional stack, weights bound at construction.
+
+    Call ``(x_t, state=None)``: ``x_t`` (B, I); ``state`` ``(h, c)`` of (L, B, H_out) and
+    (L, B, H), zeros when None. Returns the step's output (the LSTM's (B, H_out), the
+    modeler's prediction (B, O)) and the next ``LSTMState``. The state passed in is
+    donated to the computation (its buffers are reused): keep the returned one, not it.
+    The weights are constants of the compiled step; new weights need a new step.
+    """
+
+    def __init__(self, config: LSTMConfig, params: Mapping[str, Any], head: Any = None):
+        self.config = config
+        self._dtype = jnp.result_type(*jax.tree.leaves(params))
+        self._step = make_step(params, config, head, who=WHO)
+
+    def zero_state(self, batch_size: int) -> LSTMState:
+        """Zeros of shapes (L, B, H_out) and (L, B, H)."""
+        h_shape, c_shape = self.config.state_shapes(batch_size)
+        return LSTMState(jnp.zeros(h_shape, self._dtype), jnp.zeros(c_shape, self._dtype))
+
+    def __call__(self, x_t: Any, state: Any = None) -> tuple[Array, LSTMState]:
+        if state is None:
+            state = self.zero_state(np.shape(x_t)[0])
+        y, h, c = self._step(x_t, state[0], state[1])
+        return y, LSTMState(h, c)
+
+
+def _params_of(variables: Any) -> Mapping[str, Any]:
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        got = sorted(variables) if isinstance(variables, Mapping) else type(variables).__name__
+        raise ValueError(f"{WHO}: expected variables as {{'params': ...}}, got {got}")
+    return variables["params"]
+
+
+def streaming_step(model: LSTM | LSTMModeler, variables: Mapping[str, Any]) -> StreamingStep:
+    """A lean step function of ``model`` with ``variables`` bound (see :class:`StreamingStep`).
+
+    Arguments:
+        model: a unidirectional :class:`~lstm_jax.LSTM` or :class:`~lstm_jax.LSTMModeler`.
+        variables: its ``{"params": ...}`` (e.g. from ``init`` or ``params_from_torch``).
+    """
+    params = _params_of(variables)
+    if isinstance(model, LSTM | LSTMModeler):
+        check_streamable(model.config, WHO)
+    if isinstance(model, LSTMModeler):
+        config, head_params = model.config, params.get("linear", {})
+        params = params.get("lstm", {})
+        check_param_shapes(
+            {"weight": (model.output_size, config.output_size)},
+            {k: np.shape(v) for k, v in head_params.items() if k == "weight"},
+            f"{WHO}: linear",
+        )
+        head = linear_head(head_params["weight"], head_params.get("bias"))
+    elif isinstance(model, LSTM):
+        config, head = model.config, None
+    else:
+        raise TypeError(
+            f"{WHO}: expected an lstm_jax.LSTM or LSTMModeler, got {type(model).__name__}"
+        )
+    input_size = config.input_size or int(np.shape(params.get("weight_ih_l0", ((),)))[-1])
+    check_param_shapes(
+        config.param_shapes(input_size), {k: np.shape(v) for k, v in params.items()}, WHO
+    )
+    return StreamingStep(config, params, head)

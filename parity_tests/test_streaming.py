@@ -1,0 +1,90 @@
+"""``lstm_jax.streaming_step``: one time step per call, the state carried by the caller,
+against torch run over the whole sequence and torch called one step at a time."""
+
+from __future__ import annotations
+
+import helpers
+import jax
+import numpy as np
+import pytest
+import torch
+
+import lstm_jax
+import lstm_torch
+from lstm_jax.common.tolerances import FORWARD
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        helpers.Case(num_layers=2, proj_size=2, state="given"),
+        helpers.Case(num_layers=3, bias=False, hidden_size=4, dtype="float64"),
+        helpers.Case(num_layers=1, batch_size=1),
+    ],
+    ids=lambda c: c.id,
+)
+def test_steps_match_torch_over_the_sequence_and_step_by_step(case: helpers.Case) -> None:
+    module = helpers.make_torch_lstm(case)
+    inputs = helpers.random_inputs(case)
+    x = inputs["x"]
+    state = (inputs["h_0"], inputs["c_0"]) if "h_0" in inputs else None
+    with torch.no_grad():
+        t_state = None if state is None else tuple(torch.from_numpy(a) for a in state)
+        whole, (h_n, c_n) = module(torch.from_numpy(x), t_state)
+        stepped = []
+        for t in range(case.seq_len):
+            y, t_state = module(torch.from_numpy(x[t : t + 1]), t_state)
+            stepped.append(y[0].numpy())
+    tol = FORWARD[case.np_dtype]
+    with helpers.x64_if(case.dtype):
+        step = lstm_jax.streaming_step(
+            helpers.make_jax_lstm(case), lstm_jax.params_from_torch(module.state_dict())
+        )
+        outputs, carried = [], state
+        for t in range(case.seq_len):
+            y, carried = step(x[t], carried)
+            outputs.append(np.asarray(y))
+        final = {"h_n": np.asarray(carried.h), "c_n": np.asarray(carried.c)}
+    helpers.assert_all_close(
+        {"output": np.stack(outputs), **final},
+        {"output": whole.numpy(), "h_n": h_n.numpy(), "c_n": c_n.numpy()},
+        tol,
+        case.id,
+    )
+    helpers.assert_all_close({"y": np.stack(outputs)}, {"y": np.stack(stepped)}, tol, case.id)
+
+
+def test_modeler_step_gives_the_lecture_prediction() -> None:
+    """The modeler's step returns the head's prediction of each step; after the whole
+    sequence it is ``LSTMModeler.forward``'s (the last step's) prediction."""
+    torch.manual_seed(0)
+    tm = lstm_torch.LSTMModeler(3, 6, 2, num_layers=2)
+    x = np.random.default_rng(0).standard_normal((5, 4, 3)).astype(np.float32)
+    with torch.no_grad():
+        tm.hidden_cell = tm.zero_hidden_cell(4)
+        expected = tm(torch.from_numpy(x)).numpy()
+    jm = lstm_jax.LSTMModeler(3, 6, 2, num_layers=2)
+    step = lstm_jax.streaming_step(jm, lstm_jax.params_from_torch(tm.state_dict()))
+    state = step.zero_state(4)
+    for t in range(5):
+        y, state = step(x[t], state)
+    helpers.assert_all_close({"y": np.asarray(y)}, {"y": expected}, FORWARD[np.dtype("float32")])
+    assert state.h.shape == state.c.shape == (2, 4, 6)
+
+
+def test_bad_calls_say_what_was_expected() -> None:
+    model = lstm_jax.LSTM(5, num_layers=2)
+    variables = model.init(jax.random.key(0), np.zeros((2, 3, 4), np.float32))
+    step = lstm_jax.streaming_step(model, variables)
+    with pytest.raises(ValueError, match=r"expected x_t of shape \(B, 4\), got \(3, 7\)"):
+        step(np.zeros((3, 7), np.float32))
+    with pytest.raises(ValueError, match="expected a state"):
+        step(np.zeros((3, 4), np.float32), step.zero_state(2))
+    with pytest.raises(ValueError, match="expected a unidirectional LSTM"):
+        lstm_jax.streaming_step(lstm_jax.LSTM(5, bidirectional=True), variables)
+    with pytest.raises(ValueError, match=r"expected variables as \{'params'"):
+        lstm_jax.streaming_step(model, variables["params"])
+    with pytest.raises(ValueError, match="weight_hh_l0"):
+        lstm_jax.streaming_step(lstm_jax.LSTM(6, num_layers=2), variables)
+    with pytest.raises(TypeError, match=r"expected an lstm_jax\.LSTM or LSTMModeler"):
+        lstm_jax.streaming_step(object(), variables)  # type: ignore[arg-type]
