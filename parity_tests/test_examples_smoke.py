@@ -231,3 +231,98 @@ def test_vanishing_gradients_defaults(capsys: pytest.CaptureFixture[str]) -> Non
     assert far[0] < 1e-15 * near[0], out
     assert far[3] > 1e-2 * near[3], out
     assert far[1] < 1e-10 * near[1], out  # torch's init: forget gate ~0.5, vanishes too
+
+
+# --- language model (issue 12) ---------------------------------------------------------
+
+
+def lm_numbers(out: str) -> dict[str, float]:
+    before_torch, after_torch = re.search(r"torch\s+before\s+(\S+)\s+after\s+(\S+)", out).groups()
+    before_jax, after_jax = re.search(r"lstm_jax\s+before\s+(\S+)\s+after\s+(\S+)", out).groups()
+    return {
+        "before_torch": float(before_torch),
+        "after_torch": float(after_torch),
+        "before_jax": float(before_jax),
+        "after_jax": float(after_jax),
+        "losses": number(r"scaled difference (\S+) per (?:chunk|epoch)", out),
+    }
+
+
+def test_language_model_streams_and_chunks() -> None:
+    lm = load_example("language_model")
+    ids = np.arange(23)
+    data = lm.streams(ids, 4)  # 4 streams of 5 consecutive ids, time-major
+    np.testing.assert_array_equal(data[:, 1], np.arange(5, 10))
+    assert list(lm.chunk_starts(len(data), 2)) == [0, 2]  # targets stay inside the data
+    corpus = lm.load_corpus(500)
+    from pydoc_data.topics import topics
+
+    text = "\n".join(topics[k] for k in sorted(topics))[:500]
+    assert corpus.decode(np.concatenate([corpus.train, corpus.valid])) == text
+
+
+def test_language_model_tiny_tied_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plot = tmp_path / "lm.png"
+    argv = ["--chars", "6000", "--epochs", "1", "--embed", "16", "--hidden", "16", "--tie"]
+    argv += ["--dropout", "0", "--bptt", "20", "--batch-size", "4", "--sample-chars", "40"]
+    out = run(load_example("language_model"), [*argv, "--plot", str(plot)], capsys)
+    assert re.search(r"initial models, compare_with_torch on one chunk: OK", out), out
+    n = lm_numbers(out)
+    assert n["before_torch"] == pytest.approx(n["before_jax"], rel=1e-5), out
+    assert n["after_torch"] < n["before_torch"] and n["after_jax"] < n["before_jax"], out
+    assert n["losses"] <= TRAINING[F32], out  # no dropout: step for step
+    assert number(r"samples agree on (\d+) of 40", out) >= 35, out
+    assert plot.read_bytes()[:8] == PNG
+
+
+@pytest.mark.slow
+def test_language_model_defaults_learn_in_both_backends(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(load_example("language_model"), ["--no-plot"], capsys)
+    n = lm_numbers(out)
+    assert n["after_torch"] < 0.1 * n["before_torch"], out
+    assert n["after_jax"] == pytest.approx(n["after_torch"], rel=0.1), out  # dropout differs
+
+
+# --- packed classifier (issue 12) ------------------------------------------------------
+
+
+def classifier_numbers(out: str) -> tuple[float, float, float]:
+    return (
+        number(r"torch\s+(\d\.\d+)\n", out),
+        number(r"lstm_jax\s+(\d\.\d+)\n", out),
+        number(r"agreement \(same predicted class\): (\S+)", out),
+    )
+
+
+def test_packed_classifier_columns_are_the_image() -> None:
+    from sklearn.datasets import load_digits
+
+    pc = load_example("packed_classifier")
+    image = load_digits().images[1]  # a "1": blank columns on both sides
+    columns = pc.as_columns(image)
+    inked = np.flatnonzero(image.sum(axis=0))
+    assert columns.shape == (inked[-1] - inked[0] + 1, 8)
+    np.testing.assert_allclose(columns[0], image[:, inked[0]] / 16)
+    train, test = pc.load(0, limit=200)
+    assert len(train.labels) + len(test.labels) == 200
+    for n in (0, 7):  # padding after each length only
+        assert not train.x[n, train.lengths[n] :].any() and train.x[n, train.lengths[n] - 1].any()
+
+
+def test_packed_classifier_tiny_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plot = tmp_path / "packed.png"
+    argv = ["--epochs", "2", "--hidden", "8", "--limit", "400", "--plot", str(plot)]
+    out = run(load_example("packed_classifier"), argv, capsys)
+    assert re.search(r"compare_with_torch on 8 sequences: OK", out), out
+    assert number(r"scaled difference (\S+)\n", out) <= TRAINING[F32], out
+    torch_acc, jax_acc, agreement = classifier_numbers(out)
+    assert torch_acc > 0.2 and jax_acc > 0.2 and agreement >= 0.95, out
+    assert plot.read_bytes()[:8] == PNG
+
+
+@pytest.mark.slow
+def test_packed_classifier_defaults_reach_93_percent(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(load_example("packed_classifier"), ["--no-plot"], capsys)
+    torch_acc, jax_acc, agreement = classifier_numbers(out)
+    assert torch_acc >= 0.93 and jax_acc >= 0.93, out
+    assert agreement >= 0.97, out
