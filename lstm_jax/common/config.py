@@ -286,8 +286,12 @@ def missing_dropout_rng(config: LSTMConfig, who: str) -> str:
     )
 
 
-def params_of(variables: Any, who: str) -> Mapping[str, Any]:
+def params_of(variables: Any, who: str, *, wrapper_optional: bool = False) -> Mapping[str, Any]:
     """``variables["params"]`` of Flax variables, or an error saying how to pass them.
+
+    Arguments:
+        wrapper_optional: take a mapping without a ``"params"`` key as the parameters
+            themselves (the weight-transfer functions accept both).
 
     Raises:
         TypeError: ``variables`` is not a mapping.
@@ -299,6 +303,8 @@ def params_of(variables: Any, who: str) -> Mapping[str, Any]:
             f'{who}: expected variables as a mapping {{"params": {{...}}}}, '
             f"got {type(variables).__name__}"
         )
+    if "params" not in variables and wrapper_optional:
+        return variables
     if "params" not in variables:
         keys = sorted(variables)
         raise ValueError(

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lstm_jax.common.config import check_param_shapes
+from lstm_jax.common.config import check_param_shapes, params_of
 from lstm_jax.common.ties import find_ties
 from lstm_jax.common.tolerances import FORWARD, GRADIENT, scaled_error
 from lstm_jax.core.state import LSTMState
@@ -236,7 +236,7 @@ def compare_with_torch(
             f"compare_with_torch: expected a torch.nn.Module, got {type(torch_model).__name__}"
         )
     dtype = _torch_dtype(torch_model)
-    params = _params_of(variables)
+    params = params_of(variables, "compare_with_torch", wrapper_optional=True)
     with _x64_if(dtype), pinned_precision():
         call = _Call.of(args, kwargs, dtype)
         entries = model_key_map(flax_model, call.numpy_args, example_kwargs=call.numpy_kwargs)
@@ -355,7 +355,8 @@ def _compare_builtin(
 ) -> ParityReport:
     dtype = _torch_dtype(torch_model)
     torch_params = dict(torch_model.named_parameters())
-    jax_params = {key: np.asarray(value) for key, value in flatten(_params_of(variables)).items()}
+    params = params_of(variables, "compare_with_torch", wrapper_optional=True)
+    jax_params = {key: np.asarray(value) for key, value in flatten(params).items()}
     check_param_shapes(
         {k: tuple(v.shape) for k, v in torch_params.items()},
         {k: v.shape for k, v in jax_params.items()},
@@ -459,13 +460,6 @@ class _Call:
         ]
         args, kwargs = jax.tree.unflatten(self.treedef, leaves)
         return tuple(args), dict(kwargs)
-
-
-def _params_of(variables: Mapping[str, Any]) -> Mapping[str, Any]:
-    params = variables.get("params", variables) if isinstance(variables, Mapping) else None
-    if params is None:
-        raise TypeError(f"expected Flax variables (a mapping), got {type(variables).__name__}")
-    return params
 
 
 def _torch_held(torch_model: Any, entries: Sequence[Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from lstm_jax.common.config import (
     infer_config,
     lstm_cell_param_shapes,
     modeler_param_shapes,
+    params_of,
 )
 from lstm_jax.common.ties import find_ties
 from lstm_jax.core.dtypes import check_float64_allowed
@@ -545,9 +546,7 @@ def params_to_torch(
     Load into torch with
     ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)``.
     """
-    params = variables.get("params", variables) if isinstance(variables, Mapping) else None
-    if params is None:
-        raise TypeError(f"expected Flax variables (a mapping), got {type(variables).__name__}")
+    params = params_of(variables, "params_to_torch", wrapper_optional=True)
     if model is None or isinstance(model, BUILT_IN):
         out = {key: np.array(value) for key, value in flatten(params).items()}
     else:
