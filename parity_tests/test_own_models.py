@@ -9,6 +9,9 @@ strictly into torch and round trips are bitwise; strictness both ways, ties, the
 from __future__ import annotations
 
 import re
+import sys
+import types
+from pathlib import Path
 
 import flax.linen as fnn
 import jax
@@ -242,3 +245,25 @@ def test_a_registered_rule_for_ones_own_layer() -> None:
         register_layer(FlaxScaleShift, {"w": "weight"})
     with pytest.raises(ValueError, match="kind must be one of"):
         register_layer(FlaxScaleShift, "gru")
+
+
+# --- the README's walk-through --------------------------------------------------------------
+
+
+def test_readme_porting_walkthrough_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's "Porting your own model" code, run as written (in a scratch folder)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Porting your own model", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S)[1]
+    monkeypatch.chdir(tmp_path)
+    module = types.ModuleType("readme_porting")  # flax Modules are dataclasses: a real module
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    namespace = module.__dict__
+    exec(compile(code, "README.md (Porting your own model)", "exec"), namespace)
+    assert namespace["report"].ok
+    assert (tmp_path / "sentiment.safetensors").exists()
+    assert sorted(namespace["lstm_vars"]["params"]) == sorted(
+        k.removeprefix("rnn.")
+        for k in namespace["torch_model"].state_dict()
+        if k.startswith("rnn.")
+    )
