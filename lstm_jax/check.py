@@ -67,6 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, fmt.CheckpointError) as err:
         print(f"lstm_jax.check: error: {err}", file=sys.stderr)
         return 2
+    if spec.kind == fmt.MODEL:  # no configuration to build the two models from
+        print(
+            f"lstm_jax.check: error: {args.checkpoint} holds a model of your own "
+            f"({spec.model_class or 'unnamed'}): build both models and check them from "
+            f"Python, lstm_jax.compare_with_torch(torch_model, flax_model, variables, *args)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         import torch  # noqa: F401 - only to say plainly that it is missing
     except ImportError:

@@ -135,3 +135,20 @@ def test_what_cannot_be_loaded_is_refused_clearly(tmp_path: Path) -> None:
 
     with pytest.raises(TypeError, match=r"holding rnn \(GRU\), which lstm_jax has no counterpart"):
         lstm_torch.save_checkpoint(tmp_path / "gru.safetensors", HoldsGRU())
+
+
+def test_check_command_says_a_model_of_ones_own_is_checked_from_python(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "lm.safetensors"
+    lstm_torch.save_checkpoint(path, um.torch_model("lm"))
+    result = subprocess.run(
+        [sys.executable, "-m", "lstm_jax.check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "holds a model of your own (WordLM)" in result.stderr
+    assert "compare_with_torch" in result.stderr and "Traceback" not in result.stderr

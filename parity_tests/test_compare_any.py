@@ -52,6 +52,9 @@ def test_packed_torch_model_against_seq_lengths_with_any_array_kind() -> None:
         report = lstm_jax.compare_with_torch(tm, jm, variables, wrap(tokens), wrap(lengths))
         assert report.ok, str(report)
 
+    report = lstm_jax.compare_with_torch(tm, jm, variables, tokens, lengths=lengths)
+    assert report.ok and not any(d.name == "grad lengths" for d in report.differences)
+
     class IgnoresLengths(um.FlaxSentiment):
         def __call__(self, tokens, lengths):
             return super().__call__(tokens, jnp.full_like(lengths, tokens.shape[1]))

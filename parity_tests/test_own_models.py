@@ -166,6 +166,9 @@ def test_a_model_of_ones_own_needs_its_example() -> None:
     tm, jm = um.torch_model("lm"), um.flax_model("lm")
     with pytest.raises(ValueError, match=r"FlaxWordLM is not an lstm_jax built-in: pass example"):
         lstm_jax.params_from_torch(tm.state_dict(), model=jm)
+    as_torch = tuple(torch.from_numpy(a) for a in um.example("lm"))  # tensors work as example
+    variables = lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=as_torch)
+    assert variables["params"]["decoder"]["kernel"].shape == (um.HIDDEN, um.VOCAB)
     with pytest.raises(TypeError, match="example: expected a tuple"):
         lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=um.example("lm")[0])
 
