@@ -30,6 +30,8 @@ from lstm_jax.common.numbers import check_int
 DIRECTION_SUFFIXES = ("", "_reverse")
 # ``torch.nn.LSTM``'s keyword options after (input_size, hidden_size), in its order.
 LSTM_OPTIONS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size")
+# those of them that the parameters' shapes tell (not batch_first, not dropout)
+SHAPE_OPTIONS = tuple(o for o in LSTM_OPTIONS if o not in ("batch_first", "dropout"))
 
 
 @dataclass(frozen=True)
@@ -358,7 +360,7 @@ def _made_for(
         mine, my_output = infer_config(expected)
     except (ValueError, TypeError, KeyError, IndexError):
         return ""
-    names = ("input_size", "hidden_size", "num_layers", "bias", "bidirectional", "proj_size")
+    names = ("input_size", "hidden_size", *SHAPE_OPTIONS)
     differ = [
         (name, getattr(theirs, name), getattr(mine, name))
         for name in names

@@ -118,8 +118,8 @@ class LSTM(TorchStateDict, nnx.Module):
         if not isinstance(rngs, nnx.Rngs):
             raise TypeError(f"LSTM: expected rngs=nnx.Rngs(...), got {type(rngs).__name__}")
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.num_layers, self.bias, self.batch_first = num_layers, bias, batch_first
-        self.dropout, self.bidirectional, self.proj_size = dropout, bidirectional, proj_size
+        for name, value in self.config.lstm_options().items():  # torch's attributes
+            setattr(self, name, value)
         self.unroll, self.impl, self.remat = unroll, impl, remat
         init = lstm_init(hidden_size)
         for name, shape in self.config.param_shapes().items():
