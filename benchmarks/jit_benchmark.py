@@ -101,6 +101,7 @@ class Settings:
     optimizer: str = "sgd"
     impl: str = "auto"  # lstm_jax's recurrence (see lstm_jax.core.recurrence)
     tf32: bool = False
+    compute_dtype: str | None = None  # "bfloat16": JAX computes in it, torch under autocast
     lecture: bool = True
     lecture_epochs: int = LECTURE_EPOCHS
     cold_start: bool = True
@@ -241,6 +242,16 @@ def gemm_rate(settings: Settings) -> dict[str, float]:
 
 def torch_device(settings: Settings) -> str:
     return "cuda" if settings.device == "gpu" else "cpu"
+
+
+def torch_autocast(settings: Settings) -> contextlib.AbstractContextManager[Any]:
+    """torch's mixed precision for ``settings.compute_dtype`` (a no-op without one)."""
+    import torch
+
+    if settings.compute_dtype is None:
+        return contextlib.nullcontext()
+    dtype = getattr(torch, settings.compute_dtype)
+    return torch.autocast(device_type=torch_device(settings), dtype=dtype)
 
 
 def torch_sync(settings: Settings) -> None:
@@ -412,10 +423,19 @@ def forward_work(case: Case, settings: Settings) -> Work:
     x_np, _ = case_data(case)
     xt = torch.from_numpy(x_np).to(torch_device(settings))
     args = (variables, jax.device_put(x_np, jax_device(settings)))
-    jitted = jax.jit(lambda v, x: jm.apply(v, x)[0])
+    low = settings.compute_dtype
+
+    def forward(v: Any, x: Any) -> Any:
+        if low is None:
+            return jm.apply(v, x)[0]
+        return jm.clone(param_dtype=low).apply(
+            jax.tree.map(lambda a: a.astype(low), v), x.astype(low)
+        )[0]
+
+    jitted = jax.jit(forward)
 
     def torch_call() -> Any:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_autocast(settings):
             tm.hidden_cell = tm.zero_hidden_cell(case.B)
             return tm(xt)
 
@@ -446,7 +466,7 @@ def train_work(case: Case, settings: Settings, remat: int = 0) -> Work:
     tx = lstm_jax.as_optax(spec)
 
     def step(params: Any, opt_state: Any, x: Any, y: Any) -> tuple[Any, Any, Any]:
-        return update(jm, tx, "mse", params, {}, opt_state, x, y)
+        return update(jm, tx, "mse", params, {}, opt_state, x, y, None, settings.compute_dtype)
 
     jitted = jax.jit(step, donate_argnums=(0, 1))
     params = variables["params"]
@@ -462,7 +482,8 @@ def train_work(case: Case, settings: Settings, remat: int = 0) -> Work:
     def torch_call() -> Any:
         t_opt.zero_grad()
         tm.hidden_cell = tm.zero_hidden_cell(case.B)
-        loss = loss_fn(tm(xt), yt)
+        with torch_autocast(settings):
+            loss = loss_fn(tm(xt).float(), yt)
         loss.backward()
         t_opt.step()
         return loss
@@ -787,8 +808,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--optimizer", choices=("sgd", "adam"), default="sgd", help="the training step's update"
     )
-    p.add_argument("--impl", default="auto", help="lstm_jax recurrence: auto|scan|custom_vjp|cudnn")
+    p.add_argument(
+        "--impl", default="auto", help="lstm_jax recurrence (lstm_jax.core.options.IMPLS)"
+    )
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on GPU (both sides)")
+    p.add_argument(
+        "--compute-dtype",
+        choices=("bfloat16", "float16"),
+        help="compute in this dtype (JAX: parameters and input cast, fit's compute_dtype; "
+        "torch: autocast); default float32",
+    )
     p.add_argument("--no-lecture", action="store_true", help="skip the lecture's training")
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh processes")
     p.add_argument("--no-remat", action="store_true", help="skip the T=10,000 memory demo")
@@ -851,6 +880,7 @@ def settings_from(args: argparse.Namespace, device: str) -> Settings:
             threads=args.threads,
             optimizer=args.optimizer,
             impl=args.impl,
+            compute_dtype=args.compute_dtype,
             lecture_epochs=2,
             cold_repeats=1,
             smoke=True,
@@ -873,6 +903,7 @@ def settings_from(args: argparse.Namespace, device: str) -> Settings:
         optimizer=args.optimizer,
         impl=args.impl,
         tf32=args.tf32,
+        compute_dtype=args.compute_dtype,
         lecture=not args.no_lecture,
         lecture_epochs=args.lecture_epochs,
         cold_start=not args.no_cold_start,
