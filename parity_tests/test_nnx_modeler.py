@@ -22,16 +22,16 @@ import pytest
 import torch
 from flax import nnx
 
+import lstm_jax
 import lstm_jax.nnx
 import lstm_torch
 from lstm_jax.common.data import epoch_orders
+from lstm_jax.common.lecture import LECTURE_X, LECTURE_Y
 from lstm_jax.common.optim import SGD
 from lstm_jax.common.tolerances import FORWARD, GRADIENT, TRAINING, assert_close, scaled_error
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "seed_lstm_nnx.py"
-LECTURE_X = np.array([[32.0], [37.0], [25.0]], np.float32)
-LECTURE_Y = np.array([[34.0], [36.0], [24.0]], np.float32)
 
 
 def pair(
@@ -270,3 +270,29 @@ def test_seed_lstm_nnx_example_runs_and_agrees(tmp_path: Path) -> None:
     prediction = re.search(r"y_true: 28, y_hat nnx: (\S+), y_hat torch: (\S+)", out)
     assert prediction and abs(float(prediction[1]) - float(prediction[2])) < 1e-2, out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_nnx_tour_runs_as_written() -> None:
+    """The README's tour and its NNX form, executed: the stored hidden_cell after the
+    call is torch's, the step trains, the shapes are the ones the README states."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    tour = next(b for b in blocks if "lstm_jax.LSTMModeler(1, 10, 1)" in b)
+    nnx_tour = next(b for b in blocks if "lstm_jax.nnx.LSTMModeler(1, 10, 1" in b)
+    namespace: dict = {}
+    exec(compile(tour + nnx_tour, str(README), "exec"), namespace)
+    tm, mm, x = namespace["tm"], namespace["mm"], namespace["x"]
+    helpers.assert_all_close(
+        {"y": namespace["y"], **as_arrays(mm.hidden_cell)},
+        {"y": namespace["y_torch"].detach().numpy(), **as_arrays(tm.hidden_cell)},
+        FORWARD[F32],
+        "README",
+    )
+    y = np.zeros((1,), np.float32)
+    first = float(namespace["train_step"](mm, namespace["optimizer"], x, y))
+    second = float(namespace["train_step"](mm, namespace["optimizer"], x, y))
+    assert second < first
+    assert namespace["out"].shape == (8, 20, 64) and namespace["h_n"].shape == (2, 8, 64)
+    assert isinstance(namespace["linen_model"], lstm_jax.LSTMModeler)

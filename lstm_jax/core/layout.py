@@ -24,6 +24,7 @@ from lstm_jax.common.config import (
     check_seq_lengths_layout,
     check_state,
 )
+from lstm_jax.common.lecture import lecture_view_shape
 from lstm_jax.core.stack import lstm
 from lstm_jax.core.state import LSTMState
 
@@ -191,7 +192,7 @@ def run_call(
         impl=impl,
         remat=remat,
     )
-    if not call.lengths_checked:
+    if not call.lengths_checked and call.seq_lengths is not None:
         out, final = poison_invalid_rows(out, final, call.seq_lengths, call.layout.seq_len)
     if not batched:
         return out[:, 0], LSTMState(final.h[:, 0], final.c[:, 0])
@@ -203,20 +204,9 @@ def run_call(
 def lecture_view(x: Any, config: LSTMConfig, who: str) -> Array:
     """The lecture's ``x.view(len(x), 1, -1)`` for 1-D/2-D input; 3-D passes through."""
     dtype = dtype_of(x)
-    if not is_floating(dtype):
-        raise TypeError(f"{who}: expected a floating point input, got dtype {dtype}")
-    ndim = np.ndim(x)
-    if ndim not in (1, 2, 3):
-        raise ValueError(
-            f"{who}: expected a 1-D (T,) or 2-D (T, I) sequence or a 3-D batch, "
-            f"got {ndim}-D input of shape {np.shape(x)}"
-        )
+    shape = lecture_view_shape(np.shape(x), str(dtype), is_floating(dtype), config.batch_first, who)
     x = jnp.asarray(x)
-    if ndim == 3:
-        return x
-    if x.shape[0] == 0:
-        raise ValueError(f"{who}: expected at least one time step, got input of shape {x.shape}")
-    return x.reshape((1, len(x), -1) if config.batch_first else (len(x), 1, -1))
+    return x if shape is None else x.reshape(shape)
 
 
 def broadcast_hidden_cell(state: LSTMState, batch: int) -> LSTMState:

@@ -58,7 +58,7 @@ def compare_nnx_with_torch(
             inputs |= {"c_0": compare._array(c0, dtype, "c_0")}
 
     def jax_call(p: Mapping[str, jax.Array], i: Mapping[str, jax.Array]) -> Any:
-        model = nnx.merge(graphdef, state, copy=True)
+        model: Any = nnx.merge(graphdef, state, copy=True)
         model.eval()
         for key, leaf in leaves.items():
             variable_at(model, leaf.path).set_value(leaf.rule.from_torch(p[key]))

@@ -48,14 +48,10 @@ class LSTMCell(TorchStateDict, nnx.Module):
 
     def __call__(self, x: Any, hx: StateLike | None = None) -> LSTMState:
         check_cell_call(x, hx, self.input_size, self.hidden_size)
-        params = CellParams(
-            weight_ih=self.weight_ih.get_value(),
-            weight_hh=self.weight_hh.get_value(),
-            bias_ih=self.bias_ih.get_value() if self.bias else None,
-            bias_hh=self.bias_hh.get_value() if self.bias else None,
-        )
-        dtype = jnp.result_type(dtype_of(x), params.weight_ih.dtype)
-        params = CellParams(*(None if p is None else p.astype(dtype) for p in params))
+        names = lstm_cell_param_shapes(self.hidden_size, self.input_size, self.bias)
+        stored = {name: getattr(self, name).get_value() for name in names}
+        dtype = jnp.result_type(dtype_of(x), stored["weight_ih"].dtype)
+        params = CellParams(**{name: value.astype(dtype) for name, value in stored.items()})
         x = jnp.asarray(x, dtype)
         batched = x.ndim == 2
         if not batched:

@@ -49,10 +49,11 @@ def _nnx_twin(linen_model: Any, rngs: nnx.Rngs, input_size: int) -> nnx.Module:
     )
 
 
-def _linen_twin(module: nnx.Module) -> Any:
+def _linen_twin(module: Any) -> Any:
     lstm = module.lstm if isinstance(module, modules.LSTMModeler) else module
     knobs = {name: getattr(lstm, name) for name in _KNOBS}
-    options = {**module.config.lstm_options(), "param_dtype": lstm.weight_ih_l0.get_value().dtype}
+    dtype = lstm.params()["weight_ih_l0"].dtype
+    options = {**module.config.lstm_options(), "param_dtype": dtype}
     if isinstance(module, modules.LSTMModeler):
         return linen.LSTMModeler(
             module.input_size, module.hidden_layer_size, module.output_size, **options, **knobs

@@ -54,20 +54,20 @@ def _reseed(module: nnx.Module, key: jax.Array) -> None:
     """Reseed every rng stream of ``module`` from ``key`` (a fresh key per step)."""
     tags = {node.tag for _, node in nnx.iter_graph(module) if isinstance(node, nnx.RngStream)}
     if tags:
-        nnx.reseed(module, **dict.fromkeys(tags, key))
+        nnx.reseed(module, **dict.fromkeys(tags, key))  # type: ignore[arg-type]
 
 
 def nnx_train_model(
     module: nnx.Module, batch_first: bool | None = None
 ) -> tuple[TrainModel, dict[str, Any]]:
     """``module`` as a :class:`TrainModel` and its variables ``{"params", "nnx_state"}``."""
-    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-    keywords, takes_carry = _call_signature(module)
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)  # type: ignore[misc]
+    keywords, takes_carry = _call_signature(module)  # type: ignore[arg-type]
     stores_state = hasattr(module, "hidden_cell")
     lecture = all(isinstance(getattr(module, a, None), int) for a in ("input_size", "output_size"))
 
     def apply(variables: dict[str, Any], x: jax.Array, carry: Any = _NO_CARRY, **kw: Any) -> Any:
-        model = nnx.merge(graphdef, variables["params"], variables[REST], copy=True)
+        model: Any = nnx.merge(graphdef, variables["params"], variables[REST], copy=True)
         rngs = kw.pop("rngs", None)
         if rngs is None:
             model.eval()
@@ -86,8 +86,8 @@ def nnx_train_model(
         batch_first=_layout(module, batch_first),
         keywords=keywords,
         takes_carry=stores_state or takes_carry,
-        input_size=module.input_size if lecture else None,
-        output_size=module.output_size if lecture else None,
+        input_size=getattr(module, "input_size", None) if lecture else None,
+        output_size=getattr(module, "output_size", None) if lecture else None,
         dropout=None,
         name=type(module).__name__,
     )
