@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-LECTURE_X = np.array([[32.0], [37.0], [25.0]], np.float32)
-LECTURE_Y = np.array([[34.0], [36.0], [24.0]], np.float32)
-LECTURE_MODEL = {"input_size": 1, "hidden_layer_size": 10, "output_size": 1}
+from lstm_jax.common.lecture import LECTURE_MODEL, LECTURE_X, LECTURE_Y
+
+__all__ = ["LECTURE_MODEL", "LECTURE_X", "LECTURE_Y", "SYNTHETIC_MODEL", "synthetic_data"]
+
 SYNTHETIC_MODEL = {"input_size": 3, "hidden_layer_size": 16, "output_size": 1, "num_layers": 2}
 
 

@@ -43,13 +43,12 @@ from _plotting import add_plot_arguments, pyplot, save
 
 import lstm_jax
 import lstm_torch
+from lstm_jax.common.lecture import LECTURE_TEST_X, LECTURE_TEST_Y, LECTURE_X, LECTURE_Y
 from lstm_jax.common.optim import SGD, Adam, AdamW
 from lstm_jax.common.tolerances import scaled_error
 
 # The lecture's data: temperatures and the next day's; the test asks 27 -> 28.
-TRAIN_X = np.array([[32.0], [37.0], [25.0]], np.float32)
-TRAIN_Y = np.array([[34.0], [36.0], [24.0]], np.float32)
-TEST_X, TEST_Y = 27.0, 28.0
+TRAIN_X, TRAIN_Y, TEST_X, TEST_Y = LECTURE_X, LECTURE_Y, LECTURE_TEST_X, LECTURE_TEST_Y
 DEFAULT_CACHE = Path("~/.cache/lstm_jax/jax_cache")
 # JAX's monitoring events: one per program compiled or fetched from the persistent
 # cache (jax._src.dispatch.BACKEND_COMPILE_EVENT), and one per persistent-cache hit.

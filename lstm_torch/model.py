@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from lstm_jax.common.config import LSTMConfig, check_input, check_seq_lengths, check_state
+from lstm_jax.common.lecture import lecture_view_shape
 from lstm_jax.common.numbers import check_positive_int
 
 
@@ -128,22 +129,12 @@ class LSTMModeler(nn.Module):
         config = self.config
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"LSTMModeler: expected a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"LSTMModeler: expected a floating point input, got dtype {x.dtype}")
-        if x.dim() not in (1, 2, 3):
-            raise ValueError(
-                f"LSTMModeler: expected a 1-D (T,) or 2-D (T, I) sequence or a 3-D batch, "
-                f"got {x.dim()}-D input of shape {tuple(x.shape)}"
-            )
         single_sequence = x.dim() < 3
-        if single_sequence:
-            if len(x) == 0:
-                raise ValueError(
-                    f"LSTMModeler: expected at least one time step, got input of shape "
-                    f"{tuple(x.shape)}"
-                )
-            # The lecture's view: one sequence of len(x) steps, batch 1.
-            x = x.reshape(1, len(x), -1) if config.batch_first else x.reshape(len(x), 1, -1)
+        view = lecture_view_shape(
+            tuple(x.shape), str(x.dtype), x.is_floating_point(), config.batch_first, "LSTMModeler"
+        )
+        if view is not None:  # the lecture's view: one sequence of len(x) steps, batch 1
+            x = x.reshape(view)
         weight = self.lstm.weight_ih_l0
         if x.dtype != weight.dtype:
             raise TypeError(

@@ -16,12 +16,11 @@ from flax import nnx
 import lstm_jax
 import lstm_jax.nnx
 import lstm_torch
+from lstm_jax.common.lecture import LECTURE_X, LECTURE_Y
 from lstm_jax.common.optim import SGD, Adam
 from lstm_jax.common.tolerances import TRAINING, assert_close, scaled_error
 
 F32 = np.dtype(np.float32)
-LECTURE_X = np.array([[32.0], [37.0], [25.0]], np.float32)
-LECTURE_Y = np.array([[34.0], [36.0], [24.0]], np.float32)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -41,6 +41,13 @@ import torch
 import lstm_jax
 import lstm_torch
 from lstm_jax.common.data import batch_plan, epoch_orders
+from lstm_jax.common.lecture import (
+    LECTURE_MODEL,
+    LECTURE_TEST_X,
+    LECTURE_TEST_Y,
+    LECTURE_X,
+    LECTURE_Y,
+)
 from lstm_jax.common.optim import SGD, Adam, AdamW
 from lstm_jax.common.tolerances import TRAINING, assert_close, scaled_error
 from lstm_jax.train.loop import _train_run
@@ -49,10 +56,6 @@ from lstm_jax.train.optimizers import clip_by_global_norm_torch
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 # The lecture's data: three temperatures and their successors; test 27 -> 28.
-LECTURE_X = np.array([[32.0], [37.0], [25.0]], np.float32)
-LECTURE_Y = np.array([[34.0], [36.0], [24.0]], np.float32)
-LECTURE_TEST_X, LECTURE_TEST_Y = 27.0, 28.0
-LECTURE_MODEL = {"input_size": 1, "hidden_layer_size": 10, "output_size": 1}
 SYNTHETIC_MODEL = {"input_size": 3, "hidden_layer_size": 16, "output_size": 1, "num_layers": 2}
 
 
