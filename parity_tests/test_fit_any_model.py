@@ -207,7 +207,7 @@ def test_train_state_continued_equals_one_longer_call() -> None:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # Restarting Adam (variables, not the state) gives another trajectory.
     _, restarted = lstm_jax.fit(
-        model, {"params": half.params}, xs, ys, optimizer=optax.adam(0.01), **options
+        model, {"params": half.params}, xs, ys, optimizer=state.tx, **options
     )
     assert scaled_error(restarted, losses_b) > 1e2 * TRAINING[F32]
 
