@@ -34,13 +34,14 @@ from torch import nn, optim
 import lstm_jax.nnx
 import lstm_torch
 from lstm_jax.common.data import epoch_orders
+from lstm_jax.common.lecture import LECTURE_TEST_X, LECTURE_TEST_Y, LECTURE_X, LECTURE_Y
 from lstm_jax.common.tolerances import scaled_error
 
-# 2. Define Train|Test Data
-training_x = jnp.array([[32.0], [37.0], [25.0]])
-training_y = jnp.array([[34.0], [36.0], [24.0]])
-testing_x = jnp.array([[27.0]])
-testing_y = jnp.array([[28.0]])
+# 2. Define Train|Test Data: [[32.], [37.], [25.]] -> [[34.], [36.], [24.]]; test 27 -> 28
+training_x = jnp.asarray(LECTURE_X)
+training_y = jnp.asarray(LECTURE_Y)
+testing_x = jnp.array([[LECTURE_TEST_X]])
+testing_y = jnp.array([[LECTURE_TEST_Y]])
 # DataLoader(dataset, batch_size=1, shuffle=True): one permutation per epoch, the same
 # draws on both sides (numpy.random.default_rng(seed), as lstm_jax.fit and lstm_torch.fit).
 
