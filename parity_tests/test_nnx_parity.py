@@ -339,3 +339,59 @@ def test_nnx_constructor_checks_as_torch() -> None:
         model(np.zeros((5, 1, 2), np.float32))
     with pytest.raises(ValueError, match=r"expected h_0 of shape \(1, 1, 4\)"):
         model(np.zeros((5, 1, 3), np.float32), (np.zeros((1, 2, 4)), np.zeros((1, 1, 4))))
+
+
+def test_nnx_seq_lengths_match_torchs_packed_sequences() -> None:
+    """``seq_lengths`` (traced under ``nnx.jit``) against torch's pack_padded_sequence ->
+    LSTM -> pad_packed_sequence, for the LSTM and the modeler (prediction at each row's
+    last valid step, the stored hidden_cell at each row's end)."""
+    case = helpers.Case(num_layers=2, bidirectional=True, batch_first=True, state="given")
+    inputs = helpers.random_inputs(case)
+    x, h0, c0 = inputs["x"], inputs["h_0"], inputs["c_0"]
+    lengths = np.array([6, 2, 5, 1])
+    torch_lstm = helpers.make_torch_lstm(case)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(x), torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
+    )
+    t_packed, (t_h, t_c) = torch_lstm(packed, (torch.from_numpy(h0), torch.from_numpy(c0)))
+    t_out, _ = torch.nn.utils.rnn.pad_packed_sequence(t_packed, batch_first=True, total_length=6)
+    model = lstm_jax.nnx.LSTM(3, 5, 2, batch_first=True, bidirectional=True, rngs=nnx.Rngs(0))
+    model.load_state_dict(torch_lstm.state_dict())
+
+    @nnx.jit
+    def run(
+        model: lstm_jax.nnx.LSTM, x: jax.Array, h: jax.Array, c: jax.Array, n: jax.Array
+    ) -> tuple:
+        return model(x, (h, c), seq_lengths=n)
+
+    out, (h, c) = run(model, x, h0, c0, lengths)
+    tol = FORWARD[np.dtype(np.float32)]
+    expected = {"output": t_out, "h_n": t_h, "c_n": t_c}
+    helpers.assert_all_close(
+        {"output": out, "h_n": h, "c_n": c},
+        {k: v.detach().numpy() for k, v in expected.items()},
+        tol,
+        "LSTM seq_lengths",
+    )
+
+    tm = helpers.make_torch_modeler(case)
+    tm.hidden_cell = (torch.from_numpy(h0), torch.from_numpy(c0))
+    ty = tm(torch.from_numpy(x), seq_lengths=torch.from_numpy(lengths))
+    mm = lstm_jax.nnx.LSTMModeler(
+        3, 5, 2, 2, batch_first=True, bidirectional=True, rngs=nnx.Rngs(0)
+    )
+    mm.load_state_dict(tm.state_dict())
+    mm.hidden_cell = (h0, c0)
+    y = mm(x, seq_lengths=lengths)
+    helpers.assert_all_close(
+        {"y": y, "h": mm.hidden_cell.h, "c": mm.hidden_cell.c},
+        {
+            "y": ty.detach().numpy(),
+            "h": tm.hidden_cell[0].detach().numpy(),
+            "c": tm.hidden_cell[1].detach().numpy(),
+        },
+        tol,
+        "modeler seq_lengths",
+    )
+    with pytest.raises(ValueError, match=r"every seq_length must be in \[1, T=6\]"):
+        model(x, seq_lengths=np.array([7, 2, 5, 1]))
