@@ -138,6 +138,8 @@ def test_whole_model_keys_where_one_lstm_was_expected_list_the_lstm_prefixes() -
     with pytest.raises(ValueError, match=r"'lstm\.' \(nn\.LSTM\)") as err:
         lstm_jax.params_from_torch(sentiment)
     assert "linear.weight" not in str(err.value)
+    with pytest.raises(ValueError, match=r"for LSTM, got keys .*prefix\(es\) 'rnn\.' \(nn\.LSTM\)"):
+        lstm_jax.params_from_torch(lm, model=lstm_jax.LSTM(um.HIDDEN, num_layers=2))
     conv = um.torch_model("conv").state_dict()
     with pytest.raises(ValueError, match=r"'layers\.0\.' \(nn\.LSTM\), 'layers\.1\.' \(nn\.LSTM\)"):
         lstm_jax.params_from_torch(conv)

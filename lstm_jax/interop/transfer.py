@@ -354,23 +354,25 @@ def lstm_prefixes(keys: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def _whole_model_error(keys: Sequence[str], who: str) -> ValueError:
+def _prefix_hint(keys: Sequence[str]) -> str:
+    """Where LSTM keys are in a whole model's keys, and how to take them."""
     found = lstm_prefixes(keys)
+    if not found:
+        return "; no LSTM keys (weight_ih_l0 with weight_hh_l0) were found under any prefix"
+    where = ", ".join(f"{p!r} ({kind})" for p, kind in found.items())
+    return (
+        f"; LSTM keys were found under the prefix(es) {where}: pass "
+        f"prefix={next(iter(found))!r} to take that one alone, or model=<the Flax model>, "
+        f"example=(<its init arguments>,) to convert the whole model"
+    )
+
+
+def _whole_model_error(keys: Sequence[str], who: str) -> ValueError:
     listing = ", ".join(sorted(keys)[:12]) + (", ..." if len(keys) > 12 else "")
-    if found:
-        where = ", ".join(f"{p!r} ({kind})" for p, kind in found.items())
-        first = next(iter(found))
-        hint = (
-            f"; LSTM keys were found under the prefix(es) {where}: pass prefix={first!r} to "
-            f"take that one alone, or model=<the Flax model>, example=(<its init arguments>,) "
-            f"to convert the whole model"
-        )
-    else:
-        hint = "; no LSTM keys (weight_ih_l0 with weight_hh_l0) were found under any prefix"
     return ValueError(
         f"{who}: expected the state dict of one nn.LSTM, nn.LSTMCell or LSTMModeler (keys "
         f"'weight_ih_l0' and 'weight_hh_l0', ...), got the {len(keys)} keys of a whole model "
-        f"({listing}){hint}"
+        f"({listing}){_prefix_hint(keys)}"
     )
 
 
@@ -439,6 +441,7 @@ def _builtin_from_torch(arrays: dict[str, np.ndarray], model: Any) -> dict[str, 
                 f"expected an {kind} state dict (keys {first!r}, "
                 f"{first.replace('ih', 'hh')!r}, ...) for {type(model).__name__}, got keys "
                 f"{sorted(arrays)[:12]}"
+                + (_prefix_hint(list(arrays)) if any("." in k for k in arrays) else "")
             )
         expected = expected_shapes(model, arrays[first].shape[-1])
     check_param_shapes(expected, shapes)
