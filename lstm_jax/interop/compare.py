@@ -428,9 +428,7 @@ class _Call:
                 leaves.append(leaf)
                 names.append(None)
                 continue
-            array = to_numpy(leaf)
-            top, rest = path[0].idx, jax.tree_util.keystr(path[2:])  # type: ignore[attr-defined]
-            name = f"args[{path[1].idx}]{rest}" if top == 0 else f"{path[1].key}{rest}"  # type: ignore[attr-defined]
+            array, name = to_numpy(leaf), _argument_name(path)
             leaves.append(array)
             if _floating(array.dtype):
                 floating[name] = _array(array, dtype, name)
@@ -460,6 +458,15 @@ class _Call:
         ]
         args, kwargs = jax.tree.unflatten(self.treedef, leaves)
         return tuple(args), dict(kwargs)
+
+
+def _argument_name(path: Sequence[Any]) -> str:
+    """A leaf's name from its path in ``(args, kwargs)``: ``args[0]``, ``args[1][0]``,
+    ``seq_lengths``."""
+    rest = jax.tree_util.keystr(tuple(path[2:]))
+    if path[0].idx == 0:
+        return f"args[{path[1].idx}]{rest}"
+    return f"{path[1].key}{rest}"
 
 
 def _torch_held(torch_model: Any, entries: Sequence[Any]) -> dict[str, Any]:
