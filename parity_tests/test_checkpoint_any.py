@@ -152,3 +152,15 @@ def test_check_command_says_a_model_of_ones_own_is_checked_from_python(tmp_path:
     assert result.returncode == 2, result.stderr
     assert "holds a model of your own (WordLM)" in result.stderr
     assert "compare_with_torch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_lstm_cell_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cell = torch.nn.LSTMCell(3, 4)
+    path = tmp_path / "cell.safetensors"
+    lstm_torch.save_checkpoint(path, cell)
+    model, variables = lstm_jax.load_checkpoint(path, lstm_jax.LSTMCell(4))
+    assert_bitwise_equal(lstm_jax.params_to_torch(variables), cell.state_dict(), ordered=False)
+    lstm_jax.save_checkpoint(tmp_path / "back.safetensors", variables, model)
+    back = lstm_torch.load_checkpoint(tmp_path / "back.safetensors", torch.nn.LSTMCell(3, 4))
+    assert_bitwise_equal(back.state_dict(), cell.state_dict(), ordered=False)
