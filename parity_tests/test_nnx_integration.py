@@ -3,6 +3,7 @@ place), ``save_checkpoint`` / ``load_checkpoint`` and ``compare_with_torch``."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import helpers
@@ -244,3 +245,22 @@ def test_compare_with_torch_takes_an_own_nnx_model_with_integer_inputs() -> None
     assert not any(
         d.name == "grad args[0]" for d in report.differences
     )  # tokens: not differentiated
+
+
+def test_fit_of_an_nnx_module_resumes_from_its_checkpoints_bitwise(tmp_path: Path) -> None:
+    """fit(checkpoint_dir=...) on an NNX module: a run that lost its last checkpoint (as if
+    killed before it) resumes from the one before and ends bitwise as the whole run."""
+    options = {"optimizer": SGD(0.001), "epochs": 4, "shuffle_seed": 0}
+    whole = pair(1, 4, 1)[1]
+    _, whole_losses = lstm_jax.fit(whole, None, LECTURE_X, LECTURE_Y, **options)
+    options["checkpoint_every"] = 2
+    directory = tmp_path / "run"
+    first = pair(1, 4, 1)[1]
+    lstm_jax.fit(first, None, LECTURE_X, LECTURE_Y, checkpoint_dir=directory, **options)
+    shutil.rmtree(directory / "4")  # the last save never happened
+    resumed = pair(1, 4, 1)[1]
+    _, losses = lstm_jax.fit(
+        resumed, None, LECTURE_X, LECTURE_Y, checkpoint_dir=directory, **options
+    )
+    assert np.array_equal(losses, whole_losses)
+    assert _bitwise(resumed.state_dict(), whole.state_dict())
