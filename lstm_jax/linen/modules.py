@@ -113,8 +113,10 @@ class LSTM(nn.Module):
         return LSTMConfig.of(self, self.hidden_size)
 
     def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
-        """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}``."""
-        params_of(variables, "LSTM.apply")
+        """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}`` (or
+        empty, for Flax's lazy initialisation with ``mutable=["params"]``)."""
+        if variables != {}:
+            params_of(variables, "LSTM.apply")
         return super().apply(variables, *args, **kwargs)
 
     def _input_size(self, x: Any) -> tuple[int, str]:
@@ -252,8 +254,10 @@ class LSTMModeler(nn.Module):
         return LSTMConfig.of(self, self.hidden_layer_size, self.input_size)
 
     def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
-        """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}``."""
-        params_of(variables, "LSTMModeler.apply")
+        """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}`` (or
+        empty, for Flax's lazy initialisation with ``mutable=["params"]``)."""
+        if variables != {}:
+            params_of(variables, "LSTMModeler.apply")
         return super().apply(variables, *args, **kwargs)
 
     def setup(self) -> None:
