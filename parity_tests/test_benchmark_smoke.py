@@ -2,11 +2,13 @@
 process (it pins threads and precision globally). No timing is asserted: what is checked
 is that every part ran and reported coherent figures (FLOP counts against the formula
 computed here, ratios against the times they come from), and that the JSON, the chart
-and the README table are written."""
+and the README table are written. The same for ``benchmarks/workloads.py --smoke`` and
+``benchmarks/gpu_check.sh`` (tiny settings, on the CPU when no GPU is there)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +90,64 @@ def test_outputs_are_written(smoke: tuple[dict, Path, str]) -> None:
     assert report.returncode == 0, report.stderr
     for c in results["cases"]:
         assert f"| {c['case']} | {c['mode']} |" in report.stdout
+
+
+def test_workloads_smoke(tmp_path: Path) -> None:
+    """``benchmarks/workloads.py --smoke``: every workload ran on both backends with
+    coherent figures (rates from the times, ratios JAX / torch), the CPU named."""
+    out = tmp_path / "workloads.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "workloads.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["machine"]["cpu"]
+    lm = results["lm"]
+    assert lm["tokens_per_call"] == lm["sizes"]["T"] * lm["sizes"]["B"]
+    for part in (lm["train"], lm["inference"], results["classifier"]["train"]):
+        assert part["ratio"] == pytest.approx(part["jax_s"] / part["torch_s"])
+        assert part["jax_per_s"] > 0 and part["torch_per_s"] > 0
+    stream = results["streaming"]
+    assert stream["ratio"] == pytest.approx(stream["jax_lean_us"] / stream["torch_us"])
+    assert stream["ratio_apply"] == pytest.approx(stream["jax_apply_us"] / stream["torch_us"])
+    assert {t["target"] for t in results["targets"]} >= {"LM training step", "medium forward"}
+    assert "| word LM training" in done.stdout
+
+
+def test_gpu_check_script_degrades_to_cpu(tmp_path: Path) -> None:
+    """``benchmarks/gpu_check.sh`` with tiny settings on a machine without a GPU: it says
+    so, every step succeeds on the CPU and writes its JSON and logs to the folder given."""
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "GPU_CHECK_SMOKE": "1",
+        "GPU_CHECK_IMPLS": "wavefront",
+        "GPU_CHECK_PRECISIONS": "bf16",
+    }
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    environment = json.loads((tmp_path / "environment.json").read_text())
+    assert {"jax", "torch", "flax", "optax", "device"} <= set(environment)
+    summary = (tmp_path / "summary.txt").read_text()
+    if environment["device"] == "cpu":
+        assert "no GPU visible" in summary
+    assert "FAILED" not in summary
+    junit = (tmp_path / "parity.xml").read_text()
+    assert 'failures="0"' in junit and 'errors="0"' in junit and 'tests="0"' not in junit
+    rows = json.loads((tmp_path / "device_parity.json").read_text())
+    assert rows and all(r["ok"] for r in rows)
+    bench = json.loads((tmp_path / "jit_wavefront_bf16.json").read_text())
+    assert bench["settings"]["impl"] == "wavefront"
+    assert bench["settings"]["compute_dtype"] == "bfloat16"
+    assert bench["cases"]
