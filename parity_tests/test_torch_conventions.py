@@ -79,6 +79,24 @@ def test_torch_hidden_cell_none_for_one_sequence_and_float64() -> None:
     assert model.hidden_cell[0].dtype == torch.float64
 
 
+def test_both_modelers_broadcast_a_stored_batch_of_one_which_nn_lstm_refuses() -> None:
+    torch.manual_seed(0)
+    model = lstm_torch.LSTMModeler(1, 4, 1, num_layers=2)
+    x = torch.from_numpy(rand(T, 3, 1))  # a batch of 3
+    stored = (torch.from_numpy(rand(2, 1, 4, seed=1)), torch.from_numpy(rand(2, 1, 4, seed=2)))
+    with pytest.raises(RuntimeError, match="Expected hidden"):
+        model.lstm(x, stored)  # plain nn.LSTM: the state's batch must be the input's
+    with torch.no_grad():
+        model.hidden_cell = stored
+        got = model(x)
+        expanded = tuple(t.expand(2, 3, 4).contiguous() for t in stored)
+        expected = model.linear(model.lstm(x, expanded)[0][-1])
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    jm = lstm_jax.LSTMModeler(1, 4, 1, num_layers=2)
+    y, _ = jm.apply(lstm_jax.params_from_torch(model.state_dict()), x.numpy(), stored)
+    assert scaled_error(np.asarray(y), expected.numpy()) <= FORWARD[F32]
+
+
 # --- 2. the JAX modules enforce their configuration -----------------------------------------
 
 MODELER = lstm_jax.LSTMModeler(3, 7, 2)  # 4H = 28
