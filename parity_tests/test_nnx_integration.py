@@ -9,6 +9,7 @@ from pathlib import Path
 import helpers
 import jax
 import numpy as np
+import optax
 import pytest
 import safetensors.torch
 import torch
@@ -264,3 +265,28 @@ def test_fit_of_an_nnx_module_resumes_from_its_checkpoints_bitwise(tmp_path: Pat
     )
     assert np.array_equal(losses, whole_losses)
     assert _bitwise(resumed.state_dict(), whole.state_dict())
+
+
+def test_fit_continues_an_nnx_optimizer_in_place() -> None:
+    """fit(model, nnx.Optimizer, ...): Adam's moments and the step carry over (3 + 3
+    epochs equal 6, bitwise) and the optimizer goes on in a hand-written nnx loop."""
+    halves, whole = pair(1, 4, 1)[1], pair(1, 4, 1)[1]
+    opt_halves = nnx.Optimizer(halves, optax.adam(0.01), wrt=nnx.Param)
+    opt_whole = nnx.Optimizer(whole, optax.adam(0.01), wrt=nnx.Param)
+    first = lstm_jax.fit(halves, opt_halves, LECTURE_X, LECTURE_Y, epochs=3, shuffle_seed=0)[1]
+    second = lstm_jax.fit(halves, opt_halves, LECTURE_X, LECTURE_Y, epochs=3, shuffle_seed=0)[1]
+    _, losses = lstm_jax.fit(whole, opt_whole, LECTURE_X, LECTURE_Y, epochs=6, shuffle_seed=0)
+    assert np.array_equal(np.concatenate([first, second]), losses)
+    assert _bitwise(halves.state_dict(), whole.state_dict())
+    assert int(opt_halves.step.get_value()) == 18
+
+    def loss_fn(model: lstm_jax.nnx.LSTMModeler) -> jax.Array:
+        model.hidden_cell = None
+        return ((model(LECTURE_X[0]) - LECTURE_Y[0]) ** 2).mean()
+
+    for optimizer, model in ((opt_halves, halves), (opt_whole, whole)):
+        optimizer.update(model, nnx.grad(loss_fn)(model))
+    assert _bitwise(halves.state_dict(), whole.state_dict())
+    assert int(opt_halves.step.get_value()) == 19
+    with pytest.raises(TypeError, match=r"pass None .* or its nnx.Optimizer"):
+        lstm_jax.fit(halves, optax.adam(0.01), LECTURE_X, LECTURE_Y, epochs=1)

@@ -3,7 +3,7 @@ program as a linen model is, and the result written back into the module (in pla
 
 Generic over ``flax.nnx``: nothing here knows lstm_jax's own NNX modules. The module
 is reduced to a :class:`~lstm_jax.train.model.TrainModel` over the variables
-``{"params": nnx.State of its nnx.Param, "nnx_state": the rest}``; each batch merges
+``{"params": its nnx.Param values (a pure nnx.State), "nnx_state": the rest}``; each batch merges
 them (``nnx.merge``) and calls the module:
 
 - training mode (``module.train()``) with fit's ``rng``, which reseeds the module's rng
@@ -21,7 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
+from flax.training.train_state import TrainState
 
 from lstm_jax.common.errors import TrainingDiverged
 from lstm_jax.train.model import TrainModel, _call_signature
@@ -67,7 +69,8 @@ def nnx_train_model(
     lecture = all(isinstance(getattr(module, a, None), int) for a in ("input_size", "output_size"))
 
     def apply(variables: dict[str, Any], x: jax.Array, carry: Any = _NO_CARRY, **kw: Any) -> Any:
-        model: Any = nnx.merge(graphdef, variables["params"], variables[REST], copy=True)
+        # the rest rides in the variables; a TrainState carries params only: the module's
+        model: Any = nnx.merge(graphdef, variables["params"], variables.get(REST, rest), copy=True)
         rngs = kw.pop("rngs", None)
         if rngs is None:
             model.eval()
@@ -91,7 +94,31 @@ def nnx_train_model(
         dropout=None,
         name=type(module).__name__,
     )
-    return train_model, {"params": params, REST: rest}
+    return train_model, {"params": nnx.as_pure(params), REST: rest}
+
+
+def _train_state(optimizer: nnx.Optimizer, train_model: TrainModel, params: Any) -> TrainState:
+    """An ``nnx.Optimizer``'s transformation, state and step as a TrainState over ``params``."""
+    if optimizer.wrt is not nnx.Param:
+        raise ValueError(
+            f"variables: expected an nnx.Optimizer(model, tx, wrt=nnx.Param), got "
+            f"wrt={optimizer.wrt!r}"
+        )
+    return TrainState(
+        step=int(optimizer.step.get_value()),
+        apply_fn=train_model.apply,
+        params=params,
+        tx=optimizer.tx,
+        opt_state=nnx.as_pure(optimizer.opt_state),
+    )
+
+
+def _continue(optimizer: nnx.Optimizer, state: TrainState) -> None:
+    """Write a TrainState's optimizer state and step back into the ``nnx.Optimizer``."""
+    holders = jax.tree.leaves(optimizer.opt_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    for holder, value in zip(holders, jax.tree.leaves(state.opt_state), strict=True):
+        holder.set_value(value)
+    optimizer.step.set_value(jnp.asarray(state.step, optimizer.step.get_value().dtype))
 
 
 def fit_nnx(
@@ -106,20 +133,32 @@ def fit_nnx(
 ) -> tuple[nnx.Module, Any]:
     """:func:`lstm_jax.fit` for an NNX module: trains its parameters in place.
 
-    ``variables`` must be None (the module holds them). Returns ``(module, losses)``; on
+    ``variables``: None (with ``optimizer=`` a spec or an Optax transformation), or an
+    ``nnx.Optimizer(module, tx, wrt=nnx.Param)``, whose state and step continue and are
+    updated in place (the data order goes on at epoch ``step // steps_per_epoch``, as
+    with a TrainState). Returns ``(module, losses)``; on
     :class:`~lstm_jax.common.errors.TrainingDiverged` the module keeps the last finite
     parameters.
     """
-    if variables is not None:
+    if variables is not None and not isinstance(variables, nnx.Optimizer):
         raise TypeError(
-            f"variables: an NNX module holds its own parameters: pass None, "
-            f"fit(model, None, xs, ys, optimizer=...), got {type(variables).__name__}"
+            f"variables: an NNX module holds its own parameters: pass None "
+            f"(fit(model, None, xs, ys, optimizer=...)) or its nnx.Optimizer, got "
+            f"{type(variables).__name__}"
         )
     train_model, state = nnx_train_model(module, batch_first)
+    start: Any = (
+        state if variables is None else _train_state(variables, train_model, state["params"])
+    )
     try:
-        trained, losses = fit(train_model, state, xs, ys, **options)
+        trained, losses = fit(train_model, start, xs, ys, **options)
     except TrainingDiverged as err:
-        nnx.update(module, err.variables["params"])
+        params = err.variables.params if variables is not None else err.variables["params"]
+        nnx.update(module, params)
         raise
-    nnx.update(module, trained["params"])
+    if variables is None:
+        nnx.update(module, trained["params"])
+    else:
+        nnx.update(module, trained.params)
+        _continue(variables, trained)
     return module, losses
