@@ -332,6 +332,10 @@ def test_nnx_constructor_checks_as_torch() -> None:
         lstm_jax.nnx.LSTM(3, 4, rngs=0)
     with pytest.raises(ValueError, match="output_size must be a positive int"):
         lstm_jax.nnx.LSTMModeler(3, 4, 0, rngs=nnx.Rngs(0))
+    with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
+        lstm_jax.nnx.LSTM(3, 4, dropout=0.5, rngs=nnx.Rngs(0))
+    with pytest.warns(UserWarning, match="dropout=0.5 and num_layers=1"):
+        lstm_jax.nnx.LSTMModeler(3, 4, 1, dropout=0.5, rngs=nnx.Rngs(0))
     model = lstm_jax.nnx.LSTM(3, 4, rngs=nnx.Rngs(0))
     with pytest.raises(
         ValueError, match=r"input.size\(-1\) must be equal to input_size. Expected 3, got 2"

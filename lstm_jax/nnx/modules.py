@@ -13,6 +13,7 @@ module starts with ``training=True``); inter-layer dropout draws its masks from 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -21,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from lstm_jax import core
-from lstm_jax.common.config import LSTMConfig
+from lstm_jax.common.config import LSTMConfig, dropout_warning
 from lstm_jax.common.numbers import check_positive_int
 from lstm_jax.core import LSTMState
 from lstm_jax.core.init import linear_init, lstm_init
@@ -115,6 +116,9 @@ class LSTM(TorchStateDict, nnx.Module):
         )
         check_options(impl, remat, unroll)
         check_param_dtype(param_dtype, "LSTM")
+        message = dropout_warning(self.config)
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=2)  # as torch's nn.LSTM
         if not isinstance(rngs, nnx.Rngs):
             raise TypeError(f"LSTM: expected rngs=nnx.Rngs(...), got {type(rngs).__name__}")
         self.input_size, self.hidden_size = input_size, hidden_size
