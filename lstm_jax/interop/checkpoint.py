@@ -25,12 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import jax
-import numpy as np
 from flax import nnx
 
 from lstm_jax.common import checkpoint_format as fmt
 from lstm_jax.common.checkpoint_format import MODEL, CheckpointError, CheckpointSpec, PathLike
+from lstm_jax.core.dtypes import check_float64_allowed
 from lstm_jax.interop.nnx_checkpoint import load_nnx, save_nnx
 from lstm_jax.interop.transfer import params_from_torch, params_to_torch
 from lstm_jax.linen.modules import LSTM, LSTMModeler
@@ -165,12 +164,7 @@ def load_checkpoint(
             )
         input_size = None if spec.config is None else spec.config.input_size
         fmt.check_fits(spec, model_spec(model, spec.dtype, input_size), path)
-    if spec.dtype == np.float64 and not jax.config.jax_enable_x64:
-        raise ValueError(
-            f"{path}: holds float64 parameters but JAX runs in 32-bit mode and would round "
-            f"them: enable float64 first (jax.config.update('jax_enable_x64', True), or "
-            f"load inside `with jax.enable_x64(True):`)"
-        )
+    check_float64_allowed(spec.dtype, f"{path}: the checkpoint")
     if spec.kind == MODEL:
         return model, params_from_torch(arrays, model, example=example, tied=spec.tied)
     return model, params_from_torch(arrays, model)

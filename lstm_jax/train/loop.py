@@ -65,6 +65,7 @@ from lstm_jax.common.resume import (
     logger,
     resumed_message,
 )
+from lstm_jax.core.dtypes import check_float64_allowed
 from lstm_jax.train import parallel
 from lstm_jax.train.checkpointing import Checkpoints, describe_tree, key_data
 from lstm_jax.train.losses import loss_and_aux, loss_value
@@ -447,11 +448,7 @@ def _param_dtype(params: PyTree) -> np.dtype:
     dtype = np.dtype(leaves[0].dtype)
     if not np.issubdtype(dtype, np.floating):
         raise TypeError(f"expected floating point parameters, got dtype {dtype}")
-    if dtype == np.float64 and not jax.config.jax_enable_x64:
-        raise ValueError(
-            "the parameters are float64 but JAX runs in 32-bit mode: enable float64 "
-            "(jax.config.update('jax_enable_x64', True) or `with jax.enable_x64(True):`)"
-        )
+    check_float64_allowed(dtype, "variables['params']")
     return dtype
 
 
