@@ -162,12 +162,16 @@ def _backward_steps(
             d_next = LSTMState(d_h, d_state[g].c)
             d_prev_g, d_z = cell_backward(w, d_next, gates[g], c[g], c_before[g])
             d_z = jnp.where(valid_s[g], d_z, zero)
+            if group.chained and g > 0:
+                # the input's and the state's cotangents as ONE product d_z @ w_cat^T; the
+                # cell's own d_z @ w_hh_t^T is then unused and compiled away
+                d_both = d_z @ w.w_cat.T
+                d_in, d_h_prev = d_both[:, : w.input_size], d_both[:, w.input_size :]
+                d_prev_g = LSTMState(d_h_prev, d_prev_g.c)
+                d_feed_new.append(d_in if masks_s is None else d_in * masks_s[g - 1])
             d_prev.append(_keep_where_invalid(valid_s[g], d_prev_g, d_next))
             d_zs.append(d_z)
             d_hs_out.append(jnp.where(valid_s[g], d_h, zero))
-            if group.chained and g > 0:
-                d_in = _input_cotangent(w, d_z)
-                d_feed_new.append(d_in if masks_s is None else d_in * masks_s[g - 1])
         return (tuple(d_prev), tuple(d_feed_new)), (tuple(d_zs), tuple(d_hs_out))
 
     inputs = (d_hs, saved.gates, saved.cells, c_prev, valid, masks)
