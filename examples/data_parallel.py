@@ -1,6 +1,7 @@
 """Data-parallel training with a device mesh: the same run on one device and on all of them.
 
     python examples/data_parallel.py --simulate-devices 8
+    python examples/data_parallel.py --processes 2 [--process-local]
 
 trains ``lstm_jax.LSTMModeler(3, 16, 1, num_layers=2)`` on the synthetic task
 of the parity tests (N = 512 random sequences of T = 20 steps, I = 3, targets a
@@ -18,6 +19,18 @@ They share this machine's cores, so the mesh run shows the partitioned program
 working, not a speed-up: with 2 cores, 8 simulated devices run slower than one
 (more, smaller matmuls plus the all-reduce). ``--simulate-devices 0`` uses the
 devices JAX finds (e.g. several GPUs), where the mesh is what scales.
+
+``--processes N`` is the multi-process (multi-host) path on this machine: it
+launches N processes of this script, each with ``JAX_COORDINATOR_ADDRESS``
+(127.0.0.1 and a free port), ``JAX_NUM_PROCESSES=N``, ``JAX_PROCESS_ID=k`` and
+one CPU device pinned to core k mod the machine's cores, calling
+``lstm_jax.initialize_distributed()`` and ``fit(..., mesh=batch_mesh())`` over
+all N devices (gloo CPU collectives); with ``--process-local`` each process
+passes only its own 1/N of the samples. The baseline is ONE process on N cores
+(``fit`` without a mesh, XLA's threads over those cores). It prints both runs'
+first call and samples/s (median of ``--repeats``) and the difference of the
+trained parameters. Each process is bounded by ``--timeout`` seconds and killed
+if it runs past it; a process that dies is reported with its exit status.
 """
 
 from __future__ import annotations
@@ -48,6 +61,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.003, help="Adam learning rate")
     p.add_argument("--repeats", type=int, default=5, help="timed calls of the compiled run")
     p.add_argument("--seed", type=int, default=0, help="data, init and shuffle seed")
+    p.add_argument(
+        "--processes", type=int, default=0, help="N processes x 1 CPU device on this machine"
+    )
+    p.add_argument(
+        "--process-local", action="store_true", help="each process passes only its samples"
+    )
+    p.add_argument("--timeout", type=float, default=600, help="seconds per launched process")
+    p.add_argument(
+        "--no-pin", action="store_true", help="leave the processes on every core (no affinity)"
+    )
+    p.add_argument("--role", choices=["worker", "baseline"], help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -82,8 +107,139 @@ def timed_fit(fit, repeats: int) -> tuple[tuple, float, float]:
     return result, first, float(np.median(times))
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run the baseline (1 process, N cores), then N processes x 1 device; compare."""
+    import json
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    n = args.processes
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, __file__, *argv, "--out", out]
+
+        def run(role: str, count: int, extra: dict[str, str]) -> list[int]:
+            procs = [
+                subprocess.Popen(
+                    [*command, "--role", role],
+                    env={**env, **extra, "JAX_PROCESS_ID": str(k)},
+                    start_new_session=True,
+                )
+                for k in range(count)
+            ]
+            try:
+                return [p.wait(timeout=args.timeout) for p in procs]
+            except subprocess.TimeoutExpired:
+                print(f"data_parallel: a {role} process ran past --timeout {args.timeout} s")
+                return [-9] * count
+            finally:
+                for p in procs:
+                    if p.poll() is None:
+                        os.killpg(p.pid, 9)
+                        p.wait()
+
+        codes = run("baseline", 1, {})
+        coordinator = f"127.0.0.1:{free_port()}"
+        codes += run(
+            "worker",
+            n,
+            {"JAX_COORDINATOR_ADDRESS": coordinator, "JAX_NUM_PROCESSES": str(n)},
+        )
+        if any(codes):
+            names = ["baseline"] + [f"process {k}" for k in range(n)]
+            print(
+                "data_parallel: failed: "
+                + ", ".join(f"{w} exit {c}" for w, c in zip(names, codes, strict=True) if c)
+            )
+            return 1
+        base, many = (json.load(open(f"{out}/{r}.json")) for r in ("baseline", "worker"))
+        a, b = np.load(f"{out}/baseline.npz"), np.load(f"{out}/worker.npz")
+        from lstm_jax.common.tolerances import scaled_error
+
+        error = max(scaled_error(b[k], a[k]) for k in a)
+    samples = args.samples * args.epochs
+    print(
+        f"\ndata_parallel --processes {n}{' --process-local' if args.process_local else ''}: "
+        f"{os.cpu_count()} CPU cores; LSTMModeler(3, {args.hidden}, 1, num_layers={args.layers}), "
+        f"N={args.samples}, T={args.seq_len}, batch {args.batch_size}, {args.epochs} epochs"
+    )
+    print(f"parameters, {n} processes against 1 process: scaled error {error:.2e}")
+    print(f"\n{'run':<40} {'first call (s)':>15} {'compiled (s)':>13} {'samples/s':>11}")
+    if args.no_pin:
+        labels = ("1 process, every core", f"{n} processes x 1 device, cores shared")
+    else:
+        labels = (f"1 process on {n} cores", f"{n} processes x 1 device, 1 core each")
+    for name, r in zip(labels, (base, many), strict=True):
+        print(f"{name:<40} {r['first']:>15.2f} {r['median']:>13.3f} {samples / r['median']:>11.0f}")
+    print(f"ratio ({n} processes / 1 process): {base['median'] / many['median']:.2f}x samples/s")
+    return 0
+
+
+def role(args: argparse.Namespace) -> int:
+    """One launched process: the baseline, or process k of the multi-process run."""
+    import json
+
+    import numpy as np
+
+    n = args.processes
+    cores = os.cpu_count() or 1
+    if args.no_pin:
+        pass
+    elif args.role == "worker":
+        os.sched_setaffinity(0, {int(os.environ["JAX_PROCESS_ID"]) % cores})
+    else:
+        os.sched_setaffinity(0, set(range(min(n, cores))))
+    import jax
+
+    import lstm_jax
+    from lstm_jax.train.parallel import batch_mesh
+
+    if args.role == "worker":
+        lstm_jax.initialize_distributed()
+    xs, ys = synthetic_data(args.samples, args.seq_len)
+    model = lstm_jax.LSTMModeler(3, args.hidden, 1, num_layers=args.layers)
+    variables = model.init(jax.random.key(args.seed), xs[0])
+    options = {
+        "optimizer": lstm_jax.Adam(args.lr),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "shuffle_seed": args.seed,
+    }
+    if args.role == "worker":
+        options["mesh"] = batch_mesh()
+        if args.process_local:
+            k, share = jax.process_index(), -(-args.samples // n)
+            xs, ys = xs[k * share : (k + 1) * share], ys[k * share : (k + 1) * share]
+            options["process_local"] = True
+    with jax.default_matmul_precision("highest"):
+        (trained, _), first, median = timed_fit(
+            lambda: lstm_jax.fit(model, variables, xs, ys, **options), args.repeats
+        )
+    if jax.process_index() == 0:
+        with open(f"{args.out}/{args.role}.json", "w") as f:
+            json.dump({"first": first, "median": median}, f)
+        np.savez(f"{args.out}/{args.role}.npz", **lstm_jax.params_to_torch(trained))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.role:
+        return role(args)
+    if args.processes:
+        return launch(args, argv)
     if args.simulate_devices:
         simulate_devices(args.simulate_devices)
     import jax

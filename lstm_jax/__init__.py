@@ -33,9 +33,11 @@ _EXPORTS = {
     "compare_with_torch": "lstm_jax.interop.compare",
     "streaming_step": "lstm_jax.linen.streaming",
     "fit": "lstm_jax.train.loop",
+    "initialize_distributed": "lstm_jax.train.distributed",
     "make_train_step": "lstm_jax.train.loop",
     "as_optax": "lstm_jax.train.optimizers",
     "TrainingDiverged": "lstm_jax.common.errors",
+    "WorkerLost": "lstm_jax.common.errors",
     "SGD": "lstm_jax.common.optim",
     "Adam": "lstm_jax.common.optim",
     "AdamW": "lstm_jax.common.optim",
@@ -64,9 +66,11 @@ __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
     "compare_with_torch",
     "streaming_step",
     "fit",
+    "initialize_distributed",
     "make_train_step",
     "as_optax",
     "TrainingDiverged",
+    "WorkerLost",
     "SGD",
     "Adam",
     "AdamW",
@@ -80,7 +84,7 @@ if TYPE_CHECKING:
     from lstm_jax.common.checkpoint_format import CheckpointError
     from lstm_jax.common.config import LSTMConfig
     from lstm_jax.common.data import epoch_orders
-    from lstm_jax.common.errors import TrainingDiverged
+    from lstm_jax.common.errors import TrainingDiverged, WorkerLost
     from lstm_jax.common.finite import NonFinite, check_finite, find_nonfinite
     from lstm_jax.common.optim import SGD, Adam, AdamW
     from lstm_jax.core.state import CellParams, LSTMState
@@ -91,6 +95,7 @@ if TYPE_CHECKING:
     from lstm_jax.linen.cell import LSTMCell
     from lstm_jax.linen.modules import LSTM, Linear, LSTMModeler
     from lstm_jax.linen.streaming import streaming_step
+    from lstm_jax.train.distributed import initialize_distributed
     from lstm_jax.train.loop import fit, make_train_step
     from lstm_jax.train.optimizers import as_optax
 

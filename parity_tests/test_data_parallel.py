@@ -46,12 +46,19 @@ WORKER = textwrap.dedent(
     options = dict(optimizer=lstm_jax.Adam(0.003), epochs=8, batch_size=16, shuffle_seed=0)
     result = {}
     with jax.default_matmul_precision("highest"):
-        for name, mesh in (
-            ("one", None),
-            ("mesh", batch_mesh()),
-            ("explicit", jax.make_mesh((8,), ("batch",))),  # Explicit axes by default
+        for name, extra in (
+            ("one", {}),
+            ("mesh", dict(mesh=batch_mesh())),
+            ("explicit", dict(mesh=jax.make_mesh((8,), ("batch",)))),  # Explicit axes
+            # "data" is the batch axis; replicated over "model".
+            ("data_model", dict(mesh=jax.make_mesh((4, 2), ("data", "model")))),
+            ("named", dict(mesh=jax.make_mesh((2, 4), ("x", "y")), batch_axis="y")),
+            # Each "process" (here the one) passes its own samples: all of them.
+            ("local", dict(mesh=batch_mesh(), process_local=True)),
+            ("local_model", dict(mesh=jax.make_mesh((2, 4), ("model", "data")),
+                                 process_local=True)),
         ):
-            trained, losses = lstm_jax.fit(model, variables, xs, ys, mesh=mesh, **options)
+            trained, losses = lstm_jax.fit(model, variables, xs, ys, **extra, **options)
             flat = lstm_jax.params_to_torch(trained)
             result[name] = {"losses": losses.tolist(), **{k: v.tolist() for k, v in flat.items()}}
             leaf = jax.tree.leaves(trained)[0]
@@ -61,8 +68,13 @@ WORKER = textwrap.dedent(
         for label, kwargs in (
             ("batch", dict(xs=xs, ys=ys, batch_size=12)),
             ("remainder", dict(xs=xs[:52], ys=ys[:52], batch_size=16)),
-            ("axis", dict(xs=xs, ys=ys, batch_size=16, mesh=jax.make_mesh((8,), ("data",)))),
+            ("axis", dict(xs=xs, ys=ys, batch_size=16, mesh=jax.make_mesh((4, 2), ("x", "y")))),
+            ("no_such_axis", dict(xs=xs, ys=ys, batch_size=16, batch_axis="z")),
             ("type", dict(xs=xs, ys=ys, batch_size=16, mesh="batch")),
+            ("2d", dict(xs=xs[:48], ys=ys[:48], batch_size=6,
+                        mesh=jax.make_mesh((4, 2), ("data", "model")))),
+            ("local_no_mesh", dict(xs=xs, ys=ys, batch_size=16, mesh=None,
+                                   process_local=True)),
         ):
             kwargs.setdefault("mesh", batch_mesh())
             try:
@@ -105,7 +117,10 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     return run_worker(tmp_path_factory.mktemp("data_parallel"))
 
 
-@pytest.mark.parametrize("mesh", ["mesh", "explicit"])
+MESHES = ["mesh", "explicit", "data_model", "named", "local", "local_model"]
+
+
+@pytest.mark.parametrize("mesh", MESHES)
 def test_mesh_run_matches_one_device(worker: tuple[dict, Path], mesh: str) -> None:
     result, _ = worker
     one, many = result["one"], result[mesh]
@@ -121,23 +136,33 @@ def test_mesh_run_matches_one_device(worker: tuple[dict, Path], mesh: str) -> No
 
 def test_parameters_stay_replicated(worker: tuple[dict, Path]) -> None:
     result, _ = worker
-    assert result["mesh_sharding"] == [True, DEVICES]
-    assert result["explicit_sharding"] == [True, DEVICES]
+    for mesh in MESHES:
+        assert result[mesh + "_sharding"] == [True, DEVICES], mesh
     assert result["one_sharding"] == [True, 1]
+
+
+def test_process_local_is_the_replicated_run_bit_for_bit(worker: tuple[dict, Path]) -> None:
+    """The data set split over the devices, each batch gathered from them, is the
+    replicated run's batches in its order: the same bits on the same mesh."""
+    result, _ = worker
+    assert result["local"] == result["mesh"]
 
 
 def test_the_program_is_partitioned(worker: tuple[dict, Path]) -> None:
     """XLA inserted the gradient all-reduce in the mesh runs, not in the one-device run;
-    each device's LSTM matmuls see 16 / 8 = 2 rows of the batch."""
+    each device's LSTM matmuls see its rows of the batch only."""
     _, dump = worker
     programs = [p.read_text() for p in sorted(dump.glob("*train_run*after_optimizations.txt"))]
     reduced = ["all-reduce(" in text for text in programs]
     assert sorted(set(reduced)) == [False, True], sorted(p.name for p in dump.iterdir())[:20]
     for text, partitioned in zip(programs, reduced, strict=True):
-        # The recurrent product h @ W_hh^T: (B_local, H) x (H, 4H) -> (B_local, 64).
+        # Products with 4H = 64 columns: (B_local, 64) for the recurrent and input
+        # products, (H, 64) and (I, 64) for weight gradients. One device: B_local = 16
+        # and 8 (the remainder batch); partitioned, 16 / 8 and 8 / 8 on the 1-D meshes,
+        # 16 / 4 and 8 / 4 on the 2-D ones (4 batch shards): never 8.
         rows = {int(m) for m in re.findall(r"f32\[(\d+),64\]\{1,0\} dot\(", text)}
-        assert (2 in rows) == partitioned, rows
-        assert (16 in rows) != partitioned, rows
+        assert bool(rows & {2, 4}) == partitioned, rows
+        assert (8 in rows) != partitioned, rows
 
 
 def test_batches_that_do_not_divide_are_a_clear_error(worker: tuple[dict, Path]) -> None:
@@ -149,9 +174,18 @@ def test_batches_that_do_not_divide_are_a_clear_error(worker: tuple[dict, Path])
     assert kind == "ValueError"
     assert "remainder" in message and "4 samples" in message and "8 devices" in message
     kind, message = errors["axis"]
-    assert kind == "ValueError" and "axis named 'batch'" in message and "data" in message
+    assert kind == "ValueError" and "axis named 'batch' or 'data'" in message, message
+    assert "('x', 'y')" in message and "batch_axis=" in message
+    kind, message = errors["no_such_axis"]
+    assert kind == "ValueError" and "batch_axis: expected one of the mesh's axes" in message
+    assert "'z'" in message
     kind, message = errors["type"]
     assert kind == "TypeError" and "jax.sharding.Mesh" in message
+    kind, message = errors["2d"]
+    assert kind == "ValueError" and "batch_size of 6 samples does not divide" in message
+    assert "4 devices on axis 'data'" in message
+    kind, message = errors["local_no_mesh"]
+    assert kind == "ValueError" and "process_local=True: expected a mesh=" in message
 
 
 def test_data_parallel_example_tiny(tmp_path: Path) -> None:
@@ -164,4 +198,19 @@ def test_data_parallel_example_tiny(tmp_path: Path) -> None:
     assert errors, out
     assert float(errors[1]) <= TRAINING[F32] and float(errors[2]) <= TRAINING[F32], out
     rates = re.findall(r"^(?:one device|mesh of 8)\s+\S+\s+\S+\s+(\d+)\s*$", out, flags=re.M)
+    assert len(rates) == 2 and all(int(r) > 0 for r in rates), out
+
+
+def test_data_parallel_example_processes_tiny(tmp_path: Path) -> None:
+    """``--processes 2``: two real processes (and the one-process baseline) train the
+    same parameters and report both rates."""
+    argv = ["--processes", "2", "--process-local", "--samples", "32", "--batch-size", "16"]
+    argv += ["--epochs", "2", "--repeats", "1", "--layers", "1", "--hidden", "8", "--no-pin"]
+    argv += ["--timeout", "240"]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = python([str(ROOT / "examples" / "data_parallel.py"), *argv], env, tmp_path)
+    error = re.search(r"parameters, 2 processes against 1 process: scaled error (\S+)", out)
+    assert error and float(error[1]) <= TRAINING[F32], out
+    rates = re.findall(r"^1 process, every core\s+\S+\s+\S+\s+(\d+)\s*$", out, flags=re.M)
+    rates += re.findall(r"^2 processes x 1 device, cores shared\s+\S+\s+\S+\s+(\d+)$", out, re.M)
     assert len(rates) == 2 and all(int(r) > 0 for r in rates), out

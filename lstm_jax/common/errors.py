@@ -46,3 +46,10 @@ class TrainingDiverged(ValueError):
             f"kept are the last finite ones, from before that step; lower the learning rate "
             f"or clip gradients (clip_norm)"
         )
+
+
+class WorkerLost(RuntimeError):
+    """Training over several processes stopped because one of them was lost (it died,
+    hangs, or the coordinator is unreachable); the message names it. Every process
+    stops; restarting them all resumes from the last checkpoint of
+    ``fit(checkpoint_dir=...)``."""

@@ -68,6 +68,7 @@ from lstm_jax.common.resume import (
 from lstm_jax.core.dtypes import check_float64_allowed
 from lstm_jax.train import parallel
 from lstm_jax.train.checkpointing import Checkpoints, describe_tree, key_data
+from lstm_jax.train.distributed import lost_workers_reported
 from lstm_jax.train.losses import loss_and_aux, loss_value
 from lstm_jax.train.model import TrainModel, as_train_model, zeros_like_tree
 from lstm_jax.train.nnx_model import fit_nnx, is_nnx_module
@@ -355,29 +356,28 @@ def _train_run(
     carry: RunCarry,
     data: RunData,
     orders: Array,
-    mesh: Mesh | None = None,
+    mesh: parallel.DataParallel | None = None,
     compute_dtype: np.dtype | None = None,
     stateful: bool = False,
 ) -> tuple[RunCarry, Array]:
     """Epochs of training as one program: ``orders`` (E, N) -> (the carry after them,
     the (E,) per-epoch losses).
 
-    With a ``mesh``, every batch is split over its ``"batch"`` axis (the rest is
+    With a ``mesh``, every batch is split over its batch axis (the rest is
     replicated, see :mod:`lstm_jax.train.parallel`). Stateful runs start each epoch
     from the model's zero carry and pass each batch's final carry to the next.
     """
     xs, ys = data.xs, data.ys
-    n = xs.shape[0]
+    n = orders.shape[1]
     full_batches, remainder = divmod(n, batch_size)
     total_dtype = jax.tree.leaves(carry.params)[0].dtype
 
     def batch(index: Array) -> tuple[Array, Array, Array | None]:
-        x, y = xs[index], ys[index]
-        lengths = None if data.seq_lengths is None else data.seq_lengths[index]
-        if mesh is not None:
-            x, y = parallel.shard_batch(x, mesh, 0), parallel.shard_batch(y, mesh, 0)
-            if lengths is not None:
-                lengths = parallel.shard_batch(lengths, mesh, 0)
+        if mesh is None:
+            x, y = xs[index], ys[index]
+            lengths = None if data.seq_lengths is None else data.seq_lengths[index]
+        else:
+            x, y, lengths = mesh.take((xs, ys, data.seq_lengths), index)
         if not model.batch_first and x.ndim >= 2:
             x = jnp.swapaxes(x, 0, 1)
         return x, y, lengths
@@ -435,9 +435,7 @@ def _train_run(
 
     carry, losses = lax.scan(epoch, carry, orders)
     if mesh is not None:
-        carry = carry._replace(
-            params=jax.lax.with_sharding_constraint(carry.params, parallel.replicated(mesh))
-        )
+        carry = carry._replace(params=mesh.keep_replicated(carry.params))
     return carry, losses
 
 
@@ -466,20 +464,45 @@ def _compute_dtype(compute_dtype: Any, param_dtype: np.dtype | None = None) -> n
 
 
 def _on_mesh(
-    mesh: Mesh | None, batch_axis: str | None, plan: BatchPlan, tree: PyTree
-) -> tuple[Mesh | None, PyTree]:
-    """All of fit's mesh handling: check the mesh, and replicate ``tree`` (params,
-    optimizer state, data) over it. ``batch_axis``: the axis batches split over
-    (None: :data:`~lstm_jax.train.parallel.BATCH_AXIS`)."""
+    mesh: Mesh | None,
+    batch_axis: str | None,
+    process_local: bool,
+    batch_size: int,
+    carry: RunCarry,
+    data: RunData,
+) -> tuple[parallel.DataParallel | None, RunCarry, RunData, int]:
+    """All of fit's mesh handling: check the mesh and the batch axis, check that every
+    process passed the same values, replicate ``carry`` and the rest of ``data`` over
+    the mesh and place the data set (replicated, or each process's own samples with
+    ``process_local``; see :mod:`lstm_jax.train.parallel`).
+
+    Returns:
+        (the run's :class:`~lstm_jax.train.parallel.DataParallel` or None, carry, data,
+        N: the number of samples of an epoch, all processes' with ``process_local``).
+    """
     if mesh is None:
-        return None, tree
-    if batch_axis not in (None, parallel.BATCH_AXIS):
-        raise ValueError(
-            f"batch_axis: expected None or '{parallel.BATCH_AXIS}', got {batch_axis!r}"
-        )
-    parallel.check_divisible(plan.n, plan.batch_size, parallel.check_mesh(mesh))
-    mesh = parallel.auto_mesh(mesh)
-    return mesh, parallel.replicate(tree, mesh)
+        if process_local:
+            raise ValueError(
+                "process_local=True: expected a mesh= to spread the processes' samples "
+                "over (e.g. lstm_jax.train.parallel.batch_mesh()), got mesh=None"
+            )
+        if batch_axis is not None:
+            raise ValueError(f"batch_axis: expected None without a mesh, got {batch_axis!r}")
+        return None, carry, data, len(data.xs)
+    if not isinstance(process_local, bool):
+        raise TypeError(f"process_local: expected True or False, got {process_local!r}")
+    dp = parallel.DataParallel.over(mesh, batch_axis, process_local, len(data.xs))
+    n = len(data.xs) if dp.shares is None else dp.shares.samples
+    parallel.check_divisible(n, check_positive_int("batch_size", batch_size), dp.shards, dp.axis)
+    held = (data.xs, data.ys, data.seq_lengths)
+    same = {"variables": {**data.rest, "params": carry.params}, "optimizer state": carry.opt_state}
+    same["rng"] = data.rng
+    if not process_local:
+        same.update(xs=data.xs, ys=data.ys, seq_lengths=data.seq_lengths)
+    parallel.check_same_everywhere(same)
+    carry, rest, rng = dp.replicate((carry, data.rest, data.rng))
+    xs, ys, lengths = dp.place_data(held)
+    return dp, carry, data._replace(rest=rest, xs=xs, ys=ys, seq_lengths=lengths, rng=rng), n
 
 
 def _fingerprint(
@@ -505,7 +528,7 @@ def _fingerprint(
         "loss": loss if isinstance(loss, str) else describe(loss),
         "xs": [list(data.xs.shape), str(data.xs.dtype)],
         "ys": [list(data.ys.shape), str(data.ys.dtype)],
-        "data": digest(data.xs, data.ys, data.seq_lengths),
+        "data": parallel.data_digest(digest, data.xs, data.ys, data.seq_lengths),
         "batch_size": plan.batch_size,
         "shuffle_seed": None if shuffle_seed is None else int(shuffle_seed),
         "stateful": stateful,
@@ -553,6 +576,8 @@ def fit(
     loss: Any = "mse",
     rng: Array | None = None,
     mesh: Mesh | None = None,
+    batch_axis: str | None = None,
+    process_local: bool = False,
     compute_dtype: Any = None,
     batch_first: bool | None = None,
     seq_lengths: Any = None,
@@ -601,12 +626,20 @@ def fit(
             dropped here; :func:`make_train_step` returns it).
         rng: a key for dropout (training mode), folded with the global step; None
             trains deterministically (required for a model with dropout between layers).
-        mesh: None trains on one device. A ``jax.sharding.Mesh`` with an axis named
-            ``"batch"`` (``lstm_jax.train.parallel.batch_mesh()``, or
-            ``jax.make_mesh((n,), ("batch",))``): data-parallel training, every batch
-            split over that axis, parameters, optimizer state and data replicated,
-            gradients all-reduced by XLA (see :mod:`lstm_jax.train.parallel`). Every batch,
-            the remainder batch too, must divide among the axis' devices.
+        mesh: None trains on one device. A ``jax.sharding.Mesh``
+            (``lstm_jax.train.parallel.batch_mesh()``, ``jax.make_mesh((n,), ("data",))``,
+            any mesh over the devices of every process): data-parallel training, every
+            batch split over the batch axis, parameters and optimizer state replicated
+            (also over the mesh's other axes), gradients all-reduced by XLA (see
+            :mod:`lstm_jax.train.parallel`). Every batch, the remainder batch too, must
+            divide among the batch axis' devices.
+        batch_axis: the mesh axis to split batches over; None: ``"batch"`` if the mesh
+            has it, else ``"data"``, else the mesh's only axis.
+        process_local: False: every process passes the same, whole data set. True
+            (with a mesh): each process passes only its own samples; the data set is
+            the processes' samples concatenated in process order (process 0's first),
+            N their total, and the run is the one of a process holding all of them
+            (same batches, same order); each device keeps only its share of the rows.
         compute_dtype: None computes in the parameters' dtype. ``jnp.bfloat16`` (any
             float dtype): mixed precision; forward and backward in that dtype, loss,
             gradients, optimizer state and the returned (master) parameters in the
@@ -656,6 +689,8 @@ def fit(
             loss=loss,
             rng=rng,
             mesh=mesh,
+            batch_axis=batch_axis,
+            process_local=process_local,
             compute_dtype=compute_dtype,
             seq_lengths=seq_lengths,
             stateful=stateful,
@@ -689,11 +724,6 @@ def fit(
                 f"seq_lengths: {train_model.name}.__call__ takes no seq_lengths argument"
             )
     lengths = prepare_seq_lengths(seq_lengths, len(x), x.shape[1] if x.ndim > 1 else 1)
-    plan = batch_plan(len(x), batch_size)
-    if stateful:
-        check_stateful(plan, shuffle_seed)
-    first = first_epoch(start, plan.steps_per_epoch)
-    orders = epoch_orders(plan.n, epochs, shuffle_seed, first).astype(np.int32)
     if rng is None and train_model.dropout:
         raise ValueError(
             "the model has dropout between layers: pass rng=jax.random.key(...) to train "
@@ -702,7 +732,13 @@ def fit(
     compute_dtype = _compute_dtype(compute_dtype, dtype)
     data = RunData(start.rest, x, y, lengths, rng if train_model.uses_rng(rng) else None)
     carry = _initial_carry(start, dtype)
-    mesh, (carry, data) = _on_mesh(mesh, None, plan, (carry, data))
+    spread, carry, data, n = _on_mesh(mesh, batch_axis, process_local, batch_size, carry, data)
+    plan = batch_plan(n, batch_size)
+    if stateful:
+        check_stateful(plan, shuffle_seed)
+    first = first_epoch(start, plan.steps_per_epoch)
+    orders = epoch_orders(plan.n, epochs, shuffle_seed, first).astype(np.int32)
+    orders = orders if spread is None else spread.global_order(orders)
 
     end = first + epochs
     losses = np.full(epochs, np.nan)
@@ -721,7 +757,7 @@ def fit(
             checkpoint_every=checkpoint_every,
         )
         checkpoints = Checkpoints(directory, fingerprint, keep)
-        carry, done, losses = _resume(checkpoints, carry, data, mesh, first, end, losses)
+        carry, done, losses = _resume(checkpoints, carry, data, spread, first, end, losses)
 
     run = functools.partial(
         _train_run,
@@ -729,7 +765,7 @@ def fit(
         start.optimizer,
         loss,
         plan.batch_size,
-        mesh=mesh,
+        mesh=spread,
         compute_dtype=compute_dtype,
         stateful=stateful,
     )
@@ -739,9 +775,10 @@ def fit(
     try:
         for a, b in chunks(done, end, _progress_every(epochs, checkpoint_every, progress)):
             chunk = orders[a - first : b - first]
-            chunk = chunk if mesh is None else parallel.replicate(chunk, mesh)
-            carry, chunk_losses = run(carry, data, chunk)
-            losses[a - first : b - first] = np.asarray(chunk_losses, dtype=np.float64)
+            chunk = chunk if spread is None else spread.replicate(chunk)
+            with lost_workers_reported():
+                carry, chunk_losses = run(carry, data, chunk)
+                losses[a - first : b - first] = np.asarray(chunk_losses, dtype=np.float64)
             if int(carry.bad_step) >= 0:
                 break
             if checkpoints is not None:
@@ -771,7 +808,7 @@ def _resume(
     checkpoints: Checkpoints,
     carry: RunCarry,
     data: RunData,
-    mesh: Mesh | None,
+    mesh: parallel.DataParallel | None,
     first: int,
     end: int,
     losses: np.ndarray,
@@ -791,7 +828,7 @@ def _resume(
         params=state["params"], opt_state=state["opt_state"], step=state["step"]
     )
     if mesh is not None:
-        restored = parallel.replicate(restored, mesh)
+        restored = mesh.replicate(restored)
     losses = losses.copy()
     losses[: len(saved_losses)] = saved_losses
     logger.info(resumed_message(epoch, end, first, checkpoints.directory))
