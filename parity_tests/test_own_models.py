@@ -272,3 +272,37 @@ def test_readme_porting_walkthrough_runs(tmp_path: Path, monkeypatch: pytest.Mon
         for k in namespace["torch_model"].state_dict()
         if k.startswith("rnn.")
     )
+
+
+class TorchScaled(torch.nn.Module):
+    """A parameter of the model's own, named `scale` like a LayerNorm's Flax leaf."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = torch.nn.LSTM(3, 4)
+        self.scale = torch.nn.Parameter(torch.rand(4) + 0.5)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0] * self.scale)
+
+
+class FlaxScaled(fnn.Module):
+    def setup(self) -> None:
+        self.rnn = lstm_jax.LSTM(4)
+        self.scale = self.param("scale", fnn.initializers.ones, (4,))
+        self.head = fnn.Dense(2)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(self.rnn(x)[0] * self.scale)
+
+
+def test_a_models_own_parameters_keep_their_names() -> None:
+    torch.manual_seed(0)
+    tm, jm, x = TorchScaled(), FlaxScaled(), um.features((5, 2, 3))
+    variables = lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=(x,))
+    np.testing.assert_array_equal(variables["params"]["scale"], tm.scale.detach())
+    (want,) = torch_outputs(tm, (x,))
+    assert scaled_error(jm.apply(variables, x), want) <= FORWARD[F32]
+    back = lstm_jax.params_to_torch(variables, model=jm)  # bound: the root's class is known
+    assert_bitwise_equal(back, tm.state_dict(), ordered=False)

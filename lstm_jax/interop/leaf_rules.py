@@ -31,10 +31,12 @@ kinds. A layer of one's own::
                                                 from_torch=lambda a: a.T),
                                   "b": LeafRule("bias")})
 
-Where a layer's class is not known (``params_to_torch`` without ``example``), its
-kind is read off its leaves (:func:`kind_from_leaves`): ``embedding`` -> embed,
-``kernel`` of 2 axes -> dense, of 3 or more -> conv, ``scale`` -> layer_norm,
-anything else -> torch_named.
+A class without a rule keeps its leaves' names and layout (a module of one's own
+whose ``self.param`` names are torch's). Where a layer's class is not known (a
+submodule created inside ``@compact``, seen by ``params_to_torch`` without
+``example``), its kind is read off its leaves (:func:`kind_from_leaves`):
+``embedding`` -> embed, ``kernel`` of 2 axes -> dense, of 3 or more -> conv,
+``scale`` -> layer_norm, anything else -> torch_named.
 """
 
 from __future__ import annotations
@@ -154,10 +156,14 @@ def kind_from_leaves(leaves: Mapping[str, tuple[int, ...]]) -> str:
 def layer_rules(
     layer_type: type | None, leaves: Mapping[str, tuple[int, ...]]
 ) -> dict[str, LeafRule]:
-    """The rules of one layer: its class's if registered, else those of the kind its
-    leaves show (:func:`kind_from_leaves`)."""
-    rules = None if layer_type is None else rules_for_type(layer_type)
-    return KIND_RULES[kind_from_leaves(leaves)] if rules is None else rules
+    """The rules of one layer: its class's if registered; none (every leaf keeps its name
+    and layout) for a class without a rule, such as a module of one's own holding torch-named
+    ``self.param``s; where the class is unknown (None), those of the kind its leaves show
+    (:func:`kind_from_leaves`)."""
+    if layer_type is None:
+        return KIND_RULES[kind_from_leaves(leaves)]
+    rules = rules_for_type(layer_type)
+    return KIND_RULES[TORCH_NAMED] if rules is None else rules
 
 
 def leaf_rule(rules: Mapping[str, LeafRule], flax_name: str) -> LeafRule:
