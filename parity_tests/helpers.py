@@ -406,6 +406,8 @@ def parity_run(
     inputs: Arrays,
     torch_forward: Callable[[torch.nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]],
     jax_forward: Callable[[dict, dict[str, jax.Array]], Mapping[str, jax.Array]],
+    *,
+    compiler_options: Mapping[str, object] | None = None,
 ) -> ParityRun:
     """Run one forward on each side, the JAX one with ``module``'s weights copied, and
     differentiate the same scalar loss (random cotangents on every named output).
@@ -415,6 +417,7 @@ def parity_run(
             ``requires_grad``, JAX differentiates with respect to them.
         torch_forward: ``(module, tensors) -> {name: tensor}``.
         jax_forward: ``(variables, arrays) -> {name: array}``, the same names.
+        compiler_options: XLA's, for the JAX side (:func:`jax_loss_grads`).
     """
     with pinned_precision():
         t_in = {k: torch.tensor(v, requires_grad=True) for k, v in inputs.items()}
@@ -424,7 +427,9 @@ def parity_run(
         torch_grads = torch_loss_grads(module, t_out, t_in, cotangents)
         with x64_if(case.dtype):
             variables = lstm_jax.params_from_torch(module.state_dict())
-            jax_outputs, jax_grads = jax_loss_grads(jax_forward, variables, inputs, cotangents)
+            jax_outputs, jax_grads = jax_loss_grads(
+                jax_forward, variables, inputs, cotangents, compiler_options=compiler_options
+            )
     return ParityRun(torch_outputs, jax_outputs, torch_grads, jax_grads)
 
 

@@ -96,33 +96,27 @@ def run_both(
     *,
     compiler_options: dict | None = None,
 ) -> helpers.ParityRun:
-    """``pc`` on both backends: outputs and gradients (of parameters, x, h_0, c_0)."""
+    """``pc`` on both backends: outputs and gradients (of parameters, x, h_0, c_0), by
+    :func:`helpers.parity_run` with torch's packed forward (:func:`torch_packed`)."""
     case = pc.case
     inputs = helpers.random_inputs(case) if inputs is None else inputs
-    with one_torch_thread():
-        module = helpers.make_torch_lstm(case)
-        t_in = {k: torch.tensor(v, requires_grad=True) for k, v in inputs.items()}
-        state = (t_in["h_0"], t_in["c_0"]) if "h_0" in t_in else None
-        t_out = torch_packed(module, t_in["x"], pc.lengths, state)
-        cot = helpers.random_cotangents({k: v.detach().numpy() for k, v in t_out.items()})
-        t_grads = helpers.torch_loss_grads(module, t_out, t_in, cot)
-
     model = pc.jax_lstm()
     lengths = None if pc.lengths is None else np.asarray(pc.lengths)
 
-    def apply(variables: dict, inputs: dict) -> dict[str, jax.Array]:
+    def torch_forward(module: torch.nn.Module, t: dict) -> dict[str, torch.Tensor]:
+        state = (t["h_0"], t["c_0"]) if "h_0" in t else None
+        return torch_packed(module, t["x"], pc.lengths, state)
+
+    def jax_forward(variables: dict, inputs: dict) -> dict[str, jax.Array]:
         state = (inputs["h_0"], inputs["c_0"]) if "h_0" in inputs else None
         out, (h_n, c_n) = model.apply(variables, inputs["x"], state, seq_lengths=lengths)
         return {"output": out, "h_n": h_n, "c_n": c_n}
 
-    with helpers.x64_if(case.dtype):
-        variables = lstm_jax.params_from_torch(module.state_dict())
-        j_out, j_grads = helpers.jax_loss_grads(
-            apply, variables, inputs, cot, compiler_options=compiler_options
+    with one_torch_thread():
+        module = helpers.make_torch_lstm(case)
+        return helpers.parity_run(
+            case, module, inputs, torch_forward, jax_forward, compiler_options=compiler_options
         )
-    return helpers.ParityRun(
-        {k: v.detach().numpy() for k, v in t_out.items()}, j_out, t_grads, j_grads
-    )
 
 
 def assert_parity(pc: PackedCase, run: helpers.ParityRun) -> None:
