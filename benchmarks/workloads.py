@@ -477,10 +477,17 @@ def streaming(settings: jb.Settings, sizes: Sizes) -> dict[str, Any]:
         out, carried["lean"] = step(x_t, carried["lean"])
         return out
 
+    # the floor under both: a jitted program that returns its state, called with
+    # jit(apply)'s arguments (dispatch and the variables tree's flattening, no work)
+    floor = jax.jit(lambda v, x, state: state)
+
     runners = {
         "torch": jb.Runner(torch_step, lambda _: None),
         "jax": jb.Runner(apply_step, jax.block_until_ready),
         "jax_lean": jb.Runner(lean_step, jax.block_until_ready),
+        "jax_dispatch_floor": jb.Runner(
+            lambda: floor(variables, x, carried["apply"]), jax.block_until_ready
+        ),
     }
     times = jb.interleaved(runners, settings.repeats, settings.min_sample)
     us = {k: v["median_s"] * 1e6 for k, v in times.items()}
@@ -489,6 +496,7 @@ def streaming(settings: jb.Settings, sizes: Sizes) -> dict[str, Any]:
         "torch_us": us["torch"],
         "jax_apply_us": us["jax"],
         "jax_lean_us": us["jax_lean"],
+        "jax_dispatch_floor_us": us["jax_dispatch_floor"],
         "ratio_apply": us["jax"] / us["torch"],
         "ratio": us["jax_lean"] / us["torch"],
         "samples": times,
