@@ -63,14 +63,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        spec, _ = fmt.load(args.checkpoint)  # numpy only: a bad file fails before jax/torch load
+        header, _ = fmt.load(args.checkpoint)  # numpy only: a bad file fails before jax/torch load
     except (OSError, fmt.CheckpointError) as err:
         print(f"lstm_jax.check: error: {err}", file=sys.stderr)
         return 2
-    if spec.kind == fmt.MODEL:  # no configuration to build the two models from
+    if header.kind == fmt.MODEL:  # no configuration to build the two models from
         print(
             f"lstm_jax.check: error: {args.checkpoint} holds a model of your own "
-            f"({spec.model_class or 'unnamed'}): build both models and check them from "
+            f"({header.model_class or 'unnamed'}): build both models and check them from "
             f"Python, lstm_jax.compare_with_torch(torch_model, flax_model, variables, *args)",
             file=sys.stderr,
         )
@@ -86,16 +86,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import lstm_jax
     import lstm_torch
 
-    x64 = jax.enable_x64(True) if spec.dtype == np.float64 else contextlib.nullcontext()
+    x64 = jax.enable_x64(True) if header.dtype == np.float64 else contextlib.nullcontext()
     with x64:
         torch_model = lstm_torch.load_checkpoint(args.checkpoint)
         jax_model, variables = lstm_jax.load_checkpoint(args.checkpoint)
-        x, state = random_input(spec, args.seq_len, args.batch, args.seed)
+        x, state = random_input(header, args.seq_len, args.batch, args.seed)
         report = lstm_jax.compare_with_torch(
             torch_model, jax_model, variables, x, initial_state=state, seed=args.seed
         )
     print(f"checkpoint: {args.checkpoint}")
-    print(f"model: {spec.describe()}")
+    print(f"model: {header.describe()}")
     print(
         f"input: {x.shape} and random (h_0, c_0) of {state[0].shape}, {state[1].shape}, "
         f"seed {args.seed}"
@@ -105,17 +105,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def random_input(
-    spec: fmt.CheckpointSpec, seq_len: int, batch: int, seed: int
+    header: fmt.CheckpointHeader, seq_len: int, batch: int, seed: int
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Standard normal x of (T, B, I) ((B, T, I) with batch_first) and (h_0, c_0)."""
-    config = spec.config
+    config = header.config
     rng = np.random.default_rng(seed)
     shape = (batch, seq_len) if config.batch_first else (seq_len, batch)
-    x = rng.standard_normal((*shape, config.input_size)).astype(spec.dtype)
+    x = rng.standard_normal((*shape, config.input_size)).astype(header.dtype)
     h_shape, c_shape = config.state_shapes(batch)
     state = (
-        rng.standard_normal(h_shape).astype(spec.dtype),
-        rng.standard_normal(c_shape).astype(spec.dtype),
+        rng.standard_normal(h_shape).astype(header.dtype),
+        rng.standard_normal(c_shape).astype(header.dtype),
     )
     return x, state
 

@@ -27,12 +27,12 @@ import torch
 from torch import nn
 
 from lstm_jax.common import checkpoint_format as fmt
-from lstm_jax.common.checkpoint_format import CheckpointSpec, PathLike
+from lstm_jax.common.checkpoint_format import CheckpointHeader, PathLike
 from lstm_jax.common.config import LSTMConfig
 from lstm_jax.common.ties import find_ties
 from lstm_torch.model import LSTMModeler
 
-__all__ = ["CheckpointError", "load_checkpoint", "model_spec", "save_checkpoint"]
+__all__ = ["CheckpointError", "load_checkpoint", "model_header", "save_checkpoint"]
 
 Model = nn.Module  # nn.LSTM, LSTMModeler, or a model of one's own
 # torch layers lstm_jax has no counterpart of: a model holding one cannot be mirrored.
@@ -58,8 +58,8 @@ def _as_torch_error() -> Iterator[None]:
         raise CheckpointError(err.path, err.problem) from None
 
 
-def model_spec(model: Model) -> CheckpointSpec:
-    """The checkpoint spec of a ``torch.nn.LSTM``, ``lstm_torch.LSTMModeler``, or any
+def model_header(model: Model) -> CheckpointHeader:
+    """The checkpoint header of a ``torch.nn.LSTM``, ``lstm_torch.LSTMModeler``, or any
     other module (kind "model", with its tied keys)."""
     if not isinstance(model, nn.Module):
         raise TypeError(
@@ -71,7 +71,7 @@ def model_spec(model: Model) -> CheckpointSpec:
         raise TypeError(f"save_checkpoint: {type(model).__name__} has no parameters")
     dtype = _numpy_dtype(first.dtype)
     if isinstance(model, LSTMModeler):
-        return CheckpointSpec("LSTMModeler", model.config, model.linear.out_features, dtype)
+        return CheckpointHeader("LSTMModeler", model.config, model.linear.out_features, dtype)
     if isinstance(model, nn.LSTM):
         config = LSTMConfig(
             hidden_size=model.hidden_size,
@@ -83,7 +83,7 @@ def model_spec(model: Model) -> CheckpointSpec:
             bidirectional=model.bidirectional,
             proj_size=model.proj_size,
         )
-        return CheckpointSpec("LSTM", config, None, dtype)
+        return CheckpointHeader("LSTM", config, None, dtype)
     foreign = [
         f"{name or 'the model'} ({type(m).__name__})"
         for name, m in model.named_modules()
@@ -96,7 +96,7 @@ def model_spec(model: Model) -> CheckpointSpec:
             f"{', '.join(foreign)}, which lstm_jax has no counterpart of"
         )
     ties = find_ties(model.state_dict())
-    return CheckpointSpec(fmt.MODEL, None, None, dtype, type(model).__name__, ties)
+    return CheckpointHeader(fmt.MODEL, None, None, dtype, type(model).__name__, ties)
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
@@ -121,10 +121,10 @@ def save_checkpoint(path: PathLike, model: Model) -> None:
         TypeError: a module holding a GRU or RNN, or parameters of another dtype.
         FileNotFoundError: the directory does not exist.
     """
-    spec = model_spec(model)
+    header = model_header(model)
     arrays = {key: value.detach().cpu().numpy() for key, value in model.state_dict().items()}
     fmt.common_dtype(arrays, "save_checkpoint")
-    fmt.save(path, arrays, spec)
+    fmt.save(path, arrays, header)
 
 
 def load_checkpoint(path: PathLike, model: Model | None = None) -> Model:
@@ -148,26 +148,26 @@ def load_checkpoint(path: PathLike, model: Model | None = None) -> Model:
             (``torch.save``, ``.pt``) is refused unread, with how to convert it.
     """
     with _as_torch_error():
-        spec, arrays = fmt.load(path)
-        if spec.kind == fmt.MODEL and model is None:
+        header, arrays = fmt.load(path)
+        if header.kind == fmt.MODEL and model is None:
             raise CheckpointError(
                 path,
-                f"holds a model of your own ({spec.model_class or 'unnamed'}): build it and "
+                f"holds a model of your own ({header.model_class or 'unnamed'}): build it and "
                 f"pass it, load_checkpoint(path, model)",
             )
         if model is None:
-            model = build_model(spec)
+            model = build_model(header)
         else:
-            fmt.check_fits(spec, model_spec(model), path)
+            fmt.check_fits(header, model_header(model), path)
     model.load_state_dict({key: torch.from_numpy(a) for key, a in arrays.items()}, strict=True)
     return model
 
 
-def build_model(spec: CheckpointSpec) -> Model:
-    """A torch model with the spec's options and dtype, on the CPU."""
-    dtype = torch.float64 if spec.dtype == np.float64 else torch.float32
-    if spec.kind == "LSTM":
-        return nn.LSTM(**spec.options, dtype=dtype)
-    model = LSTMModeler(**spec.options).to(dtype)
+def build_model(header: CheckpointHeader) -> Model:
+    """A torch model with the header's options and dtype, on the CPU."""
+    dtype = torch.float64 if header.dtype == np.float64 else torch.float32
+    if header.kind == "LSTM":
+        return nn.LSTM(**header.options, dtype=dtype)
+    model = LSTMModeler(**header.options).to(dtype)
     model.hidden_cell = model.zero_hidden_cell()  # in the new dtype
     return model

@@ -107,7 +107,7 @@ def assert_bitwise(got: dict, expected: dict[str, np.ndarray]) -> None:
 
 
 def torch_options(model: torch.nn.Module) -> dict:
-    return lstm_torch.checkpoint.model_spec(model).options
+    return lstm_torch.checkpoint.model_header(model).options
 
 
 # --- round trips ---------------------------------------------------------------------------

@@ -96,7 +96,7 @@ class CheckpointError(ValueError):
 
 
 @dataclass(frozen=True)
-class CheckpointSpec:
+class CheckpointHeader:
     """What a checkpoint holds: which model, its configuration, its dtype.
 
     Attributes:
@@ -167,7 +167,7 @@ class CheckpointSpec:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"{self.kind}({options}), {self.dtype}"
 
-    def differences(self, other: CheckpointSpec) -> list[str]:
+    def differences(self, other: CheckpointHeader) -> list[str]:
         """``"name: self's value vs other's"`` for every option (and the dtype) that differ."""
         if self.kind != other.kind:
             return [f"kind: {self.kind} vs {other.kind}"]
@@ -182,10 +182,12 @@ class CheckpointSpec:
         return found
 
 
-def check_fits(file_spec: CheckpointSpec, model_spec: CheckpointSpec, path: PathLike) -> None:
+def check_fits(
+    file_header: CheckpointHeader, model_header: CheckpointHeader, path: PathLike
+) -> None:
     """``CheckpointError`` listing every option (and the dtype) in which the file's model
     differs from the model it is being loaded into."""
-    differences = file_spec.differences(model_spec)
+    differences = file_header.differences(model_header)
     if differences:
         raise CheckpointError(
             path,
@@ -204,8 +206,8 @@ def _check_ties(tied: Mapping[str, str]) -> None:
         raise ValueError(f"tied: {chained} are both aliases and stored keys")
 
 
-def spec_from_options(kind: str, options: Mapping[str, Any], dtype: Any) -> CheckpointSpec:
-    """Build a spec from a constructor's keyword arguments (the inverse of ``.options``).
+def header_from_options(kind: str, options: Mapping[str, Any], dtype: Any) -> CheckpointHeader:
+    """Build a header from a constructor's keyword arguments (the inverse of ``.options``).
 
     Raises ``ValueError``/``TypeError`` for unknown, missing or invalid options.
     """
@@ -214,7 +216,7 @@ def spec_from_options(kind: str, options: Mapping[str, Any], dtype: Any) -> Chec
     if kind == MODEL:
         if options:
             raise ValueError(f"a checkpoint of kind 'model' has no config, got {dict(options)}")
-        return CheckpointSpec(MODEL, None, None, np.dtype(dtype))
+        return CheckpointHeader(MODEL, None, None, np.dtype(dtype))
     hidden = "hidden_size" if kind == "LSTM" else "hidden_layer_size"
     expected = {"input_size", hidden, *LSTM_OPTIONS} | (
         {"output_size"} if kind == "LSTMModeler" else set()
@@ -229,7 +231,7 @@ def spec_from_options(kind: str, options: Mapping[str, Any], dtype: Any) -> Chec
         input_size=options["input_size"],
         **{name: options[name] for name in LSTM_OPTIONS},
     )
-    return CheckpointSpec(kind, config, options.get("output_size"), np.dtype(dtype))
+    return CheckpointHeader(kind, config, options.get("output_size"), np.dtype(dtype))
 
 
 def common_dtype(arrays: Mapping[str, np.ndarray], who: str) -> np.dtype:
@@ -255,23 +257,23 @@ def tensor_digest(arrays: Mapping[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def metadata(spec: CheckpointSpec, arrays: Mapping[str, np.ndarray]) -> dict[str, str]:
-    """The safetensors metadata (str -> str) that describes ``arrays`` as ``spec``."""
+def metadata(header: CheckpointHeader, arrays: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """The safetensors metadata (str -> str) that describes ``arrays`` as ``header``."""
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
-        "kind": spec.kind,
-        "config": json.dumps(spec.options),
-        "dtype": spec.dtype.name,
+        "kind": header.kind,
+        "config": json.dumps(header.options),
+        "dtype": header.dtype.name,
         "lstm_jax_version": __version__,
         "sha256": tensor_digest(arrays),
     }
-    if spec.kind == MODEL:
-        meta |= {"model_class": spec.model_class or "", "tied": json.dumps(dict(spec.tied))}
+    if header.kind == MODEL:
+        meta |= {"model_class": header.model_class or "", "tied": json.dumps(dict(header.tied))}
     return meta
 
 
-def spec_from_metadata(meta: Mapping[str, str] | None, path: PathLike) -> CheckpointSpec:
+def header_from_metadata(meta: Mapping[str, str] | None, path: PathLike) -> CheckpointHeader:
     """Read and validate the metadata; ``CheckpointError`` says what is wrong."""
     if not meta or meta.get("format") != FORMAT:
         found = "no metadata" if not meta else f"metadata keys {sorted(meta)}"
@@ -298,58 +300,58 @@ def spec_from_metadata(meta: Mapping[str, str] | None, path: PathLike) -> Checkp
             raise ValueError(f"expected a JSON object, got {meta['config']!r}")
         if meta["dtype"] not in {d.name for d in DTYPES}:
             raise ValueError(f"dtype must be float32 or float64, got {meta['dtype']!r}")
-        spec = spec_from_options(meta["kind"], options, np.dtype(meta["dtype"]))
-        if spec.kind == MODEL:
+        header = header_from_options(meta["kind"], options, np.dtype(meta["dtype"]))
+        if header.kind == MODEL:
             tied = json.loads(meta.get("tied", "{}"))
-            spec = replace(spec, model_class=meta.get("model_class") or None, tied=tied)
-        return spec
+            header = replace(header, model_class=meta.get("model_class") or None, tied=tied)
+        return header
     except (ValueError, TypeError) as err:
         raise CheckpointError(path, f"invalid checkpoint configuration: {err}") from None
 
 
-def array_problems(spec: CheckpointSpec, arrays: Mapping[str, np.ndarray]) -> str | None:
-    """What is wrong with ``arrays`` as the ``state_dict`` of ``spec``'s model (every key
-    and shape, each of the spec's dtype; a "model"'s tied keys stored once), or None."""
-    if spec.kind == MODEL:
-        lost = [f"{a} (tied to {k})" for a, k in spec.tied.items() if k not in arrays]
+def array_problems(header: CheckpointHeader, arrays: Mapping[str, np.ndarray]) -> str | None:
+    """What is wrong with ``arrays`` as the ``state_dict`` of ``header``'s model (every key
+    and shape, each of the header's dtype; a "model"'s tied keys stored once), or None."""
+    if header.kind == MODEL:
+        lost = [f"{a} (tied to {k})" for a, k in header.tied.items() if k not in arrays]
         if lost:
             return f"tied keys whose stored tensor is missing: {', '.join(lost)}"
     else:
         try:
             check_param_shapes(
-                spec.param_shapes(),
+                header.param_shapes(),
                 {k: np.shape(a) for k, a in arrays.items()},
-                f"tensors for {spec.describe()}",
+                f"tensors for {header.describe()}",
             )
         except ValueError as err:
             return str(err)
-    wrong = [f"{k}: {a.dtype}" for k, a in arrays.items() if np.dtype(a.dtype) != spec.dtype]
+    wrong = [f"{k}: {a.dtype}" for k, a in arrays.items() if np.dtype(a.dtype) != header.dtype]
     if wrong:
-        return f"dtype {spec.dtype} expected, but tensors are {', '.join(wrong)}"
+        return f"dtype {header.dtype} expected, but tensors are {', '.join(wrong)}"
     return None
 
 
-def save(path: PathLike, arrays: Mapping[str, np.ndarray], spec: CheckpointSpec) -> None:
-    """Write ``arrays`` (a ``state_dict`` as numpy) as a checkpoint of ``spec``, atomically.
+def save(path: PathLike, arrays: Mapping[str, np.ndarray], header: CheckpointHeader) -> None:
+    """Write ``arrays`` (a ``state_dict`` as numpy) as a checkpoint of ``header``, atomically.
 
     The file is written next to ``path`` under a temporary name, flushed to disk,
     then renamed over ``path``: a failure at any point leaves an existing file as
     it was. The directory must exist (``FileNotFoundError`` otherwise).
     """
     path = Path(path)
-    for alias, key in spec.tied.items():  # stored once: safetensors refuses shared tensors
+    for alias, key in header.tied.items():  # stored once: safetensors refuses shared tensors
         if alias in arrays and not _same_bits(arrays[alias], arrays[key]):
             raise ValueError(
                 f"cannot save checkpoint {os.fspath(path)}: {alias} is tied to "
                 f"{key} but holds other values"
             )
     arrays = {
-        key: np.ascontiguousarray(array) for key, array in arrays.items() if key not in spec.tied
+        key: np.ascontiguousarray(array) for key, array in arrays.items() if key not in header.tied
     }
-    problem = array_problems(spec, arrays)
+    problem = array_problems(header, arrays)
     if problem is not None:
         raise ValueError(f"cannot save checkpoint {os.fspath(path)}: {problem}")
-    data = safetensors.numpy.save(arrays, metadata=metadata(spec, arrays))
+    data = safetensors.numpy.save(arrays, metadata=metadata(header, arrays))
     write_atomic(path, data)
 
 
@@ -417,8 +419,8 @@ def refused_pickle(kind: str) -> str:
     )
 
 
-def load(path: PathLike) -> tuple[CheckpointSpec, dict[str, np.ndarray]]:
-    """Read and validate a checkpoint: its spec and ``{torch key: array}`` in torch's order
+def load(path: PathLike) -> tuple[CheckpointHeader, dict[str, np.ndarray]]:
+    """Read and validate a checkpoint: its header and ``{torch key: array}`` in torch's order
     (a "model"'s in the file's order, each tied alias the same array as its key).
 
     Raises:
@@ -433,20 +435,20 @@ def load(path: PathLike) -> tuple[CheckpointSpec, dict[str, np.ndarray]]:
     try:
         with safetensors.safe_open(os.fspath(path), framework="np") as file:
             meta = file.metadata()
-            spec = spec_from_metadata(meta, path)
+            header = header_from_metadata(meta, path)
             arrays = {key: np.array(file.get_tensor(key)) for key in file.keys()}
     except safetensors.SafetensorError as err:
         pickled = pickle_kind(path)
         if pickled is not None:
             raise CheckpointError(path, refused_pickle(pickled)) from None
         raise CheckpointError(path, f"not a readable safetensors file ({err})") from None
-    problem = array_problems(spec, arrays)
+    problem = array_problems(header, arrays)
     if problem is not None:
         raise CheckpointError(path, problem.replace("expected, but", "in the metadata, but"))
     if tensor_digest(arrays) != meta["sha256"]:
         raise CheckpointError(
             path, "tensor data does not match the checksum it was saved with (corrupted or altered)"
         )
-    if spec.kind == MODEL:  # the tied keys get their tensor back (one array, two keys)
-        return spec, {**arrays, **{alias: arrays[key] for alias, key in spec.tied.items()}}
-    return spec, {key: arrays[key] for key in spec.param_shapes()}
+    if header.kind == MODEL:  # the tied keys get their tensor back (one array, two keys)
+        return header, {**arrays, **{alias: arrays[key] for alias, key in header.tied.items()}}
+    return header, {key: arrays[key] for key in header.param_shapes()}

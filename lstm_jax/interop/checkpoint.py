@@ -28,33 +28,33 @@ from typing import Any
 from flax import nnx
 
 from lstm_jax.common import checkpoint_format as fmt
-from lstm_jax.common.checkpoint_format import MODEL, CheckpointError, CheckpointSpec, PathLike
+from lstm_jax.common.checkpoint_format import MODEL, CheckpointError, CheckpointHeader, PathLike
 from lstm_jax.core.dtypes import check_float64_allowed
 from lstm_jax.interop.nnx_checkpoint import load_nnx, save_nnx
 from lstm_jax.interop.transfer import params_from_torch, params_to_torch
 from lstm_jax.linen.modules import LSTM, LSTMModeler
 
-__all__ = ["CheckpointError", "load_checkpoint", "model_spec", "save_checkpoint"]
+__all__ = ["CheckpointError", "load_checkpoint", "model_header", "save_checkpoint"]
 
 Model = Any  # lstm_jax.LSTM, LSTMModeler, or any Flax model mirroring a torch model
 
 
-def model_spec(
+def model_header(
     model: Model, dtype: Any, input_size: int | None = None, tied: Mapping[str, str] | None = None
-) -> CheckpointSpec:
-    """The checkpoint spec of a Flax ``LSTM`` (whose input size comes from its
+) -> CheckpointHeader:
+    """The checkpoint header of a Flax ``LSTM`` (whose input size comes from its
     parameters: pass ``input_size``), ``LSTMModeler``, or any other Flax model (kind
     "model", with its ``tied`` torch keys)."""
     if isinstance(model, LSTMModeler):
-        return CheckpointSpec("LSTMModeler", model.config, model.output_size, dtype)
+        return CheckpointHeader("LSTMModeler", model.config, model.output_size, dtype)
     if isinstance(model, LSTM):
-        return CheckpointSpec("LSTM", replace(model.config, input_size=input_size), None, dtype)
+        return CheckpointHeader("LSTM", replace(model.config, input_size=input_size), None, dtype)
     if not hasattr(model, "init") or not hasattr(model, "apply"):
         raise TypeError(
             f"expected an lstm_jax.LSTM, lstm_jax.LSTMModeler or a Flax model, got "
             f"{type(model).__name__}"
         )
-    return CheckpointSpec(MODEL, None, None, dtype, type(model).__name__, dict(tied or {}))
+    return CheckpointHeader(MODEL, None, None, dtype, type(model).__name__, dict(tied or {}))
 
 
 def save_checkpoint(
@@ -102,7 +102,7 @@ def save_checkpoint(
         arrays = params_to_torch(variables, model, example=example, tied=tied)
     dtype = fmt.common_dtype(arrays, "save_checkpoint")
     if not builtin:
-        fmt.save(path, arrays, model_spec(model, dtype, tied=tied))
+        fmt.save(path, arrays, model_header(model, dtype, tied=tied))
         return
     input_size = None
     if isinstance(model, LSTM):  # a Flax LSTM knows its input size from its parameters only
@@ -113,7 +113,7 @@ def save_checkpoint(
                 f"input_size), got {'none' if first is None else first.shape}"
             )
         input_size = first.shape[1]
-    fmt.save(path, arrays, model_spec(model, dtype, input_size))
+    fmt.save(path, arrays, model_header(model, dtype, input_size))
 
 
 def load_checkpoint(
@@ -144,36 +144,36 @@ def load_checkpoint(
     """
     if isinstance(model, nnx.Module):
         return load_nnx(path, model)
-    spec, arrays = fmt.load(path)
-    if spec.kind == MODEL and model is None:
+    header, arrays = fmt.load(path)
+    if header.kind == MODEL and model is None:
         raise CheckpointError(
             path,
-            f"holds a model of your own ({spec.model_class or 'unnamed'}): pass its Flax "
+            f"holds a model of your own ({header.model_class or 'unnamed'}): pass its Flax "
             f"mirror and example, load_checkpoint(path, flax_model, example=(x,))",
         )
     if model is None:
-        model = build_model(spec)
+        model = build_model(header)
     else:
         # param_dtype is only init's: the variables keep the file's dtype.
         builtin = isinstance(model, LSTM | LSTMModeler)
-        if spec.kind == MODEL and builtin:
+        if header.kind == MODEL and builtin:
             raise CheckpointError(
                 path,
                 f"saved with another configuration than the model's (file vs model): "
                 f"kind: {MODEL} vs {type(model).__name__}",
             )
-        input_size = None if spec.config is None else spec.config.input_size
-        fmt.check_fits(spec, model_spec(model, spec.dtype, input_size), path)
-    check_float64_allowed(spec.dtype, f"{path}: the checkpoint")
-    if spec.kind == MODEL:
-        return model, params_from_torch(arrays, model, example=example, tied=spec.tied)
+        input_size = None if header.config is None else header.config.input_size
+        fmt.check_fits(header, model_header(model, header.dtype, input_size), path)
+    check_float64_allowed(header.dtype, f"{path}: the checkpoint")
+    if header.kind == MODEL:
+        return model, params_from_torch(arrays, model, example=example, tied=header.tied)
     return model, params_from_torch(arrays, model)
 
 
-def build_model(spec: CheckpointSpec) -> Model:
-    """A Flax model with the spec's options, ``param_dtype`` the spec's dtype."""
-    options = spec.options
-    if spec.kind == "LSTMModeler":
-        return LSTMModeler(**options, param_dtype=spec.dtype.type)
+def build_model(header: CheckpointHeader) -> Model:
+    """A Flax model with the header's options, ``param_dtype`` the header's dtype."""
+    options = header.options
+    if header.kind == "LSTMModeler":
+        return LSTMModeler(**options, param_dtype=header.dtype.type)
     del options["input_size"]  # the Flax LSTM takes it from its input
-    return LSTM(**options, param_dtype=spec.dtype.type)
+    return LSTM(**options, param_dtype=header.dtype.type)

@@ -16,27 +16,27 @@ import numpy as np
 from flax import nnx
 
 from lstm_jax.common import checkpoint_format as fmt
-from lstm_jax.common.checkpoint_format import MODEL, CheckpointError, CheckpointSpec, PathLike
+from lstm_jax.common.checkpoint_format import MODEL, CheckpointError, CheckpointHeader, PathLike
 from lstm_jax.common.config import LSTMConfig
 from lstm_jax.interop.nnx_transfer import load_state_dict, state_dict, torch_leaves
 
 
-def nnx_spec(module: nnx.Module, dtype: Any) -> CheckpointSpec:
-    """The checkpoint spec of an NNX module (see the module docstring)."""
+def nnx_header(module: nnx.Module, dtype: Any) -> CheckpointHeader:
+    """The checkpoint header of an NNX module (see the module docstring)."""
     config = getattr(module, "config", None)
     if isinstance(config, LSTMConfig) and config.input_size is not None:
         output_size = getattr(module, "output_size", None)
         if isinstance(output_size, int):
-            return CheckpointSpec("LSTMModeler", config, output_size, np.dtype(dtype))
-        return CheckpointSpec("LSTM", config, None, np.dtype(dtype))
-    return CheckpointSpec(MODEL, None, None, np.dtype(dtype), type(module).__name__, {})
+            return CheckpointHeader("LSTMModeler", config, output_size, np.dtype(dtype))
+        return CheckpointHeader("LSTM", config, None, np.dtype(dtype))
+    return CheckpointHeader(MODEL, None, None, np.dtype(dtype), type(module).__name__, {})
 
 
 def save_nnx(path: PathLike, module: nnx.Module) -> None:
     """Write ``module``'s parameters to ``path`` (safetensors, atomically)."""
     arrays = state_dict(module)
     dtype = fmt.common_dtype(arrays, "save_checkpoint")
-    fmt.save(path, arrays, nnx_spec(module, dtype))
+    fmt.save(path, arrays, nnx_header(module, dtype))
 
 
 def load_nnx(path: PathLike, module: nnx.Module) -> tuple[nnx.Module, nnx.State]:
@@ -46,18 +46,18 @@ def load_nnx(path: PathLike, module: nnx.Module) -> tuple[nnx.Module, nnx.State]
         CheckpointError: a file of another configuration or kind than the module's.
         ValueError / TypeError: as ``load_state_dict`` (keys, shapes, dtypes).
     """
-    spec, arrays = fmt.load(path)
-    own = nnx_spec(module, spec.dtype)
-    if (spec.kind == MODEL) != (own.kind == MODEL):
+    header, arrays = fmt.load(path)
+    own = nnx_header(module, header.dtype)
+    if (header.kind == MODEL) != (own.kind == MODEL):
         raise CheckpointError(
             path,
             f"saved with another configuration than the model's (file vs model): "
-            f"kind: {spec.kind} vs {own.kind} ({type(module).__name__})",
+            f"kind: {header.kind} vs {own.kind} ({type(module).__name__})",
         )
-    if spec.kind != MODEL:
-        fmt.check_fits(spec, own, path)
+    if header.kind != MODEL:
+        fmt.check_fits(header, own, path)
     expected = torch_leaves(module)
-    for alias, key in (spec.tied or {}).items():  # a tie stored once, held twice here
+    for alias, key in (header.tied or {}).items():  # a tie stored once, held twice here
         if alias in expected and alias not in arrays and key in arrays:
             arrays[alias] = arrays[key]
     load_state_dict(module, arrays, strict=True)
