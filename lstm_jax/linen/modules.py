@@ -56,13 +56,8 @@ class LSTM(nn.Module):
         bidirectional: D = 2 directions instead of 1.
         proj_size: P > 0 projects h to size P with ``weight_hr``; H_out = P or H.
         param_dtype: dtype of the parameters created by ``init``.
-        unroll: ``lax.scan`` unroll factor (a speed knob; results are the same).
-        impl: how each layer's recurrence runs: ``"auto"`` (cuDNN on an NVIDIA GPU,
-            else a scan with a hand-written backward), ``"scan"`` (plain JAX
-            autodiff; the one that supports ``jax.jvp``), ``"custom_vjp"`` or
-            ``"cudnn"``; see :mod:`lstm_jax.core.recurrence`. Results are the same.
-        remat: K > 0 rematerializes each layer in chunks of K steps when
-            differentiated: training memory O(T/K + K) states instead of O(T).
+        unroll, impl, remat: how each layer runs over time (speed and memory knobs;
+            the results are the same): explained in :mod:`lstm_jax.core.recurrence`.
 
     Parameters (``variables["params"]``), for layer k and suffix ``""`` or ``"_reverse"``:
         ``weight_ih_l{k}`` (4H, I or D*H_out), ``weight_hh_l{k}`` (4H, H_out),
