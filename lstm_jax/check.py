@@ -109,6 +109,8 @@ def random_input(
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Standard normal x of (T, B, I) ((B, T, I) with batch_first) and (h_0, c_0)."""
     config = header.config
+    if config is None or config.input_size is None:
+        raise ValueError(f"{header.describe()}: no LSTM configuration to draw an input for")
     rng = np.random.default_rng(seed)
     shape = (batch, seq_len) if config.batch_first else (seq_len, batch)
     x = rng.standard_normal((*shape, config.input_size)).astype(header.dtype)

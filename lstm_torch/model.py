@@ -9,6 +9,8 @@ between calls, as the lecture does; the training loop resets it per batch.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -87,7 +89,7 @@ class LSTMModeler(nn.Module):
 
     def zero_hidden_cell(self, batch_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Zeros (h, c) of (D*L, B, H_out) and (D*L, B, H) on the model's device and dtype."""
-        weight = self.lstm.weight_ih_l0
+        weight = cast(torch.Tensor, self.lstm.weight_ih_l0)
         h_shape, c_shape = self.config.state_shapes(batch_size)
         return (
             torch.zeros(h_shape, dtype=weight.dtype, device=weight.device),
@@ -135,7 +137,7 @@ class LSTMModeler(nn.Module):
         )
         if view is not None:  # the lecture's view: one sequence of len(x) steps, batch 1
             x = x.reshape(view)
-        weight = self.lstm.weight_ih_l0
+        weight = cast(torch.Tensor, self.lstm.weight_ih_l0)
         if x.dtype != weight.dtype:
             raise TypeError(
                 f"LSTMModeler: expected input of dtype {weight.dtype} (the parameters'), "
@@ -147,12 +149,13 @@ class LSTMModeler(nn.Module):
                 f"got {x.device}"
             )
         layout = check_input(
-            config, tuple(x.shape), str(x.dtype), True, config.input_size, "LSTMModeler"
+            config, tuple(x.shape), str(x.dtype), True, self.lstm.input_size, "LSTMModeler"
         )
-        h, c = self._stored_state(weight, layout.batch_size or 1)
-        if h.dim() == 3 and h.shape[1] == 1 and c.shape[1] == 1 and layout.batch_size != 1:
-            h = h.expand(h.shape[0], layout.batch_size, h.shape[2]).contiguous()
-            c = c.expand(c.shape[0], layout.batch_size, c.shape[2]).contiguous()
+        batch = layout.batch_size or 1
+        h, c = self._stored_state(weight, batch)
+        if h.dim() == 3 and h.shape[1] == 1 and c.shape[1] == 1 and batch != 1:
+            h = h.expand(h.shape[0], batch, h.shape[2]).contiguous()
+            c = c.expand(c.shape[0], batch, c.shape[2]).contiguous()
         check_state(config, layout, tuple(h.shape), tuple(c.shape), "LSTMModeler")
 
         if seq_lengths is None:

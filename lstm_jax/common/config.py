@@ -128,7 +128,7 @@ class LSTMConfig:
 
     def state_shapes(self, batch_size: int | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Shapes of (h, c): (D*L, B, H_out) and (D*L, B, H); no B axis when unbatched."""
-        lead = (self.num_directions * self.num_layers,)
+        lead: tuple[int, ...] = (self.num_directions * self.num_layers,)
         if batch_size is not None:
             lead = (*lead, batch_size)
         return (*lead, self.output_size), (*lead, self.hidden_size)
@@ -210,7 +210,7 @@ def check_state(
 
 
 def check_seq_lengths_layout(
-    shape: Sequence[int], dtype: object, layout: InputLayout, who: str = "LSTM"
+    shape: Sequence[int], dtype: Any, layout: InputLayout, who: str = "LSTM"
 ) -> None:
     """Check what is known of ``seq_lengths`` even when its values are not (under
     ``jax.jit``): one integer length per batch row, as a (B,) array (or a scalar for B=1)."""
@@ -391,7 +391,7 @@ def lstm_cell_param_shapes(
     check_int("hidden_size", hidden_size)
     if input_size is None:
         raise ValueError("input_size is unknown: pass it or infer it from the input")
-    shapes = {
+    shapes: dict[str, tuple[int, ...]] = {
         "weight_ih": (4 * hidden_size, input_size),
         "weight_hh": (4 * hidden_size, hidden_size),
     }

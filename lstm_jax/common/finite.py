@@ -35,7 +35,7 @@ class NonFinite(NamedTuple):
     step: int
     feature: int
     value: float
-    count: int
+    count: int  # type: ignore[assignment]  # the field shadows tuple.count, as intended
 
 
 def find_nonfinite(
