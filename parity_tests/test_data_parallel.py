@@ -1,4 +1,5 @@
-"""Data-parallel ``lstm_jax.fit(..., mesh=)`` on 8 simulated CPU devices.
+"""Data-parallel ``lstm_jax.fit(..., mesh=, batch_axis=, process_local=)`` on 8
+simulated CPU devices (real processes: ``test_multiprocess.py``).
 
 XLA reads ``--xla_force_host_platform_device_count`` when JAX starts, so the
 runs happen in a fresh subprocess. The reference is the same ``fit`` on one
@@ -6,7 +7,9 @@ device (whose parity with torch ``test_training_parity`` establishes): the mesh
 run must give the same losses and parameters within float32 training
 tolerance (the gradient sums are ordered differently), keep the parameters
 replicated, and really partition the program (an all-reduce in the compiled
-training run, absent from the one-device run).
+training run, absent from the one-device run), on 1-D and 2-D meshes whatever
+the batch axis is called, and with the data set split over the devices
+(``process_local=True``: bit for bit the replicated run).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ WORKER = textwrap.dedent(
     # N = 56 in batches of 16: three full batches and a remainder of 8 per epoch.
     xs = rng.standard_normal((56, 12, 3)).astype(np.float32)
     ys = np.tanh(xs[:, -3:, 0].sum(1, keepdims=True)).astype(np.float32)
+    lengths = rng.integers(1, 13, 56)
     model = lstm_jax.LSTMModeler(3, 16, 1, num_layers=2)
     variables = model.init(jax.random.key(0), xs[0])
     options = dict(optimizer=lstm_jax.Adam(0.003), epochs=8, batch_size=16, shuffle_seed=0)
@@ -57,6 +61,9 @@ WORKER = textwrap.dedent(
             ("local", dict(mesh=batch_mesh(), process_local=True)),
             ("local_model", dict(mesh=jax.make_mesh((2, 4), ("model", "data")),
                                  process_local=True)),
+            # Per-sample lengths travel with their rows (an int32 reduce-scatter).
+            ("one_lengths", dict(seq_lengths=lengths)),
+            ("local_lengths", dict(mesh=batch_mesh(), process_local=True, seq_lengths=lengths)),
         ):
             trained, losses = lstm_jax.fit(model, variables, xs, ys, **extra, **options)
             flat = lstm_jax.params_to_torch(trained)
@@ -132,6 +139,16 @@ def test_mesh_run_matches_one_device(worker: tuple[dict, Path], mesh: str) -> No
         assert err <= TRAINING[F32], f"{mesh} {key}: scaled error {err:.3g}"
     # One device is not bitwise the mesh: the runs did differ in summation order.
     assert any(one[k] != many[k] for k in one if k != "losses")
+
+
+def test_process_local_carries_seq_lengths(worker: tuple[dict, Path]) -> None:
+    result, _ = worker
+    one, local = result["one_lengths"], result["local_lengths"]
+    for key in one:
+        err = scaled_error(np.array(local[key]), np.array(one[key]))
+        assert err <= TRAINING[F32], f"{key}: scaled error {err:.3g}"
+    # The lengths were used: another run than without them.
+    assert scaled_error(np.array(one["losses"]), np.array(result["one"]["losses"])) > 1e-3
 
 
 def test_parameters_stay_replicated(worker: tuple[dict, Path]) -> None:
