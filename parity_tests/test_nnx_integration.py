@@ -8,6 +8,7 @@ from pathlib import Path
 
 import helpers
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -290,3 +291,19 @@ def test_fit_continues_an_nnx_optimizer_in_place() -> None:
     assert int(opt_halves.step.get_value()) == 19
     with pytest.raises(TypeError, match=r"pass None .* or its nnx.Optimizer"):
         lstm_jax.fit(halves, optax.adam(0.01), LECTURE_X, LECTURE_Y, epochs=1)
+
+
+def test_fit_of_an_nnx_module_in_mixed_precision_matches_the_linen_twin() -> None:
+    """compute_dtype=bfloat16: the NNX module computes in bfloat16 as its linen twin does,
+    and keeps float32 (master) parameters."""
+    rng = np.random.default_rng(2)
+    xs = rng.standard_normal((8, 5, 2)).astype(np.float32)
+    ys = rng.standard_normal((8, 3)).astype(np.float32)
+    model = pair(2, 6, 3)[1]
+    linen_model, variables = lstm_jax.nnx.to_linen(model)
+    options = {"optimizer": Adam(0.01), "epochs": 3, "batch_size": 4, "compute_dtype": jnp.bfloat16}
+    trained, linen_losses = lstm_jax.fit(linen_model, variables, xs, ys, **options)
+    _, losses = lstm_jax.fit(model, None, xs, ys, **options)
+    assert np.array_equal(losses, linen_losses)
+    assert _bitwise(model.state_dict(), lstm_jax.params_to_torch(trained))
+    assert all(v.dtype == np.float32 for v in model.state_dict().values())
