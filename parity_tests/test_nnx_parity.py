@@ -71,11 +71,27 @@ def nnx_side(
     return {k: np.asarray(v) for k, v in outputs.items()}, grads
 
 
+def nnx_parity_run(
+    case: helpers.Case,
+    module: torch.nn.Module,
+    inputs: Arrays,
+    torch_forward: Callable[[torch.nn.Module, dict], dict],
+    nnx_forward: Callable[[nnx.Module, dict], dict],
+    make_model: Callable[[], nnx.Module],
+) -> helpers.ParityRun:
+    """Both sides of one case: torch's run, then the NNX model (built in the case's
+    dtype mode) holding torch's weights through ``load_state_dict``."""
+    with helpers.pinned_precision():
+        t_out, cotangents, t_grads = torch_side(module, inputs, torch_forward)
+        with helpers.x64_if(case.dtype):
+            model = make_model()
+            model.load_state_dict(module.state_dict())
+            j_out, j_grads = nnx_side(model, inputs, cotangents, nnx_forward)
+    return helpers.ParityRun(t_out, j_out, t_grads, j_grads)
+
+
 @functools.cache
 def nnx_lstm_run(case: helpers.Case) -> helpers.ParityRun:
-    module = helpers.make_torch_lstm(case)
-    inputs = helpers.random_inputs(case)
-
     def torch_forward(module: torch.nn.Module, t: dict) -> dict:
         out, (h_n, c_n) = module(t["x"], _initial_state(t))
         return {"output": out, "h_n": h_n, "c_n": c_n}
@@ -84,26 +100,22 @@ def nnx_lstm_run(case: helpers.Case) -> helpers.ParityRun:
         out, final = model(a["x"], _initial_state(a))
         return {"output": out, "h_n": final.h, "c_n": final.c}
 
-    with helpers.pinned_precision():
-        t_out, cotangents, t_grads = torch_side(module, inputs, torch_forward)
-        with helpers.x64_if(case.dtype):
-            model = lstm_jax.nnx.LSTM(
-                case.input_size,
-                case.hidden_size,
-                **case.options,
-                param_dtype=case.np_dtype,
-                rngs=nnx.Rngs(1),
-            )
-            model.load_state_dict(module.state_dict())
-            j_out, j_grads = nnx_side(model, inputs, cotangents, nnx_forward)
-    return helpers.ParityRun(t_out, j_out, t_grads, j_grads)
+    def make_model() -> lstm_jax.nnx.LSTM:
+        return lstm_jax.nnx.LSTM(
+            case.input_size,
+            case.hidden_size,
+            **case.options,
+            param_dtype=case.np_dtype,
+            rngs=nnx.Rngs(1),
+        )
+
+    module, inputs = helpers.make_torch_lstm(case), helpers.random_inputs(case)
+    return nnx_parity_run(case, module, inputs, torch_forward, nnx_forward, make_model)
 
 
 @functools.cache
 def nnx_modeler_run(case: helpers.Case) -> helpers.ParityRun:
     """The lecture's model: the state goes in and comes out through ``hidden_cell``."""
-    module = helpers.make_torch_modeler(case)
-    inputs = helpers.random_inputs(case, modeler=True)
 
     def torch_forward(module: torch.nn.Module, t: dict) -> dict:
         if "h_0" in t:
@@ -119,20 +131,18 @@ def nnx_modeler_run(case: helpers.Case) -> helpers.ParityRun:
         h, c = model.hidden_cell
         return {"y": y, "h": h, "c": c}
 
-    with helpers.pinned_precision():
-        t_out, cotangents, t_grads = torch_side(module, inputs, torch_forward)
-        with helpers.x64_if(case.dtype):
-            model = lstm_jax.nnx.LSTMModeler(
-                case.input_size,
-                case.hidden_size,
-                case.output_size,
-                **case.options,
-                param_dtype=case.np_dtype,
-                rngs=nnx.Rngs(1),
-            )
-            model.load_state_dict(module.state_dict())
-            j_out, j_grads = nnx_side(model, inputs, cotangents, nnx_forward)
-    return helpers.ParityRun(t_out, j_out, t_grads, j_grads)
+    def make_model() -> lstm_jax.nnx.LSTMModeler:
+        return lstm_jax.nnx.LSTMModeler(
+            case.input_size,
+            case.hidden_size,
+            case.output_size,
+            **case.options,
+            param_dtype=case.np_dtype,
+            rngs=nnx.Rngs(1),
+        )
+
+    module, inputs = helpers.make_torch_modeler(case), helpers.random_inputs(case, modeler=True)
+    return nnx_parity_run(case, module, inputs, torch_forward, nnx_forward, make_model)
 
 
 def _expected_grad_names(params: dict, case: helpers.Case) -> set[str]:
