@@ -409,3 +409,23 @@ def test_nnx_seq_lengths_match_torchs_packed_sequences() -> None:
     )
     with pytest.raises(ValueError, match=r"every seq_length must be in \[1, T=6\]"):
         model(x, seq_lengths=np.array([7, 2, 5, 1]))
+
+
+def test_nnx_modules_take_torch_tensors_as_torch_does() -> None:
+    """Input, initial state and lengths as CPU torch tensors give what numpy arrays give."""
+    case = helpers.Case(num_layers=2, state="given")
+    a = helpers.random_inputs(case)
+    t = {k: torch.from_numpy(v) for k, v in a.items()}
+    lengths = np.array([6, 3, 1, 4])
+    model = lstm_jax.nnx.LSTM(3, 5, 2, rngs=nnx.Rngs(0))
+    out, (h, c) = model(t["x"], (t["h_0"], t["c_0"]), seq_lengths=torch.from_numpy(lengths))
+    ref, (ref_h, ref_c) = model(a["x"], (a["h_0"], a["c_0"]), seq_lengths=lengths)
+    assert all(np.array_equal(p, q) for p, q in ((out, ref), (h, ref_h), (c, ref_c)))
+    modeler = lstm_jax.nnx.LSTMModeler(3, 5, 2, 2, rngs=nnx.Rngs(0))
+    modeler.hidden_cell = (t["h_0"], t["c_0"])
+    y = modeler(t["x"], seq_lengths=torch.from_numpy(lengths))
+    modeler.hidden_cell = (a["h_0"], a["c_0"])
+    assert np.array_equal(y, modeler(a["x"], seq_lengths=lengths))
+    cell = lstm_jax.nnx.LSTMCell(3, 5, rngs=nnx.Rngs(0))
+    step = cell(t["x"][0], (t["h_0"][0], t["c_0"][0]))
+    assert np.array_equal(step.h, cell(a["x"][0], (a["h_0"][0], a["c_0"][0])).h)

@@ -13,6 +13,7 @@ from lstm_jax.core.cell import lstm_cell, step_weights
 from lstm_jax.core.init import lstm_init
 from lstm_jax.core.layout import StateLike, check_cell_call, check_param_dtype, dtype_of
 from lstm_jax.core.state import CellParams, LSTMState
+from lstm_jax.nnx.modules import from_torch
 from lstm_jax.nnx.state_dict import TorchStateDict
 
 
@@ -47,6 +48,7 @@ class LSTMCell(TorchStateDict, nnx.Module):
             setattr(self, name, nnx.Param(init(rngs.params(), shape, param_dtype)))
 
     def __call__(self, x: Any, hx: StateLike | None = None) -> LSTMState:
+        x, hx = from_torch(x), from_torch(hx)
         check_cell_call(x, hx, self.input_size, self.hidden_size)
         names = lstm_cell_param_shapes(self.hidden_size, self.input_size, self.bias)
         stored = {name: getattr(self, name).get_value() for name in names}

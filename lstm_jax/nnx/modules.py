@@ -43,6 +43,13 @@ from lstm_jax.interop.transfer import to_numpy
 from lstm_jax.nnx.state_dict import TorchStateDict
 
 
+def from_torch(value: Any) -> Any:
+    """A torch tensor as numpy (its dtype is torch's otherwise); anything else as it is."""
+    if isinstance(value, tuple | list) and len(value) == 2:
+        return tuple(from_torch(v) for v in value)
+    return to_numpy(value) if hasattr(value, "detach") and hasattr(value, "cpu") else value
+
+
 def dropout_key(
     stream: nnx.RngStream | None, rngs: nnx.Rngs | nnx.RngStream | jax.Array | None, who: str
 ) -> jax.Array:
@@ -146,6 +153,7 @@ class LSTM(TorchStateDict, nnx.Module):
         rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
     ) -> tuple[jax.Array, LSTMState]:
         config = self.config
+        x, hx, seq_lengths = from_torch(x), from_torch(hx), from_torch(seq_lengths)
         call = check_call(config, x, hx, seq_lengths, self.input_size)
         training = not (self.deterministic if deterministic is None else deterministic)
         key = dropout_key(self.rngs, rngs, "LSTM") if uses_dropout(config, training) else None
@@ -315,8 +323,9 @@ class LSTMModeler(TorchStateDict, nnx.Module):
 
     def __call__(self, x: Any, *, seq_lengths: Any = None) -> jax.Array:
         config = self.config
+        x, seq_lengths = from_torch(x), from_torch(seq_lengths)
         single_sequence = np.ndim(x) < 3
-        x = lecture_view(x if isinstance(x, jax.Array) else to_numpy(x), config, "LSTMModeler")
+        x = lecture_view(x, config, "LSTMModeler")
         batch = x.shape[0] if config.batch_first else x.shape[1]
         state = self.hidden_cell
         if state is not None:
