@@ -268,6 +268,21 @@ def test_linen_and_nnx_twins_convert_bitwise_and_agree() -> None:
     )
 
 
+def test_linen_and_nnx_lstm_cells_convert_bitwise_and_agree() -> None:
+    cell = lstm_jax.nnx.LSTMCell(3, 4, bias=False, rngs=nnx.Rngs(0))
+    linen_cell, variables = lstm_jax.nnx.to_linen(cell)
+    assert linen_cell == lstm_jax.LSTMCell(4, bias=False)
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    h, c = linen_cell.apply(variables, x)
+    helpers.assert_all_close(
+        {"h": h, "c": c}, dict(zip("hc", map(np.asarray, cell(x)), strict=True)), FORWARD[F32]
+    )
+    back = lstm_jax.nnx.from_linen(linen_cell, variables)
+    assert isinstance(back, lstm_jax.nnx.LSTMCell) and bitwise_equal(
+        back.state_dict(), cell.state_dict()
+    )
+
+
 def test_own_model_converts_between_linen_and_nnx_through_the_leaf_rules() -> None:
     class LinenNet(nn.Module):
         @nn.compact

@@ -10,7 +10,7 @@ Example::
     nnx_model = lstm_jax.nnx.from_linen(linen_model, variables)      # the NNX twin
     linen_model, variables = lstm_jax.nnx.to_linen(nnx_model)         # and back
 
-For lstm_jax's own models (``LSTM``, ``LSTMModeler``) the twin is built from the
+For lstm_jax's own models (``LSTM``, ``LSTMModeler``, ``LSTMCell``) the twin is built from the
 configuration; for a model of one's own pass the other side's model
 (``into=`` an NNX module, or ``linen_model=`` with ``example=`` its init arguments).
 """
@@ -24,13 +24,25 @@ from flax import nnx
 
 from lstm_jax.interop.transfer import params_from_torch, params_to_torch
 from lstm_jax.linen import modules as linen
+from lstm_jax.linen.cell import LSTMCell as LinenCell
 from lstm_jax.nnx import modules
+from lstm_jax.nnx.cell import LSTMCell
 from lstm_jax.nnx.state_dict import load_state_dict, state_dict
 
 _KNOBS = ("unroll", "impl", "remat")
+LINEN_BUILTINS = (linen.LSTM, linen.LSTMModeler, LinenCell)
+NNX_BUILTINS = (modules.LSTM, modules.LSTMModeler, LSTMCell)
 
 
 def _nnx_twin(linen_model: Any, rngs: nnx.Rngs, input_size: int) -> nnx.Module:
+    if isinstance(linen_model, LinenCell):
+        return LSTMCell(
+            input_size,
+            linen_model.hidden_size,
+            linen_model.bias,
+            param_dtype=linen_model.param_dtype,
+            rngs=rngs,
+        )
     knobs = {name: getattr(linen_model, name) for name in _KNOBS}
     options = linen_model.config.lstm_options()
     dtype = linen_model.param_dtype
@@ -50,6 +62,9 @@ def _nnx_twin(linen_model: Any, rngs: nnx.Rngs, input_size: int) -> nnx.Module:
 
 
 def _linen_twin(module: Any) -> Any:
+    if isinstance(module, LSTMCell):
+        dtype = module.state_dict()["weight_ih"].dtype
+        return LinenCell(module.hidden_size, module.bias, param_dtype=dtype)
     lstm = module.lstm if isinstance(module, modules.LSTMModeler) else module
     knobs = {name: getattr(lstm, name) for name in _KNOBS}
     dtype = lstm.params()["weight_ih_l0"].dtype
@@ -75,24 +90,25 @@ def from_linen(
         linen_model: the linen model ``variables`` belong to.
         variables: ``{"params": ...}``.
         into: an NNX module of the same configuration to load them into (needed for
-            a model of one's own); for ``lstm_jax.LSTM`` / ``LSTMModeler`` it may be
+            a model of one's own); for ``lstm_jax.LSTM`` / ``LSTMModeler`` / ``LSTMCell`` it may be
             left out and the NNX twin is built (``rngs`` only seeds its throwaway init).
         example: the linen model's init arguments, for a model of one's own.
 
     Returns:
         ``into`` (or the new twin), its parameters replaced (strictly: every key).
     """
-    if isinstance(linen_model, linen.LSTM | linen.LSTMModeler):
+    if isinstance(linen_model, LINEN_BUILTINS):
         sd = params_to_torch(variables)
     else:
         sd = params_to_torch(variables, linen_model, example=example)
     if into is None:
-        if not isinstance(linen_model, linen.LSTM | linen.LSTMModeler):
+        if not isinstance(linen_model, LINEN_BUILTINS):
             raise TypeError(
                 f"from_linen: expected into= an NNX module for a {type(linen_model).__name__} "
-                f"(only lstm_jax's LSTM and LSTMModeler have a built-in NNX twin)"
+                f"(only lstm_jax's LSTM, LSTMModeler and LSTMCell have a built-in NNX twin)"
             )
-        input_size = sd["lstm.weight_ih_l0" if "lstm.weight_ih_l0" in sd else "weight_ih_l0"]
+        first = next(k for k in ("lstm.weight_ih_l0", "weight_ih_l0", "weight_ih") if k in sd)
+        input_size = sd[first]
         into = _nnx_twin(linen_model, rngs or nnx.Rngs(0), int(input_size.shape[-1]))
     load_state_dict(into, sd, strict=True)
     return into
@@ -106,7 +122,7 @@ def to_linen(
     Arguments:
         module: an NNX module whose attributes carry torch's names.
         linen_model: its linen counterpart; built from the configuration for
-            ``lstm_jax.nnx.LSTM`` / ``LSTMModeler`` when None.
+            ``lstm_jax.nnx.LSTM`` / ``LSTMModeler`` / ``LSTMCell`` when None.
         example: the linen model's init arguments, for a model of one's own.
 
     Returns:
@@ -114,12 +130,12 @@ def to_linen(
     """
     sd = state_dict(module)
     if linen_model is None:
-        if not isinstance(module, modules.LSTM | modules.LSTMModeler):
+        if not isinstance(module, NNX_BUILTINS):
             raise TypeError(
                 f"to_linen: expected linen_model= for a {type(module).__name__} "
-                f"(only lstm_jax.nnx.LSTM and LSTMModeler have a built-in linen twin)"
+                f"(only lstm_jax.nnx.LSTM, LSTMModeler and LSTMCell have a built-in linen twin)"
             )
         linen_model = _linen_twin(module)
-    if isinstance(linen_model, linen.LSTM | linen.LSTMModeler):
+    if isinstance(linen_model, LINEN_BUILTINS):
         return linen_model, params_from_torch(sd, linen_model)
     return linen_model, params_from_torch(sd, linen_model, example=example)
