@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--heartbeat-timeout", type=int, default=5)
     p.add_argument("--differ", action="store_true", help="process 1 passes other targets")
+    p.add_argument("--fail", type=int, default=None, help="this process raises before fit")
     args = p.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
     logging.getLogger("lstm_jax").setLevel(logging.INFO)
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     me = jax.process_index()
     print(f"process {me} of {jax.process_count()}: devices {jax.devices()}", flush=True)
     for run in args.runs:
+        if args.fail == me:
+            raise RuntimeError("injected failure")
         trained, losses = train(run, args.checkpoint_dir, args.differ)
         np.savez(args.out / f"{run}.{me}.npz", **flat(trained, losses))
         print(f"process {me}: {run} done, final loss {losses[-1]:.6f}", flush=True)

@@ -118,6 +118,21 @@ def test_differing_data_is_a_clear_error(workdir: Path) -> None:
         assert "process_local=True" in r.stderr
 
 
+def test_a_failing_process_is_named_by_the_others(workdir: Path) -> None:
+    """Process 1 raises before fit; process 0, waiting for it in fit's first collective,
+    stops within a few seconds naming it and its error (not a hang, not JAX's abort)."""
+    with job(workdir, "fail", "replicated", "--fail", "1") as j:
+        survivor, failed = j.wait_all(LOST_WITHIN)
+    assert failed.returncode == 1 and "RuntimeError: injected failure" in failed.stderr
+    assert survivor.returncode == WORKER_LOST_EXIT, survivor.stderr[-3000:]
+    assert re.search(
+        r"lstm_jax: lost process 1 of 2 \(host \S+, pid \d+\): it failed: "
+        r"RuntimeError: injected failure",
+        survivor.stderr,
+    ), survivor.stderr[-3000:]
+    assert "Check failure stack trace" not in survivor.stderr
+
+
 def checkpoints(directory: Path) -> list[int]:
     return sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit())
 

@@ -491,17 +491,19 @@ def _on_mesh(
         return None, carry, data, len(data.xs)
     if not isinstance(process_local, bool):
         raise TypeError(f"process_local: expected True or False, got {process_local!r}")
-    dp = parallel.DataParallel.over(mesh, batch_axis, process_local, len(data.xs))
-    n = len(data.xs) if dp.shares is None else dp.shares.samples
-    parallel.check_divisible(n, check_positive_int("batch_size", batch_size), dp.shards, dp.axis)
-    held = (data.xs, data.ys, data.seq_lengths)
-    same = {"variables": {**data.rest, "params": carry.params}, "optimizer state": carry.opt_state}
-    same["rng"] = data.rng
-    if not process_local:
-        same.update(xs=data.xs, ys=data.ys, seq_lengths=data.seq_lengths)
-    parallel.check_same_everywhere(same)
-    carry, rest, rng = dp.replicate((carry, data.rest, data.rng))
-    xs, ys, lengths = dp.place_data(held)
+    with lost_workers_reported():  # the steps below talk to the other processes
+        dp = parallel.DataParallel.over(mesh, batch_axis, process_local, len(data.xs))
+        n = len(data.xs) if dp.shares is None else dp.shares.samples
+        batch_size = check_positive_int("batch_size", batch_size)
+        parallel.check_divisible(n, batch_size, dp.shards, dp.axis)
+        held = (data.xs, data.ys, data.seq_lengths)
+        same = {"variables": {**data.rest, "params": carry.params}}
+        same.update({"optimizer state": carry.opt_state, "rng": data.rng})
+        if not process_local:
+            same.update(xs=data.xs, ys=data.ys, seq_lengths=data.seq_lengths)
+        parallel.check_same_everywhere(same)
+        carry, rest, rng = dp.replicate((carry, data.rest, data.rng))
+        xs, ys, lengths = dp.place_data(held)
     return dp, carry, data._replace(rest=rest, xs=xs, ys=ys, seq_lengths=lengths, rng=rng), n
 
 
