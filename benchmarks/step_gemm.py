@@ -11,7 +11,7 @@ loop of N ``torch.mm`` calls), in the row layout ``(B, K) @ (K, 4H)`` that
 ``W (4H, K) @ [x; h]^T (K, B)``, and the same product inside a whole step (the scan of
 :func:`lstm_jax.core.cell.lstm_cell`, and the transposed product with its result
 transposed back for the gates). The limit: an n x n GEMM (n = 2048) in each library.
-GFLOP/s = 2*B*K*4H per product. Output: ``benchmarks/step_gemm_<cpu>.json``.
+GFLOP/s = 2*B*K*4H per product. Output: ``benchmarks/step_gemm_<cpu>_<n>cpu.json``.
 """
 
 from __future__ import annotations
@@ -191,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             row[key.replace("_gflops", "_share_of_limit")] = row[key] / limit
     results["wall_s"] = time.perf_counter() - started
     slug = cpu_slug(results["machine"]["cpu"])
-    out = args.out or ROOT / "benchmarks" / f"step_gemm_{slug}.json"
+    cpus = results["machine"]["cpus_usable"]
+    out = args.out or ROOT / "benchmarks" / f"step_gemm_{slug}_{cpus}cpu.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     g = results["gemm"]
     print(

@@ -27,7 +27,7 @@ with ``lstm_jax.params_from_torch``), float32, matmul precision pinned:
   SGD training step (``jit_benchmark.run_case``), so every target is measured in one run.
 
 Method: ``jit_benchmark``'s (warm-up, calibrated samples, torch and JAX alternating,
-medians; JAX's compile time separately). Output: ``benchmarks/workloads_<cpu>.json``
+medians; JAX's compile time separately). Output: ``benchmarks/workloads_<cpu>_<n>cpu.json``
 (``--out``), the CPU's name in the file name and in the JSON, so machines sit side by
 side; ``--report FILE`` prints the README rows of one.
 """
@@ -599,7 +599,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="pin the process to this many CPUs")
     p.add_argument("--impl", default="auto", help="lstm_jax recurrence (lstm_jax.core.recurrence)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, 2 repeats (CI)")
-    p.add_argument("--out", type=Path, help="JSON path (default benchmarks/workloads_<cpu>.json)")
+    p.add_argument(
+        "--out", type=Path, help="JSON path (default benchmarks/workloads_<cpu>_<n>cpu.json)"
+    )
     p.add_argument("--report", type=Path, help="print the README rows of a JSON file and exit")
     return p.parse_args(argv)
 
@@ -648,7 +650,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     results["targets"] = targets(results)
     print(report(results))
     slug = cpu_slug(results["machine"]["cpu"])
-    out = args.out or ROOT / "benchmarks" / f"workloads_{slug}.json"
+    cpus = results["machine"]["cpus_usable"]
+    out = args.out or ROOT / "benchmarks" / f"workloads_{slug}_{cpus}cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwrote {out} ({results['wall_s']:.0f} s)")
