@@ -17,37 +17,13 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.common.config import DIRECTION_SUFFIXES, LSTMConfig
-from lstm_jax.core import recurrence
+from lstm_jax.common.config import LSTMConfig
+from lstm_jax.core import recurrence, wavefront
 from lstm_jax.core.cudnn import cudnn_lstm
-from lstm_jax.core.state import CellParams, LSTMState
+from lstm_jax.core.sequences import dropout, reverse_padded
+from lstm_jax.core.state import CellParams, LSTMState, cell_params
 
 Array = jax.Array
-
-
-def cell_params(params: Mapping[str, Array], layer: int, direction: int) -> CellParams:
-    """Pick layer ``layer``'s weights for ``direction`` (0 forward, 1 reverse) from a
-    torch-named mapping such as ``{"weight_ih_l0": ..., "bias_hh_l0_reverse": ...}``."""
-    sfx = f"_l{layer}{DIRECTION_SUFFIXES[direction]}"
-    return CellParams(
-        weight_ih=params["weight_ih" + sfx],
-        weight_hh=params["weight_hh" + sfx],
-        bias_ih=params.get("bias_ih" + sfx),
-        bias_hh=params.get("bias_hh" + sfx),
-        weight_hr=params.get("weight_hr" + sfx),
-    )
-
-
-def reverse_padded(x: Array, seq_lengths: Array | None) -> Array:
-    """Reverse (T, B, …) along time; with ``seq_lengths`` (B,) each row's first
-    ``len`` steps are reversed in place and its padding stays where it is."""
-    if seq_lengths is None:
-        return jnp.flip(x, axis=0)
-    T = x.shape[0]
-    t = jnp.arange(T)[:, None]
-    index = jnp.where(t < seq_lengths[None, :], seq_lengths[None, :] - 1 - t, t)  # (T, B)
-    index = index.reshape(index.shape + (1,) * (x.ndim - 2))
-    return jnp.take_along_axis(x, index, axis=0)
 
 
 def lstm_layer(
@@ -84,16 +60,6 @@ def zero_state(config: LSTMConfig, batch_size: int, dtype: jnp.dtype) -> LSTMSta
     """Zeros of shape (D*L, B, H_out) and (D*L, B, H)."""
     h_shape, c_shape = config.state_shapes(batch_size)
     return LSTMState(jnp.zeros(h_shape, dtype), jnp.zeros(c_shape, dtype))
-
-
-def dropout(rng: Array, x: Array, rate: float) -> Array:
-    """Inverted dropout as torch's: zero with probability ``rate``, scale the rest by 1/(1-rate)."""
-    if rate == 0.0:
-        return x
-    if rate == 1.0:
-        return jnp.zeros_like(x)
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
 def lstm(
@@ -135,8 +101,6 @@ def lstm(
     if impl == "cudnn":
         return _cudnn_stack(params, x, initial_state, config, seq_lengths, dropout_rng)
     if impl == "wavefront":
-        from lstm_jax.core import wavefront  # it builds on this module's helpers
-
         return wavefront.lstm(
             params, x, initial_state, config, seq_lengths=seq_lengths,
             dropout_rng=dropout_rng, unroll=unroll, remat=remat,

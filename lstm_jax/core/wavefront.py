@@ -43,8 +43,8 @@ from lstm_jax.common.config import LSTMConfig
 from lstm_jax.core.cell import StepWeights, cell_backward, lstm_cell, step_weights
 from lstm_jax.core.cell import weight_gradients as cell_weight_gradients
 from lstm_jax.core.scan import backward_chunk_steps
-from lstm_jax.core.stack import cell_params, dropout, reverse_padded
-from lstm_jax.core.state import LSTMState
+from lstm_jax.core.sequences import dropout, reverse_padded
+from lstm_jax.core.state import LSTMState, cell_params
 from lstm_jax.core.time_chunks import TimeChunks, merge_time, split_time, time_chunks
 
 Array = jax.Array
