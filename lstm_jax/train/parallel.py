@@ -139,7 +139,7 @@ def _allgather_text(text: str) -> list[str]:
 
 
 def _leaf_digest(leaf: Any) -> bytes:
-    if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+    if jnp.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key):
         leaf = jax.random.key_data(leaf)
     value = np.ascontiguousarray(np.asarray(leaf))
     return hashlib.sha256(f"{value.dtype}{value.shape}".encode() + value.tobytes()).digest()
@@ -263,11 +263,6 @@ class DataParallel:
     @property
     def shards(self) -> int:
         return int(self.mesh.shape[self.axis])
-
-    @property
-    def samples_override(self) -> int | None:
-        """The global N when the processes pass their own shares, else None."""
-        return None if self.shares is None else self.shares.samples
 
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec())
