@@ -195,3 +195,19 @@ def test_lost_coordinator_stops_the_job_fast(workdir: Path, two_processes: Path)
     assert "JAX distributed service detected fatal errors" in survivor.stderr, survivor.stderr[
         -3000:
     ]
+
+
+@pytest.mark.parametrize("timeout", [1, 2.5, True, "20"])
+def test_heartbeat_timeout_is_checked(timeout: object) -> None:
+    from lstm_jax import initialize_distributed
+
+    with pytest.raises(ValueError, match=r"heartbeat_timeout_seconds: expected an int >= 2"):
+        initialize_distributed(heartbeat_timeout_seconds=timeout)  # type: ignore[arg-type]
+
+
+def test_process_variables_must_be_integers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lstm_jax import initialize_distributed
+
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    with pytest.raises(ValueError, match=r"JAX_NUM_PROCESSES must be an integer, got 'two'"):
+        initialize_distributed()
