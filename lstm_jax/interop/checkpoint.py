@@ -118,7 +118,7 @@ def save_checkpoint(
 
 def load_checkpoint(
     path: PathLike, model: Model | None = None, *, example: Sequence[Any] | None = None
-) -> tuple[Model, dict[str, Any]]:
+) -> tuple[Model, dict[str, Any] | nnx.State]:
     """Read a checkpoint (written by either backend) into Flax variables.
 
     Arguments:

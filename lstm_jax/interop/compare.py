@@ -422,7 +422,9 @@ class _Call:
     @classmethod
     def of(cls, args: Sequence[Any], kwargs: Mapping[str, Any], dtype: np.dtype) -> _Call:
         flat, treedef = jax.tree_util.tree_flatten_with_path((tuple(args), dict(kwargs)))
-        leaves, names, floating = [], [], {}
+        leaves: list[Any] = []
+        names: list[str | None] = []
+        floating: dict[str, np.ndarray] = {}
         for path, leaf in flat:
             if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
                 leaves.append(leaf)
@@ -490,7 +492,10 @@ def _torch_dtype(torch_model: Any) -> np.dtype:
     first = next(iter(torch_model.parameters()), None)
     if first is None:
         raise ValueError(f"compare_with_torch: {type(torch_model).__name__} has no parameters")
-    dtypes = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+    dtypes: dict[Any, np.dtype] = {
+        torch.float32: np.dtype(np.float32),
+        torch.float64: np.dtype(np.float64),
+    }
     if first.dtype not in dtypes:
         raise TypeError(
             f"compare_with_torch: expected float32 or float64 parameters, got {first.dtype}"
@@ -603,7 +608,7 @@ def _torch_run(
             module.training = mode
         for p, flag in requires:
             p.requires_grad_(flag)
-    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(wrt, grads, strict=True)]
+    grads = tuple(torch.zeros_like(t) if g is None else g for t, g in zip(wrt, grads, strict=True))
     return (
         [v.detach().cpu().numpy() for v in values],
         {k: g.detach().cpu().numpy() for k, g in zip([*leaves, *params], grads, strict=True)},
