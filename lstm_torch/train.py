@@ -14,7 +14,7 @@ Data order and batching come from :mod:`lstm_jax.common.data` (numpy only), whic
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -116,7 +116,7 @@ def _resolve_optimizer(
     )
 
 
-def _all_finite(params: list[torch.Tensor]) -> bool:
+def _all_finite(params: Sequence[torch.Tensor]) -> bool:
     with torch.no_grad():
         return bool(torch.isfinite(torch.cat([p.reshape(-1) for p in params])).all())
 
@@ -218,6 +218,7 @@ def fit(
     directory, checkpoint_every, keep = check_checkpointing(
         checkpoint_dir, checkpoint_every, keep_checkpoints
     )
+    modeler: Any = model  # an LSTMModeler by the check above (lstm, linear, hidden_cell)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
@@ -226,8 +227,8 @@ def fit(
         xs,
         ys,
         loss=loss,
-        input_size=model.lstm.input_size,
-        output_size=model.linear.out_features,
+        input_size=modeler.lstm.input_size,
+        output_size=modeler.linear.out_features,
         dtype=torch.empty((), dtype=first.dtype).numpy().dtype,
     )
     lengths_np = prepare_seq_lengths(seq_lengths, len(x_np), x_np.shape[1])
@@ -286,7 +287,7 @@ def fit(
         )
         for epoch in bar:
             total_loss = 0.0
-            state = model.zero_hidden_cell(plan.batch_size) if stateful else None
+            state = modeler.zero_hidden_cell(plan.batch_size) if stateful else None
             for step, index in enumerate(plan.batches(orders[epoch])):
                 idx = torch.from_numpy(index).to(first.device)
                 x = x_all[idx]
@@ -294,13 +295,13 @@ def fit(
                 y = y_all[idx]
                 model.zero_grad()
                 opt.zero_grad()
-                model.hidden_cell = state if stateful else model.zero_hidden_cell(len(index))
+                modeler.hidden_cell = state if stateful else modeler.zero_hidden_cell(len(index))
                 if lengths_all is None:
                     y_hat = model(x)
                 else:
                     y_hat = model(x, seq_lengths=lengths_all[torch.from_numpy(index)])
                 if stateful:  # repackage_hidden: the next batch starts here, no gradient back
-                    state = tuple(t.detach() for t in model.hidden_cell)
+                    state = tuple(t.detach() for t in modeler.hidden_cell)
                 batch_loss = loss_function(y_hat, y)
                 value = batch_loss.item()
                 if not math.isfinite(value):
@@ -332,8 +333,8 @@ def _diverged(
     plan: Any,
     loss: float,
     losses: np.ndarray,
-    last_finite: list[torch.Tensor] | None,
-    params: list[torch.Tensor],
+    last_finite: Sequence[torch.Tensor] | None,
+    params: Sequence[torch.Tensor],
 ) -> None:
     """Restore the parameters from before the failing step (when it changed them), raise."""
     if last_finite is not None:

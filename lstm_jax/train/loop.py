@@ -321,9 +321,9 @@ class RunData(NamedTuple):
     seq_lengths (N,) or None, the dropout key or None."""
 
     rest: Mapping[str, Any]
-    xs: Array
-    ys: Array
-    seq_lengths: Array | None
+    xs: Array | np.ndarray  # numpy until placed on the devices
+    ys: Array | np.ndarray
+    seq_lengths: Array | np.ndarray | None
     rng: Array | None
 
 
@@ -367,7 +367,8 @@ def _train_run(
     replicated, see :mod:`lstm_jax.train.parallel`). Stateful runs start each epoch
     from the model's zero carry and pass each batch's final carry to the next.
     """
-    xs, ys = data.xs, data.ys
+    xs, ys, seq_lengths = jnp.asarray(data.xs), jnp.asarray(data.ys), data.seq_lengths
+    lengths_all = None if seq_lengths is None else jnp.asarray(seq_lengths)  # traced here
     n = orders.shape[1]
     full_batches, remainder = divmod(n, batch_size)
     total_dtype = jax.tree.leaves(carry.params)[0].dtype
@@ -375,9 +376,9 @@ def _train_run(
     def batch(index: Array) -> tuple[Array, Array, Array | None]:
         if mesh is None:
             x, y = xs[index], ys[index]
-            lengths = None if data.seq_lengths is None else data.seq_lengths[index]
+            lengths = None if lengths_all is None else lengths_all[index]
         else:
-            x, y, lengths = mesh.take((xs, ys, data.seq_lengths), index)
+            x, y, lengths = mesh.take((xs, ys, lengths_all), index)
         if not model.batch_first and x.ndim >= 2:
             x = jnp.swapaxes(x, 0, 1)
         return x, y, lengths
@@ -401,7 +402,9 @@ def _train_run(
             stateful=stateful,
             seq_lengths=lengths,
         )
-        if stateful and jax.tree.structure(result.carry) != jax.tree.structure(c.model_state):
+        structure = jax.tree.structure(result.carry)
+        # jax's stubs declare no __ne__ on PyTreeDef; the comparison is jax's own
+        if stateful and structure != jax.tree.structure(c.model_state):  # type: ignore[operator]
             raise TypeError(
                 f"stateful training: {model.name} returned a carry of structure "
                 f"{jax.tree.structure(result.carry)}, expected the structure it returns for "
@@ -497,7 +500,7 @@ def _on_mesh(
         batch_size = check_positive_int("batch_size", batch_size)
         parallel.check_divisible(n, batch_size, dp.shards, dp.axis)
         held = (data.xs, data.ys, data.seq_lengths)
-        same = {"variables": {**data.rest, "params": carry.params}}
+        same: dict[str, Any] = {"variables": {**data.rest, "params": carry.params}}
         same.update({"optimizer state": carry.opt_state, "rng": data.rng})
         if not process_local:
             same.update(xs=data.xs, ys=data.ys, seq_lengths=data.seq_lengths)
@@ -517,7 +520,7 @@ def _fingerprint(
     shuffle_seed: int | None,
     stateful: bool,
     compute_dtype: Any,
-    checkpoint_every: int,
+    checkpoint_every: int | None,
 ) -> dict[str, Any]:
     """The facts a checkpoint must share with this call to be resumed from."""
     return {
