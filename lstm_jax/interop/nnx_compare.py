@@ -19,7 +19,7 @@ from flax import nnx
 
 from lstm_jax.common.config import check_param_shapes
 from lstm_jax.core.state import LSTMState
-from lstm_jax.interop import compare
+from lstm_jax.interop import parity
 from lstm_jax.interop.nnx_transfer import state_dict, torch_leaves, variable_at
 
 
@@ -31,9 +31,9 @@ def compare_nnx_with_torch(
     *,
     initial_state: tuple[Any, Any] | None,
     seed: int,
-) -> compare.ParityReport:
+) -> parity.ParityReport:
     """See :func:`lstm_jax.compare_with_torch`; the module docstring for what differs."""
-    dtype = compare._torch_dtype(torch_model)
+    dtype = parity._torch_dtype(torch_model)
     leaves = torch_leaves(module)
     params = state_dict(module)
     torch_params = dict(torch_model.named_parameters())
@@ -49,13 +49,13 @@ def compare_nnx_with_torch(
             "model; pass other models' state as one of their arguments"
         )
     graphdef, state = nnx.split(module)
-    with compare._x64_if(dtype):
-        call = compare._Call.of(args, kwargs, dtype)
+    with parity._x64_if(dtype):
+        call = parity._Call.of(args, kwargs, dtype)
         inputs = dict(call.floating)
         if initial_state is not None:
             h0, c0 = initial_state
-            inputs |= {"h_0": compare._array(h0, dtype, "h_0")}
-            inputs |= {"c_0": compare._array(c0, dtype, "c_0")}
+            inputs |= {"h_0": parity._array(h0, dtype, "h_0")}
+            inputs |= {"c_0": parity._array(c0, dtype, "c_0")}
 
     def jax_call(p: Mapping[str, jax.Array], i: Mapping[str, jax.Array]) -> Any:
         model: Any = nnx.merge(graphdef, state, copy=True)
@@ -82,7 +82,7 @@ def compare_nnx_with_torch(
 
     saved = getattr(torch_model, "hidden_cell", None)
     try:
-        return compare.compare_function_with_torch(
+        return parity.compare_function_with_torch(
             torch_model,
             torch_call,
             jax_call,
