@@ -7,7 +7,7 @@ Not a script: ``examples/sunspots.py`` and ``examples/digits.py`` import it
 copies its initial weights into ``lstm_jax.LSTMModeler`` (``params_from_torch``),
 and trains each with its ``fit`` on the same data in the same order
 (``shuffle_seed``). Callers pin precision on both sides with
-``lstm_jax.interop.compare.pinned_precision``.
+``lstm_jax.interop.precision.pinned_precision``.
 """
 
 from __future__ import annotations

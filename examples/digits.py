@@ -33,7 +33,7 @@ from _plotting import add_plot_arguments, pyplot, save
 from _two_backends import Trained, train_both
 
 from lstm_jax.common.optim import Adam
-from lstm_jax.interop.compare import pinned_precision
+from lstm_jax.interop.precision import pinned_precision
 
 CLASSES = 10
 SHOWN_MISTAKES = 8

@@ -64,7 +64,7 @@ from lstm_jax.common.data import stateful_windows
 from lstm_jax.common.optim import Adam
 from lstm_jax.common.tolerances import scaled_error
 from lstm_jax.core.state import LSTMState
-from lstm_jax.interop.compare import pinned_precision
+from lstm_jax.interop.precision import pinned_precision
 
 PROMPT = "The "
 

@@ -55,7 +55,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import lstm_jax
 from lstm_jax.common.optim import Adam
 from lstm_jax.common.tolerances import scaled_error
-from lstm_jax.interop.compare import pinned_precision
+from lstm_jax.interop.precision import pinned_precision
 
 CLASSES = 10
 FEATURES = 8  # the pixels of one image column

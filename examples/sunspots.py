@@ -37,7 +37,7 @@ from _two_backends import train_both
 
 from lstm_jax.common.optim import Adam
 from lstm_jax.common.tolerances import scaled_error
-from lstm_jax.interop.compare import pinned_precision
+from lstm_jax.interop.precision import pinned_precision
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
