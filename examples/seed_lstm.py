@@ -46,6 +46,7 @@ import lstm_torch
 from lstm_jax.common.lecture import LECTURE_TEST_X, LECTURE_TEST_Y, LECTURE_X, LECTURE_Y
 from lstm_jax.common.optim import SGD, Adam, AdamW
 from lstm_jax.common.tolerances import scaled_error
+from lstm_jax.interop.precision import pinned_precision
 
 # The lecture's data: temperatures and the next day's; the test asks 27 -> 28.
 TRAIN_X, TRAIN_Y, TEST_X, TEST_Y = LECTURE_X, LECTURE_Y, LECTURE_TEST_X, LECTURE_TEST_Y
@@ -166,10 +167,13 @@ def save_plot(path: Path, torch_losses: np.ndarray, jax_losses: np.ndarray, titl
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    with pinned_precision():  # full float32 on both sides, as in the parity tests
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     cache = None if args.no_compile_cache else enable_compilation_cache(args.cache_dir)
     torch.set_num_threads(args.torch_threads)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     optimizer = make_optimizer(args)
     dtype = np.float64 if args.float64 else np.float32
 
@@ -200,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lstm_torch.fit(rerun, TRAIN_X, TRAIN_Y, progress=True, **fit_options)
     torch_again = time.perf_counter() - start
 
-    with jax.enable_x64(args.float64), jax.default_matmul_precision("highest"):
+    with jax.enable_x64(args.float64):
         jax_model = lstm_jax.LSTMModeler(1, args.hidden, 1, param_dtype=jnp.dtype(dtype))
         variables = lstm_jax.params_from_torch(initial)
         with compilations() as first_events:
