@@ -288,9 +288,14 @@ class DataParallel:
             return tuple(self.replicate(tuple(arrays)))
         return tuple(None if a is None else self._place_rows(np.asarray(a)) for a in arrays)
 
+    def _process_shares(self) -> ProcessShares:
+        """``shares``, for the process-local paths that only run when it is set."""
+        if self.shares is None:
+            raise RuntimeError("process-local rows asked for without ProcessShares")
+        return self.shares
+
     def _place_rows(self, local: np.ndarray) -> jax.Array:
-        shares = self.shares
-        assert shares is not None
+        shares = self._process_shares()
         positions = shares.positions[jax.process_index()]
         rows = shares.rows
         mine = len(local)
@@ -331,8 +336,7 @@ class DataParallel:
         """Rows split over the batch axis: each device selects the rows of ``index`` it
         holds (zeros elsewhere); a reduce-scatter sums them (one nonzero term each, so
         exactly) and leaves each device its B / shards rows."""
-        assert self.shares is not None
-        rows = self.shares.rows
+        rows = self._process_shares().rows
         axis = self.axis
 
         def local(index: jax.Array, *blocks: jax.Array) -> tuple:
