@@ -138,6 +138,27 @@ def test_bad_calls_say_what_was_expected() -> None:
         lstm_jax.LSTMCell(0)
 
 
+def test_cell_checks_its_variables_and_takes_torch_tensors() -> None:
+    """As the LSTM modules: variables of another configuration or without their
+    wrapper are named, not Flax scope errors; CPU torch tensors are read as numpy."""
+    cell, tc = lstm_jax.LSTMCell(H), torch_cell()
+    variables = lstm_jax.params_from_torch(tc.state_dict())
+    no_bias = lstm_jax.params_from_torch(torch_cell(bias=False).state_dict())
+    x = torch.randn(2, I)
+    with pytest.raises(ValueError, match=r"missing key\(s\): bias_ih, bias_hh"):
+        cell.apply(no_bias, x.numpy())
+    with pytest.raises(ValueError, match=r"size mismatch for weight_ih: expected \(24, 3\), got"):
+        lstm_jax.LSTMCell(H + 1).apply(variables, x.numpy())
+    with pytest.raises(ValueError, match=r"LSTMCell.apply: expected variables of the form"):
+        cell.apply(variables["params"], x.numpy())
+    state = (torch.randn(2, H), torch.randn(2, H))
+    h, c = cell.apply(variables, x, state)
+    with torch.no_grad():
+        th, tcc = tc(x, state)
+    assert scaled_error(h, th.numpy()) <= FORWARD[np.dtype(np.float32)]
+    assert scaled_error(c, tcc.numpy()) <= FORWARD[np.dtype(np.float32)]
+
+
 # --- a decoder loop over nn.LSTMCell, ported ------------------------------------------------
 
 V, E, S = 9, 4, 6  # vocabulary, embedding, encoder length

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax.common.config import lstm_cell_param_shapes
+from lstm_jax.common.arrays import host_call_args
+from lstm_jax.common.config import check_params, lstm_cell_param_shapes, params_of
 from lstm_jax.common.numbers import check_int
 from lstm_jax.core import cell
 from lstm_jax.core.init import lstm_init
@@ -55,11 +56,20 @@ class LSTMCell(nn.Module):
         check_param_dtype(self.param_dtype, WHO)
         super().__post_init__()
 
+    def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
+        """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}``."""
+        if variables != {}:
+            params_of(variables, f"{WHO}.apply")
+        return super().apply(variables, *args, **kwargs)
+
     @nn.compact
     def __call__(self, x: jax.Array, state: tuple[Any, Any] | None = None) -> LSTMState:
+        x, state, _ = host_call_args(WHO, x, state, None)
         dtype = dtype_of(x)
         if self.has_variable("params", "weight_ih"):
             input_size = int(np.shape(self.get_variable("params", "weight_ih"))[-1])
+            expected = lstm_cell_param_shapes(self.hidden_size, input_size, self.bias)
+            check_params(params_of(self.variables, WHO), expected, WHO)
         else:
             input_size = int(np.shape(x)[-1]) if np.ndim(x) else 0
         expected_state = check_cell_call(x, state, input_size, self.hidden_size, WHO)
