@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 import lstm_jax
 import lstm_jax.check
@@ -111,6 +112,11 @@ def test_nn_lstm_float64_with_initial_state() -> None:
     assert {"grad h_0", "grad c_0", "grad weight_hr_l1"} <= {d.name for d in report.differences}
     assert report.forward.tolerance == FORWARD[np.dtype(np.float64)]
     assert report.gradient.tolerance == GRADIENT[np.dtype(np.float64)]
+    # as torch's call takes it: nn.LSTM(x, (h_0, c_0))
+    with jax.enable_x64(True):
+        positional = lstm_jax.compare_with_torch(tl, jl, variables, x, state)
+    assert positional.ok, str(positional)
+    assert {"grad h_0", "grad c_0"} <= {d.name for d in positional.differences}
 
 
 def test_nan_fails_and_model_state_is_left_as_it_was() -> None:
@@ -179,6 +185,9 @@ def test_mismatched_arguments_are_refused_clearly() -> None:
     with pytest.raises(ValueError, match="expected h_0 of shape"):
         state = (np.zeros((1, 5, 4), np.float32), np.zeros((1, 5, 4), np.float32))
         lstm_jax.compare_with_torch(tm, jm, variables, batch((3, 2, 2)), initial_state=state)
+    mm = lstm_jax.nnx.LSTMModeler(2, 4, 2, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match=r"holds its parameters.*without variables"):
+        lstm_jax.compare_with_torch(tm, mm, variables, batch((3, 2)))
 
 
 # --- python -m lstm_jax.check ---------------------------------------------------------------

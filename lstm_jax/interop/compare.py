@@ -94,7 +94,8 @@ def compare_with_torch(
         variables: the Flax model's ``{"params": ...}``, of the torch model's dtype.
         args, kwargs: the call's arguments, the same for both models: numpy, JAX or
             torch arrays (floating ones of the parameters' dtype), and anything else
-            (``None``, flags) passed as is. For the built-ins: ``x`` alone.
+            (``None``, flags) passed as is. For the built-ins: ``x``, or ``x, (h_0, c_0)``
+            as torch's call takes them.
         initial_state: (built-ins only) (h_0, c_0), the ``LSTMModeler``'s
             ``hidden_cell``; zeros when None.
         seed: seeds the cotangents.
@@ -108,6 +109,12 @@ def compare_with_torch(
     from lstm_torch import LSTMModeler as TorchModeler
 
     if isinstance(flax_model, nnx.Module):  # it holds its parameters: variables is args[0]
+        if isinstance(variables, Mapping) and "params" in variables:
+            raise TypeError(
+                f"compare_with_torch: the NNX {type(flax_model).__name__} holds its "
+                "parameters: call compare_with_torch(torch_model, module, *args), without "
+                'variables; got {"params": ...} where the first argument goes'
+            )
         from lstm_jax.interop.nnx_compare import compare_nnx_with_torch
 
         return compare_nnx_with_torch(
@@ -125,11 +132,14 @@ def compare_with_torch(
             (k for t, j, k in pairs if isinstance(torch_model, t) and isinstance(flax_model, j)),
             None,
         )
+        if len(args) == 2 and initial_state is None:  # as nn.LSTM(x, (h_0, c_0))
+            args, initial_state = args[:1], args[1]
         if kind is None or len(args) != 1 or kwargs:
             raise TypeError(
                 f"expected torch.nn.LSTM with lstm_jax.LSTM, or lstm_torch.LSTMModeler with "
-                f"lstm_jax.LSTMModeler, called with x (and initial_state), or two models of "
-                f"your own; got {type(torch_model).__name__} with {type(flax_model).__name__}"
+                f"lstm_jax.LSTMModeler, called with x (and initial_state, or (h_0, c_0) after "
+                f"x), or two models of your own; got {type(torch_model).__name__} with "
+                f"{type(flax_model).__name__}"
                 f" and {len(args)} positional, {sorted(kwargs)} keyword arguments"
             )
         return _compare_builtin(
