@@ -133,7 +133,7 @@ def compare_with_torch(
             None,
         )
         if len(args) == 2 and initial_state is None:  # as nn.LSTM(x, (h_0, c_0))
-            args, initial_state = args[:1], args[1]
+            initial_state, args = args[1], args[:1]
         if kind is None or len(args) != 1 or kwargs:
             raise TypeError(
                 f"expected torch.nn.LSTM with lstm_jax.LSTM, or lstm_torch.LSTMModeler with "
