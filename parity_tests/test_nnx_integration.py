@@ -151,6 +151,9 @@ def test_nnx_checkpoint_of_another_configuration_is_refused_unchanged(tmp_path: 
     lstm = lstm_jax.nnx.LSTM(2, 5, rngs=nnx.Rngs(0))
     with pytest.raises(lstm_jax.CheckpointError, match="another configuration"):
         lstm_jax.load_checkpoint(path, lstm)
+    with pytest.raises(TypeError, match="holds its parameters: call save_checkpoint"):
+        lstm_jax.save_checkpoint(tmp_path / "b.safetensors", nnx.state(other), other)
+    assert not (tmp_path / "b.safetensors").exists()
 
 
 class TorchNet(torch.nn.Module):

@@ -93,6 +93,11 @@ def save_checkpoint(
         return
     if model is None:
         raise TypeError("save_checkpoint: expected the Flax model the variables belong to")
+    if isinstance(model, nnx.Module):
+        raise TypeError(
+            f"save_checkpoint: the NNX {type(model).__name__} holds its parameters: call "
+            f"save_checkpoint(path, module), without variables"
+        )
     builtin = isinstance(model, LSTM | LSTMModeler)
     if builtin and tied:
         raise ValueError(f"save_checkpoint: {type(model).__name__} has no tied weights")
