@@ -243,8 +243,8 @@ def fit(
     x_all = torch.from_numpy(x_np).to(first.device)
     y_all = torch.from_numpy(y_np).to(first.device)
     lengths_all = None if lengths_np is None else torch.from_numpy(lengths_np.astype(np.int64))
-    if loss == "cross_entropy":
-        y_all = y_all.long()
+    if loss == "cross_entropy" or not y_all.is_floating_point():
+        y_all = y_all.long()  # torch's label dtype (int64), for a callable loss too
     last_finite = [torch.empty_like(p) for p in params]
     losses = np.zeros(epochs)
     done = 0

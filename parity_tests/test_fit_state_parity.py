@@ -210,3 +210,18 @@ def test_torch_stateful_needs_ordered_whole_batches() -> None:
         )
     with pytest.raises(ValueError, match="multiple of batch_size"):
         lstm_torch.fit(model, xs, ys, optimizer=SGD(0.1), epochs=1, batch_size=5, stateful=True)
+
+
+def test_torch_callable_loss_gets_int64_labels() -> None:
+    """Integer labels reach a callable torch loss as torch's int64 (``F.cross_entropy``
+    refuses int32) and train as the named ``"cross_entropy"``."""
+    xs, _, lengths = length_data(n=8)
+    labels = np.random.default_rng(1).integers(0, 3, len(xs))
+    model = {"input_size": 2, "hidden_layer_size": 8, "output_size": 3}
+    options = dict(optimizer=SGD(0.05), epochs=2, batch_size=4, seq_lengths=lengths)
+    runs = []
+    for loss in ("cross_entropy", torch.nn.functional.cross_entropy):
+        torch.manual_seed(0)
+        tm = lstm_torch.LSTMModeler(**model)
+        runs.append(lstm_torch.fit(tm, xs, labels, loss=loss, **options))
+    assert_close(runs[1], runs[0], TRAINING[F32], "callable cross_entropy")
