@@ -222,6 +222,58 @@ def test_a_whole_nnx_model_loads_torch_weights_and_computes_torchs_function() ->
         )
 
 
+class TorchTiedHead(torch.nn.Module):
+    """nn.Sequential head and a decoder tied to the embedding (the word LM's tie)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Embedding(9, 4)
+        self.rnn = torch.nn.LSTM(4, 4)
+        self.head = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
+        self.decoder = torch.nn.Linear(4, 9)
+        self.decoder.weight = self.encoder.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.encoder(tokens))
+        return self.decoder(self.head(out))
+
+
+class DecoderBias(nnx.Module):
+    def __init__(self) -> None:
+        self.bias = nnx.Param(jnp.zeros(9))
+
+
+class NNXTiedHead(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs) -> None:
+        self.encoder = nnx.Embed(9, 4, rngs=rngs)
+        self.rnn = lstm_jax.nnx.LSTM(4, 4, rngs=rngs)
+        self.head = nnx.Sequential(nnx.Linear(4, 4, rngs=rngs), jnp.tanh)
+        self.decoder = DecoderBias()
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        out, _ = self.rnn(self.encoder(tokens))
+        return self.encoder.attend(self.head(out)) + self.decoder.bias
+
+
+def test_nnx_sequential_and_tied_weights_follow_torchs_keys(tmp_path: object) -> None:
+    """nnx.Sequential's items are torch's ``head.0.weight`` (not ``head.layers.0``); a tied
+    torch tensor the module holds once loads, and its checkpoint restores the tie."""
+    torch.manual_seed(0)
+    torch_model = TorchTiedHead()
+    model = NNXTiedHead(nnx.Rngs(0))
+    lstm_jax.nnx.load_state_dict(model, torch_model.state_dict())
+    assert "head.0.weight" in lstm_jax.nnx.state_dict(model)
+    tokens = np.random.default_rng(0).integers(0, 9, (5, 2))
+    expected = torch_model(torch.from_numpy(tokens)).detach().numpy()
+    helpers.assert_all_close({"y": model(tokens)}, {"y": expected}, FORWARD[F32], "tied")
+    path = f"{tmp_path}/tied.safetensors"
+    lstm_jax.save_checkpoint(path, model, tied={"decoder.weight": "encoder.weight"})
+    fresh = TorchTiedHead()
+    lstm_torch.load_checkpoint(path, fresh)
+    assert fresh.decoder.weight is fresh.encoder.weight
+    assert bitwise_equal(torch_arrays(fresh), torch_arrays(torch_model))
+
+
 def test_batch_statistics_are_refused_not_silently_dropped() -> None:
     class WithBatchNorm(nnx.Module):
         def __init__(self, rngs: nnx.Rngs) -> None:

@@ -88,8 +88,8 @@ def save_checkpoint(
         TypeError: parameters that are not all float32 or all float64.
         FileNotFoundError: the directory does not exist.
     """
-    if isinstance(variables, nnx.Module) and model is None and not tied:
-        save_nnx(path, variables)
+    if isinstance(variables, nnx.Module) and model is None:
+        save_nnx(path, variables, tied)
         return
     if model is None:
         raise TypeError("save_checkpoint: expected the Flax model the variables belong to")

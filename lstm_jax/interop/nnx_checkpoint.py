@@ -10,6 +10,7 @@ Loading writes the tensors into the module (all or nothing, bitwise).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,22 +22,38 @@ from lstm_jax.common.config import LSTMConfig
 from lstm_jax.interop.nnx_transfer import load_state_dict, state_dict, torch_leaves
 
 
-def nnx_header(module: nnx.Module, dtype: Any) -> CheckpointHeader:
-    """The checkpoint header of an NNX module (see the module docstring)."""
+def nnx_header(
+    module: nnx.Module, dtype: Any, tied: Mapping[str, str] | None = None
+) -> CheckpointHeader:
+    """The checkpoint header of an NNX module (see the module docstring), with the torch
+    model's ``tied`` keys for a model of one's own."""
     config = getattr(module, "config", None)
     if isinstance(config, LSTMConfig) and config.input_size is not None:
         output_size = getattr(module, "output_size", None)
         if isinstance(output_size, int):
             return CheckpointHeader("LSTMModeler", config, output_size, np.dtype(dtype))
         return CheckpointHeader("LSTM", config, None, np.dtype(dtype))
-    return CheckpointHeader(MODEL, None, None, np.dtype(dtype), type(module).__name__, {})
+    return CheckpointHeader(
+        MODEL, None, None, np.dtype(dtype), type(module).__name__, dict(tied or {})
+    )
 
 
-def save_nnx(path: PathLike, module: nnx.Module) -> None:
-    """Write ``module``'s parameters to ``path`` (safetensors, atomically)."""
+def save_nnx(path: PathLike, module: nnx.Module, tied: Mapping[str, str] | None = None) -> None:
+    """Write ``module``'s parameters to ``path`` (safetensors, atomically).
+
+    Arguments:
+        tied: ``{torch key: key it shares}``, the torch model's ties where the module
+            holds the tensor once (as for the linen ``save_checkpoint``).
+    """
     arrays = state_dict(module)
-    dtype = fmt.common_dtype(arrays, "save_checkpoint")
-    fmt.save(path, arrays, nnx_header(module, dtype))
+    header = nnx_header(module, fmt.common_dtype(arrays, "save_checkpoint"), tied)
+    if tied and header.kind != MODEL:
+        raise ValueError(f"save_checkpoint: {type(module).__name__} has no tied weights")
+    for alias, source in (tied or {}).items():
+        if source not in arrays:
+            raise ValueError(f"tied: {alias!r} shares {source!r}, which the module lacks")
+        arrays[alias] = arrays[source]
+    fmt.save(path, arrays, header)
 
 
 def load_nnx(path: PathLike, module: nnx.Module) -> tuple[nnx.Module, nnx.State]:

@@ -33,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from lstm_jax.common.config import check_param_shapes
+from lstm_jax.common.ties import find_ties
 from lstm_jax.interop import leaf_rules
 from lstm_jax.interop.transfer import _check_dtypes, to_numpy
 
@@ -101,7 +102,12 @@ def torch_leaves(module: nnx.Module) -> dict[str, TorchLeaf]:
         owner = nodes.get(path[:-1])
         rules = leaf_rules.layer_rules(None if owner is None else type(owner), by_owner[path[:-1]])
         rule = leaf_rules.leaf_rule(rules, str(path[-1]))
-        key = leaf_rules.torch_prefix(map(str, path[:-1])) + rule.torch_name
+        segments = [  # nnx.Sequential holds its items as .layers; nn.Sequential's keys are 0.
+            str(part)
+            for i, part in enumerate(path[:-1])
+            if not (part == "layers" and isinstance(nodes.get(path[:i]), nnx.Sequential))
+        ]
+        key = leaf_rules.torch_prefix(segments) + rule.torch_name
         if key in leaves:
             raise ValueError(f"state_dict: two parameters map to the torch key {key!r}")
         leaves[key] = TorchLeaf(variables[path], rule, path)
@@ -165,6 +171,10 @@ def load_state_dict(
     leaves = torch_leaves(module)
     arrays = {key: to_numpy(value) for key, value in state_dict.items()}
     expected = {key: _torch_shape(leaf) for key, leaf in leaves.items()}
+    # a tied tensor (torch's decoder.weight = encoder.weight) that the module holds once
+    group = find_ties(state_dict)
+    held = {group.get(key, key) for key in expected if key in arrays}
+    arrays = {k: a for k, a in arrays.items() if k in expected or group.get(k, k) not in held}
     actual = {key: tuple(array.shape) for key, array in arrays.items()}
     what = f"loading state_dict for {type(module).__name__}"
     missing = [key for key in expected if key not in actual]
