@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -54,6 +55,11 @@ def check_checkpointing(
         raise TypeError(
             f"checkpoint_dir: expected a path (str or os.PathLike), got "
             f"{type(checkpoint_dir).__name__}"
+        )
+    if os.path.exists(checkpoint_dir) and not os.path.isdir(checkpoint_dir):
+        raise ValueError(
+            f"checkpoint_dir: expected a directory (created when missing), got the file "
+            f"'{os.fspath(checkpoint_dir)}'"
         )
     every = (
         1 if checkpoint_every is None else check_positive_int("checkpoint_every", checkpoint_every)
