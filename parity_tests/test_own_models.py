@@ -164,6 +164,22 @@ def test_prefix_takes_one_lstm_of_a_whole_model() -> None:
     )
 
 
+def test_params_to_torch_checks_a_built_in_model_it_is_given() -> None:
+    """model= is checked, as apply checks it: never keys of another configuration."""
+    lstm_vars = lstm_jax.params_from_torch(torch.nn.LSTM(3, 5).state_dict())
+    with pytest.raises(ValueError, match=r"missing key\(s\): lstm\.weight_ih_l0"):
+        lstm_jax.params_to_torch(lstm_vars, model=lstm_jax.LSTMModeler(3, 5, 1))
+    with pytest.raises(ValueError, match=r"size mismatch for weight_ih_l0: expected \(24, 3\)"):
+        lstm_jax.params_to_torch(lstm_vars, model=lstm_jax.LSTM(6))
+    cell = lstm_jax.params_from_torch(torch.nn.LSTMCell(3, 5).state_dict())
+    assert list(lstm_jax.params_to_torch(cell, model=lstm_jax.LSTMCell(5))) == [
+        "weight_ih",
+        "weight_hh",
+        "bias_ih",
+        "bias_hh",
+    ]
+
+
 def test_a_model_of_ones_own_needs_its_example() -> None:
     tm, jm = um.torch_model("lm"), um.flax_model("lm")
     with pytest.raises(ValueError, match=r"FlaxWordLM is not an lstm_jax built-in: pass example"):

@@ -28,6 +28,7 @@ from lstm_jax.common.arrays import flatten, to_numpy
 from lstm_jax.common.config import (
     LSTMConfig,
     check_param_shapes,
+    check_params,
     infer_config,
     lstm_cell_param_shapes,
     modeler_param_shapes,
@@ -550,6 +551,11 @@ def params_to_torch(
     ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)``.
     """
     params = params_of(variables, "params_to_torch", wrapper_optional=True)
+    if isinstance(model, BUILT_IN):  # checked against its options, as apply checks them
+        flat = flatten(params)
+        first = flat.get("weight_ih_l0", flat.get("weight_ih", 0))
+        input_size = int(np.shape(first)[-1]) if np.ndim(first) == 2 else 0
+        check_params(params, expected_shapes(model, input_size), "params_to_torch")
     if model is None or isinstance(model, BUILT_IN):
         out = {key: np.array(value) for key, value in flatten(params).items()}
     else:
