@@ -119,6 +119,24 @@ def test_nn_lstm_float64_with_initial_state() -> None:
     assert {"grad h_0", "grad c_0"} <= {d.name for d in positional.differences}
 
 
+def test_modeler_pair_with_seq_lengths_packs_both() -> None:
+    """lstm_torch.LSTMModeler(x, seq_lengths) packs; the JAX modeler takes the same lengths."""
+    tm, jm, variables = modeler_pair(3, bidirectional=True, batch_first=True)
+    x, lengths = batch((3, 5, 2)), np.array([5, 2, 3])
+    with torch.no_grad():
+        tm.hidden_cell = None
+        packed = tm(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+        tm.hidden_cell = None
+        padded = tm(torch.from_numpy(x)).numpy()
+    assert scaled_error(padded, packed) > 1e-3  # so a side that ignored them would fail
+    report = lstm_jax.compare_with_torch(tm, jm, variables, x, seq_lengths=lengths)
+    assert report.ok, str(report)
+    from_tensor = lstm_jax.compare_with_torch(
+        tm, jm, variables, x, seq_lengths=torch.from_numpy(lengths)
+    )
+    assert from_tensor.ok, str(from_tensor)
+
+
 def test_nan_fails_and_model_state_is_left_as_it_was() -> None:
     tm, jm, variables = modeler_pair()
     tm.train()

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lstm_jax.common.arrays import to_numpy
 from lstm_jax.common.config import check_param_shapes, params_of
 from lstm_jax.interop.parity import (
     Difference,
@@ -95,7 +96,7 @@ def compare_with_torch(
         args, kwargs: the call's arguments, the same for both models: numpy, JAX or
             torch arrays (floating ones of the parameters' dtype), and anything else
             (``None``, flags) passed as is. For the built-ins: ``x``, or ``x, (h_0, c_0)``
-            as torch's call takes them.
+            as torch's call takes them; the modelers also ``seq_lengths=`` (B,).
         initial_state: (built-ins only) (h_0, c_0), the ``LSTMModeler``'s
             ``hidden_cell``; zeros when None.
         seed: seeds the cotangents.
@@ -134,6 +135,7 @@ def compare_with_torch(
         )
         if len(args) == 2 and initial_state is None:  # as nn.LSTM(x, (h_0, c_0))
             initial_state, args = args[1], args[:1]
+        lengths = kwargs.pop("seq_lengths", None) if kind == "LSTMModeler" else None
         if kind is None or len(args) != 1 or kwargs:
             raise TypeError(
                 f"expected torch.nn.LSTM with lstm_jax.LSTM, or lstm_torch.LSTMModeler with "
@@ -143,7 +145,7 @@ def compare_with_torch(
                 f" and {len(args)} positional, {sorted(kwargs)} keyword arguments"
             )
         return _compare_builtin(
-            torch_model, flax_model, variables, kind, args[0], initial_state, seed
+            torch_model, flax_model, variables, kind, args[0], initial_state, seed, lengths
         )
     if initial_state is not None:
         raise TypeError(
@@ -195,8 +197,11 @@ def _compare_builtin(
     x: Any,
     initial_state: tuple[Any, Any] | None,
     seed: int,
+    seq_lengths: Any = None,
 ) -> ParityReport:
+    """The built-in pairs; ``seq_lengths`` (the modelers' packed batch) goes to both."""
     dtype = _torch_dtype(torch_model)
+    lengths = None if seq_lengths is None else to_numpy(seq_lengths)
     torch_params = dict(torch_model.named_parameters())
     params = params_of(variables, "compare_with_torch", wrapper_optional=True)
     jax_params = {key: np.asarray(value) for key, value in flatten(params).items()}
@@ -213,8 +218,9 @@ def _compare_builtin(
 
     def jax_call(p: Mapping[str, jax.Array], i: Mapping[str, jax.Array]) -> Any:
         state = (i["h_0"], i["c_0"]) if "h_0" in i else None
+        extra = {} if lengths is None else {"seq_lengths": jnp.asarray(lengths)}
         out, final = jax_model.apply(
-            {"params": torch_params_to_flax(p, entries)}, i["input"], state
+            {"params": torch_params_to_flax(p, entries)}, i["input"], state, **extra
         )
         return out, final.h, final.c
 
@@ -224,6 +230,10 @@ def _compare_builtin(
             out, (h_n, c_n) = torch_model(i["input"], state)
             return out, h_n, c_n
         torch_model.hidden_cell = state if state is not None else torch_model.zero_hidden_cell()
+        if lengths is not None:
+            import torch
+
+            return (torch_model(i["input"], torch.from_numpy(lengths)), *torch_model.hidden_cell)
         out = torch_model(i["input"])
         return (out, *torch_model.hidden_cell)
 
