@@ -88,3 +88,20 @@ def test_bad_calls_say_what_was_expected() -> None:
         lstm_jax.streaming_step(lstm_jax.LSTM(6, num_layers=2), variables)
     with pytest.raises(TypeError, match=r"expected an lstm_jax\.LSTM or LSTMModeler"):
         lstm_jax.streaming_step(object(), variables)  # type: ignore[arg-type]
+
+
+def test_cpu_torch_tensors_are_read_as_numpy() -> None:
+    """As ``LSTM.apply``: the input and a stored ``hidden_cell`` may be CPU torch tensors."""
+    torch.manual_seed(0)
+    tm = lstm_torch.LSTMModeler(3, 6, 2)
+    x = torch.randn(4, 1, 3)
+    with torch.no_grad():
+        tm.hidden_cell = tm.zero_hidden_cell(1)
+        expected = tm(x).numpy()
+    step = lstm_jax.streaming_step(
+        lstm_jax.LSTMModeler(3, 6, 2), lstm_jax.params_from_torch(tm.state_dict())
+    )
+    state = tm.zero_hidden_cell(1)
+    for t in range(4):
+        y, state = step(x[t], state)
+    helpers.assert_all_close({"y": np.asarray(y)}, {"y": expected}, FORWARD[np.dtype("float32")])

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstm_jax.common.arrays import host_call_args
 from lstm_jax.common.config import LSTMConfig, check_param_shapes
 from lstm_jax.core.state import LSTMState
 from lstm_jax.core.streaming import check_streamable, linear_head, make_step
@@ -46,6 +47,7 @@ class StreamingStep:
         return LSTMState(jnp.zeros(h_shape, self._dtype), jnp.zeros(c_shape, self._dtype))
 
     def __call__(self, x_t: Any, state: Any = None) -> tuple[Array, LSTMState]:
+        x_t, state, _ = host_call_args(WHO, x_t, state, None)  # CPU torch tensors as numpy
         if state is None:
             state = self.zero_state(np.shape(x_t)[0])
         y, h, c = self._step(x_t, state[0], state[1])
