@@ -28,7 +28,7 @@ from torch import nn
 
 from lstm_jax.common import checkpoint_format as fmt
 from lstm_jax.common.checkpoint_format import CheckpointHeader, PathLike
-from lstm_jax.common.config import LSTMConfig
+from lstm_jax.common.config import LSTMConfig, check_param_shapes
 from lstm_jax.common.ties import find_ties
 from lstm_torch.model import LSTMModeler
 
@@ -159,6 +159,14 @@ def load_checkpoint(path: PathLike, model: Model | None = None) -> Model:
             model = build_model(header)
         else:
             fmt.check_fits(header, model_header(model), path)
+        try:  # before torch copies the tensors that fit: all or nothing
+            check_param_shapes(
+                {key: tuple(v.shape) for key, v in model.state_dict().items()},
+                {key: tuple(a.shape) for key, a in arrays.items()},
+                f"loading it into {type(model).__name__}",
+            )
+        except ValueError as err:
+            raise CheckpointError(path, str(err)) from None
     model.load_state_dict({key: torch.from_numpy(a) for key, a in arrays.items()}, strict=True)
     return model
 

@@ -118,8 +118,14 @@ def test_what_cannot_be_loaded_is_refused_clearly(tmp_path: Path) -> None:
         lstm_torch.load_checkpoint(path)
     with pytest.raises(ValueError, match=r"unexpected key\(s\): decoder\.weight"):
         lstm_jax.load_checkpoint(path, um.flax_model("lm-tied"), example=um.example("lm"))
-    with pytest.raises(RuntimeError, match=r"decoder\.weight"):
-        lstm_torch.load_checkpoint(path, um.torch_model("sentiment"))
+    other = um.torch_model("sentiment")
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(lstm_torch.CheckpointError, match=r"decoder\.weight"):
+        lstm_torch.load_checkpoint(path, other)
+    assert all(torch.equal(v, before[k]) for k, v in other.state_dict().items())  # untouched
+    smaller = torch.nn.ModuleDict({"rnn": torch.nn.LSTM(um.EMBED, um.HIDDEN + 1)})
+    with pytest.raises(lstm_torch.CheckpointError, match=r"size mismatch for rnn\.weight_ih_l0"):
+        lstm_torch.load_checkpoint(path, smaller)
     with pytest.raises(CheckpointError, match="kind: model vs LSTM"):
         lstm_jax.load_checkpoint(path, lstm_jax.LSTM(4))
     builtin = tmp_path / "lstm.safetensors"
