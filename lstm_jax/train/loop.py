@@ -555,10 +555,12 @@ def _initial_carry(start: Start, dtype: np.dtype) -> RunCarry:
     return RunCarry(
         params=start.params,
         opt_state=start.opt_state,
-        step=jnp.asarray(start.step, jnp.int32),
-        ok=jnp.array(True),
-        bad_step=jnp.array(-1, jnp.int32),
-        bad_loss=jnp.array(jnp.nan, dtype),
+        # numpy scalars: the compiled run takes them as they are (no eager JAX dispatch
+        # per value, which costs a quarter of a short run's call)
+        step=np.asarray(start.step, np.int32),
+        ok=np.asarray(True),
+        bad_step=np.asarray(-1, np.int32),
+        bad_loss=np.asarray(np.nan, dtype),
     )
 
 
