@@ -333,6 +333,27 @@ def test_a_torch_tensor_off_the_cpu_is_refused_clearly(where: str) -> None:
     assert "on device meta" in str(info.value) and f"{where}.cpu()" in str(info.value)
 
 
+def test_a_packed_sequence_is_refused_with_what_to_pass_instead() -> None:
+    """A torch PackedSequence (linen and NNX modules) or a tensor off the CPU (NNX) gets
+    a clear error, not numpy's "inhomogeneous shape" or a silent copy."""
+    from flax import nnx
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    x = torch.zeros(T, B, 3)
+    packed = pack_padded_sequence(x, torch.full((B,), T), enforce_sorted=False)
+    model = lstm_jax.LSTM(4)
+    variables = model.init(KEY, np.zeros((T, B, 3), F32))
+    match = r"LSTM: expected input as a padded array, got a torch PackedSequence.*seq_lengths="
+    with pytest.raises(TypeError, match=match):
+        model.apply(variables, packed)
+    with pytest.raises(TypeError, match=match):
+        lstm_jax.nnx.LSTM(3, 4, rngs=nnx.Rngs(0))(packed)
+    with pytest.raises(TypeError, match="LSTMModeler: expected input as a padded array"):
+        lstm_jax.nnx.LSTMModeler(3, 4, 1, rngs=nnx.Rngs(0))(packed)
+    with pytest.raises(ValueError, match="LSTM: expected input as an array or a CPU torch"):
+        lstm_jax.nnx.LSTM(3, 4, rngs=nnx.Rngs(0))(torch.zeros(T, B, 3, device="meta"))
+
+
 # --- 4. dropout: the rng and the one-layer warning -----------------------------------------
 
 

@@ -33,10 +33,16 @@ def host_tensor_to_numpy(value: Any, who: str, name: str) -> Any:
         who, name: for the error: the module and the argument.
 
     Raises:
+        TypeError: a torch ``PackedSequence`` (the JAX modules take ``seq_lengths``).
         ValueError: a torch tensor on another device than the CPU (a CUDA tensor):
             JAX cannot read its memory, and a silent copy to the host would hide a
             device transfer on every call.
     """
+    if type(value).__name__ == "PackedSequence" and hasattr(value, "batch_sizes"):
+        raise TypeError(
+            f"{who}: expected {name} as a padded array, got a torch PackedSequence: pass "
+            f"what pack_padded_sequence was given, the padded batch and seq_lengths=lengths"
+        )
     if not is_torch_tensor(value):
         return value
     device = value.device

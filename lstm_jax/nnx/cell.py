@@ -48,7 +48,7 @@ class LSTMCell(TorchStateDict, nnx.Module):
             setattr(self, name, nnx.Param(init(rngs.params(), shape, param_dtype)))
 
     def __call__(self, x: Any, hx: StateLike | None = None) -> LSTMState:
-        x, hx = from_torch(x), from_torch(hx)
+        x, hx = from_torch(x, "LSTMCell"), from_torch(hx, "LSTMCell")
         check_cell_call(x, hx, self.input_size, self.hidden_size)
         names = lstm_cell_param_shapes(self.hidden_size, self.input_size, self.bias)
         stored = {name: getattr(self, name).get_value() for name in names}

@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from lstm_jax import core
+from lstm_jax.common.arrays import host_tensor_to_numpy
 from lstm_jax.common.config import LSTMConfig, dropout_warning
 from lstm_jax.common.numbers import check_positive_int
 from lstm_jax.core import LSTMState
@@ -43,11 +44,13 @@ from lstm_jax.interop.transfer import to_numpy
 from lstm_jax.nnx.state_dict import TorchStateDict
 
 
-def from_torch(value: Any) -> Any:
-    """A torch tensor as numpy (its dtype is torch's otherwise); anything else as it is."""
+def from_torch(value: Any, who: str = "LSTM") -> Any:
+    """A CPU torch tensor as numpy (its dtype is torch's otherwise), a pair of them as a
+    tuple; anything else as it is. A ``PackedSequence`` or a CUDA tensor is refused
+    (:func:`lstm_jax.common.arrays.host_tensor_to_numpy`)."""
     if isinstance(value, tuple | list) and len(value) == 2:
-        return tuple(from_torch(v) for v in value)
-    return to_numpy(value) if hasattr(value, "detach") and hasattr(value, "cpu") else value
+        return tuple(from_torch(v, who) for v in value)
+    return host_tensor_to_numpy(value, who, "input")
 
 
 def dropout_key(
@@ -323,7 +326,7 @@ class LSTMModeler(TorchStateDict, nnx.Module):
 
     def __call__(self, x: Any, *, seq_lengths: Any = None) -> jax.Array:
         config = self.config
-        x, seq_lengths = from_torch(x), from_torch(seq_lengths)
+        x, seq_lengths = from_torch(x, "LSTMModeler"), from_torch(seq_lengths, "LSTMModeler")
         single_sequence = np.ndim(x) < 3
         x = lecture_view(x, config, "LSTMModeler")
         batch = x.shape[0] if config.batch_first else x.shape[1]
