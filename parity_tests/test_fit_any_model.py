@@ -228,6 +228,23 @@ def test_reduce_on_plateau_gets_the_loss() -> None:
     assert np.all(np.isfinite(losses))
 
 
+def test_multi_steps_passes_the_loss_to_reduce_on_plateau() -> None:
+    """MultiSteps around a chain with reduce_on_plateau: ``value=`` reaches the inner
+    chain (with_extra_args_support alone would drop it: a TypeError)."""
+    xs, ys = regression_data()
+    model = Regressor()
+    variables = model.init(jax.random.key(1), xs[:2])
+    inner = optax.chain(
+        optax.sgd(0.5), optax.contrib.reduce_on_plateau(patience=1, factor=0.5, rtol=0.5)
+    )
+    state = TrainState.create(
+        apply_fn=model.apply, params=variables["params"], tx=optax.MultiSteps(inner, 2)
+    )
+    trained, losses = lstm_jax.fit(model, state, xs, ys, epochs=4, batch_size=5, batch_first=True)
+    assert float(trained.opt_state.inner_opt_state[1].scale) < 1.0
+    assert np.all(np.isfinite(losses))
+
+
 def test_multi_steps_accumulates_like_a_double_batch() -> None:
     """MultiSteps(adam, 2) over batches of 2 (mean gradients) = Adam over batches of 4."""
     xs, ys = regression_data(8)

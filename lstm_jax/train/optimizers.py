@@ -18,8 +18,8 @@ from lstm_jax.common.optim import SGD, TORCH_CLIP_EPS, Adam, OptimizerSpec, is_s
 
 def as_optax(optimizer: Any) -> optax.GradientTransformation:
     """An :mod:`lstm_jax.common.optim` spec (-> its paired Optax chain), an
-    ``optax.MultiSteps`` (-> its ``gradient_transformation()``, the same object for the
-    same MultiSteps) or an Optax ``GradientTransformation`` (returned as is)."""
+    ``optax.MultiSteps`` (-> its ``init`` and ``update``, extra arguments passed on; the same
+    object for the same MultiSteps) or an Optax ``GradientTransformation`` (returned as is)."""
     if is_spec(optimizer):
         return spec_to_optax(optimizer)
     if isinstance(optimizer, optax.MultiSteps):
@@ -34,7 +34,9 @@ def as_optax(optimizer: Any) -> optax.GradientTransformation:
 
 @functools.lru_cache(maxsize=64)
 def _multi_steps(optimizer: optax.MultiSteps) -> optax.GradientTransformation:
-    return optimizer.gradient_transformation()
+    # not gradient_transformation(): a plain GradientTransformation, whose extra arguments
+    # (value= for reduce_on_plateau) with_extra_args_support would drop; update passes them on
+    return optax.GradientTransformationExtraArgs(optimizer.init, optimizer.update)
 
 
 @functools.lru_cache(maxsize=256)
