@@ -407,6 +407,7 @@ BAD = {
         "a TrainState carries its own optimizer",
     ),
     "every-without-dir": (dict(checkpoint_every=2), ValueError, "expected a checkpoint_dir"),
+    "rng-int": (dict(rng=0), TypeError, "rng: expected a JAX PRNG key"),
     "dir-is-a-file": (dict(checkpoint_dir=__file__), ValueError, "expected a directory"),
     "batch-first-conflict": (
         dict(model=lstm_jax.LSTMModeler(3, 4, 2), batch_first=True),

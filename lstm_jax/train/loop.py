@@ -551,6 +551,16 @@ def _saved_state(carry: RunCarry, rng: Array | None) -> dict[str, Any]:
     return state
 
 
+def _is_prng_key(rng: Any) -> bool:
+    """A typed key (``jax.random.key``) or a legacy uint32 one (``jax.random.PRNGKey``)."""
+    dtype = getattr(rng, "dtype", None)
+    if dtype is None:
+        return False
+    return bool(jnp.issubdtype(dtype, jax.dtypes.prng_key)) or (
+        dtype == np.uint32 and np.ndim(rng) >= 1
+    )
+
+
 def _initial_carry(start: Start, dtype: np.dtype) -> RunCarry:
     return RunCarry(
         params=start.params,
@@ -731,6 +741,11 @@ def fit(
                 f"seq_lengths: {train_model.name}.__call__ takes no seq_lengths argument"
             )
     lengths = prepare_seq_lengths(seq_lengths, len(x), x.shape[1] if x.ndim > 1 else 1)
+    if rng is not None and not _is_prng_key(rng):
+        raise TypeError(
+            f"rng: expected a JAX PRNG key such as jax.random.key(0), got "
+            f"{type(rng).__name__} of shape {np.shape(rng)}"
+        )
     if rng is None and train_model.dropout:
         raise ValueError(
             "the model has dropout between layers: pass rng=jax.random.key(...) to train "
