@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -566,11 +566,12 @@ def _initial_carry(start: Start, dtype: np.dtype) -> RunCarry:
         params=start.params,
         opt_state=start.opt_state,
         # numpy scalars: the compiled run takes them as they are (no eager JAX dispatch
-        # per value, which costs a quarter of a short run's call)
-        step=np.asarray(start.step, np.int32),
-        ok=np.asarray(True),
-        bad_step=np.asarray(-1, np.int32),
-        bad_loss=np.asarray(np.nan, dtype),
+        # per value, which costs a quarter of a short run's call); typed as the arrays
+        # they become inside it
+        step=cast(Array, np.asarray(start.step, np.int32)),
+        ok=cast(Array, np.asarray(True)),
+        bad_step=cast(Array, np.asarray(-1, np.int32)),
+        bad_loss=cast(Array, np.asarray(np.nan, dtype)),
     )
 
 
