@@ -11,8 +11,12 @@ Orbax writes each checkpoint into a temporary directory and renames it when it i
 complete, so a process killed at any moment (also during a save) leaves the last
 complete checkpoint as the latest one; leftover temporary directories are removed
 when the manager opens (``cleanup_tmp_directories``). The last ``keep`` checkpoints
-are kept (``max_to_keep``). Saving is asynchronous: training goes on while the
-arrays are written; ``close`` waits for the last save.
+are kept (``max_to_keep``). Saving is asynchronous in one process: training goes
+on while the arrays are written; ``close`` waits for the last save. With several
+processes each save is waited for: Orbax completes a save in a barrier of all
+processes, on a thread Python's exit joins, so a save still in flight when a peer
+dies would hold the survivor until JAX's own heartbeat aborts it (instead of
+``fit``'s ``WorkerLost`` and exit status 75).
 """
 
 from __future__ import annotations
@@ -101,11 +105,15 @@ class Checkpoints:
             ),
             force=True,
         )
+        if jax.process_count() > 1:
+            self.manager.wait_until_finished()
 
-    def close(self) -> None:
-        """Wait for the last save to be complete."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+    def close(self, *, wait: bool = True) -> None:
+        """Wait for the last save to be complete; ``wait=False`` (a process was lost)
+        abandons a save in flight: its temporary directory is removed at the next start."""
+        if wait:
+            self.manager.wait_until_finished()
+            self.manager.close()
 
 
 def key_data(rng: jax.Array | None) -> jax.Array | None:

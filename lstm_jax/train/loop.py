@@ -54,7 +54,7 @@ from lstm_jax.common.data import (
     prepare_data,
     prepare_seq_lengths,
 )
-from lstm_jax.common.errors import TrainingDiverged
+from lstm_jax.common.errors import TrainingDiverged, WorkerLost
 from lstm_jax.common.optim import is_spec
 from lstm_jax.common.resume import (
     KEEP_CHECKPOINTS,
@@ -795,6 +795,7 @@ def fit(
     bar = tqdm(
         total=epochs, initial=done - first, desc="jax fit", unit="epoch", disable=not progress
     )
+    peer_lost = False
     try:
         for a, b in chunks(done, end, _progress_every(epochs, checkpoint_every, progress)):
             chunk = orders[a - first : b - first]
@@ -805,14 +806,19 @@ def fit(
             if int(carry.bad_step) >= 0:
                 break
             if checkpoints is not None:
-                checkpoints.save(b, _saved_state(carry, data.rng), losses[: b - first])
+                with lost_workers_reported():
+                    checkpoints.save(b, _saved_state(carry, data.rng), losses[: b - first])
             bar.update(b - a)
             bar.set_postfix(loss=f"{losses[b - first - 1]:.4g}", refresh=False)
             logger.info("epoch %d of %d: loss %.6g", b - first, epochs, losses[b - first - 1])
+    except WorkerLost:
+        peer_lost = True
+        raise
     finally:
         bar.close()
         if checkpoints is not None:
-            checkpoints.close()
+            # Closing waits in a barrier of all processes: for a lost one, in vain.
+            checkpoints.close(wait=not peer_lost)
     bad = int(carry.bad_step)
     if bad >= 0:
         epoch, step = divmod(bad - start.step, plan.steps_per_epoch)
