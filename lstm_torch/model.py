@@ -14,6 +14,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from lstm_jax.common.arrays import describe_non_pair, is_pair
 from lstm_jax.common.config import LSTMConfig, check_input, check_seq_lengths, check_state
 from lstm_jax.common.lecture import lecture_view_shape
 from lstm_jax.common.numbers import check_positive_int
@@ -104,10 +105,8 @@ class LSTMModeler(nn.Module):
         state = self.hidden_cell
         if state is None:
             return self.zero_hidden_cell(batch_size)
-        if not isinstance(state, tuple | list) or len(state) != 2:
-            got = f"a {type(state).__name__}" + (
-                f" of {len(state)}" if isinstance(state, tuple | list) else ""
-            )
+        if not is_pair(state):
+            got = describe_non_pair(state)
             raise TypeError(f"LSTMModeler: expected hidden_cell as a pair (h, c), got {got}")
         for name, t in zip(("h", "c"), state, strict=True):
             if not isinstance(t, torch.Tensor) or t.dtype != weight.dtype:

@@ -18,6 +18,17 @@ def is_torch_tensor(value: Any) -> bool:
     return hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "device")
 
 
+def is_pair(value: Any) -> bool:
+    """Whether ``value`` is an (h, c) pair as torch takes one: a tuple or list of two."""
+    return isinstance(value, tuple | list) and len(value) == 2
+
+
+def describe_non_pair(value: Any) -> str:
+    """What came instead of a pair, for an error: 'a tuple of 1', 'a NoneType'."""
+    kind = f"a {type(value).__name__}"
+    return kind + (f" of {len(value)}" if isinstance(value, tuple | list) else "")
+
+
 def to_numpy(value: Any) -> np.ndarray:
     """A torch tensor (any device, with or without grad), JAX or numpy array -> numpy."""
     if is_torch_tensor(value):

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstm_jax.common.arrays import describe_non_pair, is_pair
 from lstm_jax.common.config import (
     InputLayout,
     LSTMConfig,
@@ -43,8 +44,8 @@ def is_floating(dtype: Any) -> bool:
 
 def as_state(initial_state: StateLike, who: str) -> LSTMState:
     """A pair (h, c) of floating arrays as an ``LSTMState``, or a ``TypeError``."""
-    if not isinstance(initial_state, tuple) or len(initial_state) != 2:
-        got = type(initial_state).__name__
+    if not is_pair(initial_state):
+        got = describe_non_pair(initial_state)
         raise TypeError(f"{who}: expected initial_state as a pair (h_0, c_0), got {got}")
     h, c = initial_state
     for name, v in (("h_0", h), ("c_0", c)):
@@ -240,8 +241,8 @@ def check_cell_call(
     expected = (*np.shape(x)[:-1], hidden_size)
     if state is None:
         return expected
-    if not isinstance(state, tuple) or len(state) != 2:
-        raise TypeError(f"{who}: expected state as a pair (h, c), got {type(state).__name__}")
+    if not is_pair(state):
+        raise TypeError(f"{who}: expected state as a pair (h, c), got {describe_non_pair(state)}")
     for name, value in zip(("h", "c"), state, strict=True):
         if tuple(np.shape(value)) != expected:
             raise ValueError(

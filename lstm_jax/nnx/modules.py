@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from lstm_jax import core
-from lstm_jax.common.arrays import host_tensor_to_numpy
+from lstm_jax.common.arrays import describe_non_pair, host_tensor_to_numpy, is_pair
 from lstm_jax.common.config import LSTMConfig, dropout_warning
 from lstm_jax.common.numbers import check_positive_int
 from lstm_jax.core import LSTMState
@@ -220,10 +220,8 @@ def stored_hidden_cell(value: Any) -> LSTMState | None:
     (jax, numpy, torch tensors) -> ``LSTMState`` of JAX arrays."""
     if value is None:
         return None
-    if not isinstance(value, tuple | list) or len(value) != 2:
-        got = f"a {type(value).__name__}" + (
-            f" of {len(value)}" if isinstance(value, tuple | list) else ""
-        )
+    if not is_pair(value):
+        got = describe_non_pair(value)
         raise TypeError(f"LSTMModeler: expected hidden_cell as a pair (h, c) or None, got {got}")
     h, c = (v if isinstance(v, jax.Array) else to_numpy(v) for v in value)
     for name, v in (("h", h), ("c", c)):
