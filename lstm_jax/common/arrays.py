@@ -29,9 +29,20 @@ def describe_non_pair(value: Any) -> str:
     return kind + (f" of {len(value)}" if isinstance(value, tuple | list) else "")
 
 
-def to_numpy(value: Any) -> np.ndarray:
-    """A torch tensor (any device, with or without grad), JAX or numpy array -> numpy."""
+def to_numpy(value: Any, name: str = "value") -> np.ndarray:
+    """A torch tensor (any device, with or without grad), JAX or numpy array -> numpy.
+
+    Raises:
+        ValueError: a torch tensor on the meta device (no data to read; ``name`` says
+            which, e.g. the state dict key).
+    """
     if is_torch_tensor(value):
+        if getattr(value.device, "type", None) == "meta":
+            raise ValueError(
+                f"{name}: expected a tensor holding data, got a torch tensor on the meta "
+                f"device, which has none (a model built under torch.device('meta')? load "
+                f"or initialize its weights first)"
+            )
         value = value.detach().cpu()
     return np.asarray(value)
 
@@ -68,7 +79,7 @@ def host_tensor_to_numpy(value: Any, who: str, name: str) -> Any:
 def host_call_args(who: str, x: Any, state: Any, seq_lengths: Any) -> tuple[Any, Any, Any]:
     """An ``nn.LSTM``-style call's input, initial state (a pair, or None) and lengths with
     every CPU torch tensor as numpy (:func:`host_tensor_to_numpy`); the rest unchanged."""
-    if isinstance(state, tuple) and len(state) == 2:
+    if is_pair(state):  # a tuple, or a list as torch takes it
         h, c = (
             host_tensor_to_numpy(state[0], who, "h_0"),
             host_tensor_to_numpy(state[1], who, "c_0"),

@@ -278,13 +278,18 @@ def dropout_warning(config: LSTMConfig) -> str | None:
     return None
 
 
-def missing_dropout_rng(config: LSTMConfig, who: str) -> str:
-    """The error for a training-mode call (``deterministic=False``) without a dropout key."""
+LINEN_DROPOUT_REMEDY = (
+    'pass rngs={"dropout": key} to apply, e.g. model.apply(variables, x, '
+    'deterministic=False, rngs={"dropout": jax.random.key(0)})'
+)
+
+
+def missing_dropout_rng(config: LSTMConfig, who: str, remedy: str = LINEN_DROPOUT_REMEDY) -> str:
+    """The error for a training-mode call (``deterministic=False``) without a dropout key;
+    ``remedy``: how to give one (linen's ``apply`` by default)."""
     return (
         f"{who}: deterministic=False with dropout={config.dropout} and "
-        f"num_layers={config.num_layers} needs a 'dropout' PRNG key: pass "
-        f'rngs={{"dropout": key}} to apply, e.g. model.apply(variables, x, '
-        f'deterministic=False, rngs={{"dropout": jax.random.key(0)}})'
+        f"num_layers={config.num_layers} needs a 'dropout' PRNG key: {remedy}"
     )
 
 

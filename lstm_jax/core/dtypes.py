@@ -1,10 +1,12 @@
-"""The float64 guard: JAX in its default 32-bit mode would silently round float64 arrays."""
+"""dtype guards: float64 (JAX in its default 32-bit mode would silently round it) and
+PRNG keys (what a ``rng``/``rngs`` argument must be)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -27,3 +29,13 @@ def check_float64_allowed(dtype: Any, what: str, alternative: str = "") -> None:
             f"float64 (jax.config.update('jax_enable_x64', True), or work inside "
             f"`with jax.enable_x64(True):`){alternative}"
         )
+
+
+def is_prng_key(rng: Any) -> bool:
+    """A typed key (``jax.random.key``) or a legacy uint32 one (``jax.random.PRNGKey``)."""
+    dtype = getattr(rng, "dtype", None)
+    if dtype is None:
+        return False
+    return bool(jnp.issubdtype(dtype, jax.dtypes.prng_key)) or (
+        dtype == np.uint32 and np.ndim(rng) >= 1
+    )

@@ -74,7 +74,9 @@ def concrete_or_none(x: Any) -> np.ndarray | None:
         return None
 
 
-def checked_lengths(seq_lengths: Any, layout: InputLayout) -> tuple[Array | None, bool]:
+def checked_lengths(
+    seq_lengths: Any, layout: InputLayout, who: str = "LSTM"
+) -> tuple[Array | None, bool]:
     """The lengths as (B,) int32, and whether their values were checked.
 
     Under ``jax.jit`` traced lengths have no values to check: only their shape
@@ -86,9 +88,9 @@ def checked_lengths(seq_lengths: Any, layout: InputLayout) -> tuple[Array | None
         seq_lengths = jnp.asarray(seq_lengths)  # stacks traced scalars too (a list under jit)
     value = concrete_or_none(seq_lengths)
     if value is not None:
-        check_seq_lengths(value, layout)
+        check_seq_lengths(value, layout, who)
     else:
-        check_seq_lengths_layout(np.shape(seq_lengths), dtype_of(seq_lengths), layout)
+        check_seq_lengths_layout(np.shape(seq_lengths), dtype_of(seq_lengths), layout, who)
     return jnp.atleast_1d(jnp.asarray(seq_lengths, jnp.int32)), value is not None
 
 
@@ -141,7 +143,7 @@ def check_call(
     if initial_state is not None:
         state = as_state(initial_state, who)
         check_state(config, layout, state.h.shape, state.c.shape, who)
-    lengths, checked = checked_lengths(seq_lengths, layout)
+    lengths, checked = checked_lengths(seq_lengths, layout, who)
     return CheckedCall(layout, state, lengths, checked)
 
 

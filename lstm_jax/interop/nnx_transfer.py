@@ -161,15 +161,23 @@ def load_state_dict(
     Raises:
         ValueError: naming each missing and unexpected key and each shape mismatch with
             both shapes; nothing is changed when anything is wrong.
-        TypeError: a non-floating array, or one that the module's dtype would round.
+        TypeError: a non-floating array, one that the module's dtype would round, or
+            nested mappings (Flax variables) instead of torch's flat keys.
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(
             f"load_state_dict: expected a mapping of parameter names to tensors or arrays, "
             f"got {type(state_dict).__name__}"
         )
+    nested = [key for key, value in state_dict.items() if isinstance(value, Mapping)]
+    if nested:
+        raise TypeError(
+            f"load_state_dict: expected a flat torch state dict {{key: tensor or array}}, "
+            f"got nested mappings under {nested} (Flax variables?): pass "
+            f"lstm_jax.params_to_torch(variables), or use lstm_jax.nnx.from_linen"
+        )
     leaves = torch_leaves(module)
-    arrays = {key: to_numpy(value) for key, value in state_dict.items()}
+    arrays = {key: to_numpy(value, key) for key, value in state_dict.items()}
     expected = {key: _torch_shape(leaf) for key, leaf in leaves.items()}
     # a tied tensor (torch's decoder.weight = encoder.weight) that the module holds once
     group = find_ties(state_dict)

@@ -8,12 +8,13 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
+from lstm_jax.common.arrays import host_call_args
 from lstm_jax.common.config import LSTMConfig, lstm_cell_param_shapes
 from lstm_jax.core.cell import lstm_cell, step_weights
 from lstm_jax.core.init import lstm_init
-from lstm_jax.core.layout import StateLike, check_cell_call, check_param_dtype, dtype_of
+from lstm_jax.core.layout import StateLike, check_cell_call, dtype_of
 from lstm_jax.core.state import CellParams, LSTMState
-from lstm_jax.nnx.modules import from_torch
+from lstm_jax.nnx.modules import check_nnx_param_dtype, check_rngs
 from lstm_jax.nnx.state_dict import TorchStateDict
 
 
@@ -40,7 +41,8 @@ class LSTMCell(TorchStateDict, nnx.Module):
         rngs: nnx.Rngs,
     ) -> None:
         LSTMConfig(hidden_size=hidden_size, input_size=input_size, bias=bias)  # torch's checks
-        check_param_dtype(param_dtype, "LSTMCell")
+        check_nnx_param_dtype(param_dtype, "LSTMCell")
+        check_rngs(rngs, "LSTMCell")
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         init = lstm_init(hidden_size)
         shapes = lstm_cell_param_shapes(hidden_size, input_size, bias)
@@ -48,7 +50,7 @@ class LSTMCell(TorchStateDict, nnx.Module):
             setattr(self, name, nnx.Param(init(rngs.params(), shape, param_dtype)))
 
     def __call__(self, x: Any, hx: StateLike | None = None) -> LSTMState:
-        x, hx = from_torch(x, "LSTMCell"), from_torch(hx, "LSTMCell")
+        x, hx, _ = host_call_args("LSTMCell", x, hx, None)
         check_cell_call(x, hx, self.input_size, self.hidden_size)
         names = lstm_cell_param_shapes(self.hidden_size, self.input_size, self.bias)
         stored = {name: getattr(self, name).get_value() for name in names}

@@ -22,10 +22,11 @@ import numpy as np
 from flax import nnx
 
 from lstm_jax import core
-from lstm_jax.common.arrays import describe_non_pair, host_tensor_to_numpy, is_pair
-from lstm_jax.common.config import LSTMConfig, dropout_warning
+from lstm_jax.common.arrays import describe_non_pair, host_call_args, host_tensor_to_numpy, is_pair
+from lstm_jax.common.config import LSTMConfig, dropout_warning, missing_dropout_rng
 from lstm_jax.common.numbers import check_positive_int
 from lstm_jax.core import LSTMState
+from lstm_jax.core.dtypes import check_float64_allowed, is_prng_key
 from lstm_jax.core.init import linear_init, lstm_init
 from lstm_jax.core.layout import (
     StateLike,
@@ -40,32 +41,69 @@ from lstm_jax.core.layout import (
     uses_dropout,
 )
 from lstm_jax.core.options import check_options
-from lstm_jax.interop.transfer import to_numpy
 from lstm_jax.nnx.state_dict import TorchStateDict
 
+NNX_DROPOUT_REMEDY = (
+    "the module is in training mode (as after model.train()) and has no 'dropout' stream: "
+    "build it with rngs=nnx.Rngs(0) (its default stream serves both) or "
+    "nnx.Rngs(params=0, dropout=1) (an LSTM call also takes rngs=nnx.Rngs(dropout=1)); "
+    "model.eval() turns dropout off"
+)
 
-def from_torch(value: Any, who: str = "LSTM") -> Any:
-    """A CPU torch tensor as numpy (its dtype is torch's otherwise), a pair of them as a
-    tuple; anything else as it is. A ``PackedSequence`` or a CUDA tensor is refused
-    (:func:`lstm_jax.common.arrays.host_tensor_to_numpy`)."""
-    if isinstance(value, tuple | list) and len(value) == 2:
-        return tuple(from_torch(v, who) for v in value)
-    return host_tensor_to_numpy(value, who, "input")
+
+def has_stream(rngs: nnx.Rngs, name: str) -> bool:
+    """Whether ``rngs`` can draw from stream ``name`` (its own, or the ``default`` one)."""
+    streams = dict(rngs.items())
+    return name in streams or "default" in streams
+
+
+def check_rngs(rngs: Any, who: str) -> nnx.Rngs:
+    """The constructor's ``rngs``: an ``nnx.Rngs`` that can draw parameters."""
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(
+            f"{who}: expected rngs=nnx.Rngs(...), e.g. nnx.Rngs(0), got {type(rngs).__name__}"
+        )
+    if not has_stream(rngs, "params"):
+        raise ValueError(
+            f"{who}: expected rngs with a 'params' stream to draw the parameters from "
+            f"(nnx.Rngs(0) or nnx.Rngs(params=0)), got nnx.Rngs with streams {sorted(rngs)}"
+        )
+    return rngs
+
+
+def check_nnx_param_dtype(param_dtype: Any, who: str) -> None:
+    """A floating ``param_dtype`` that JAX can hold now: an NNX module creates its
+    parameters at construction, so float64 needs JAX's 64-bit mode already on."""
+    check_param_dtype(param_dtype, who)
+    check_float64_allowed(
+        param_dtype, f"{who}: param_dtype", " before building the module, or use float32"
+    )
 
 
 def dropout_key(
-    stream: nnx.RngStream | None, rngs: nnx.Rngs | nnx.RngStream | jax.Array | None, who: str
+    stream: nnx.RngStream | None,
+    rngs: nnx.Rngs | nnx.RngStream | jax.Array | None,
+    config: LSTMConfig,
+    who: str,
 ) -> jax.Array:
     """A dropout key: from ``rngs`` given to the call (``nnx.Rngs``, a stream or a key),
-    else from the module's own ``dropout`` stream."""
+    else from the module's own ``dropout`` stream (None: it was built without one)."""
     if isinstance(rngs, nnx.Rngs):
+        if not has_stream(rngs, "dropout"):
+            message = missing_dropout_rng(config, who, NNX_DROPOUT_REMEDY)
+            raise ValueError(f"{message} (the call's rngs has streams {sorted(rngs)})")
         return rngs.dropout()
     if isinstance(rngs, nnx.RngStream):
         return rngs()
     if rngs is not None:
+        if not is_prng_key(rngs):
+            raise TypeError(
+                f"{who}: expected rngs as nnx.Rngs, an nnx.RngStream or a PRNG key such as "
+                f"jax.random.key(0), got {type(rngs).__name__} of shape {np.shape(rngs)}"
+            )
         return jnp.asarray(rngs)
     if stream is None:
-        raise ValueError(f"{who}: training mode with dropout needs rngs: pass rngs=nnx.Rngs(...)")
+        raise ValueError(missing_dropout_rng(config, who, NNX_DROPOUT_REMEDY))
     return stream()
 
 
@@ -125,12 +163,11 @@ class LSTM(TorchStateDict, nnx.Module):
             proj_size=proj_size,
         )
         check_options(impl, remat, unroll)
-        check_param_dtype(param_dtype, "LSTM")
+        check_nnx_param_dtype(param_dtype, "LSTM")
+        check_rngs(rngs, "LSTM")
         message = dropout_warning(self.config)
         if message is not None:
             warnings.warn(message, UserWarning, stacklevel=2)  # as torch's nn.LSTM
-        if not isinstance(rngs, nnx.Rngs):
-            raise TypeError(f"LSTM: expected rngs=nnx.Rngs(...), got {type(rngs).__name__}")
         self.input_size, self.hidden_size = input_size, hidden_size
         for name, value in self.config.lstm_options().items():  # torch's attributes
             setattr(self, name, value)
@@ -139,8 +176,8 @@ class LSTM(TorchStateDict, nnx.Module):
         for name, shape in self.config.param_shapes().items():
             setattr(self, name, nnx.Param(init(rngs.params(), shape, param_dtype)))
         self.deterministic = False  # training mode, as a new torch module
-        needs_stream = uses_dropout(self.config, True)
-        self.rngs = rngs.dropout.fork() if needs_stream else nnx.data(None)
+        needs_stream = uses_dropout(self.config, True) and has_stream(rngs, "dropout")
+        self.rngs = rngs.dropout.fork() if needs_stream else nnx.data(None)  # None: see call
 
     def params(self) -> dict[str, jax.Array]:
         """The parameters as ``{torch name: array}`` (the core's ``params`` mapping)."""
@@ -156,10 +193,11 @@ class LSTM(TorchStateDict, nnx.Module):
         rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
     ) -> tuple[jax.Array, LSTMState]:
         config = self.config
-        x, hx, seq_lengths = from_torch(x), from_torch(hx), from_torch(seq_lengths)
+        x, hx, seq_lengths = host_call_args("LSTM", x, hx, seq_lengths)
         call = check_call(config, x, hx, seq_lengths, self.input_size)
         training = not (self.deterministic if deterministic is None else deterministic)
-        key = dropout_key(self.rngs, rngs, "LSTM") if uses_dropout(config, training) else None
+        uses = uses_dropout(config, training)
+        key = dropout_key(self.rngs, rngs, config, "LSTM") if uses else None
         params = self.params()
         return run_call(
             params,
@@ -192,18 +230,25 @@ class Linear(TorchStateDict, nnx.Module):
     ) -> None:
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             check_positive_int(f"Linear: {name}", value)
-        check_param_dtype(param_dtype, "Linear")
+        if not isinstance(bias, bool):
+            raise TypeError(f"Linear: bias should be a bool, got {bias!r}")
+        check_nnx_param_dtype(param_dtype, "Linear")
+        check_rngs(rngs, "Linear")
         self.in_features, self.out_features = in_features, out_features
         init = linear_init(in_features)
         self.weight = nnx.Param(init(rngs.params(), (out_features, in_features), param_dtype))
         self.bias = nnx.Param(init(rngs.params(), (out_features,), param_dtype)) if bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        x = host_tensor_to_numpy(x, "Linear", "input")
+        if not is_floating(dtype_of(x)):
+            raise TypeError(f"Linear: expected a floating point input, got dtype {dtype_of(x)}")
         if np.shape(x)[-1:] != (self.in_features,):
             raise ValueError(
                 f"Linear: expected input with last dimension {self.in_features} "
                 f"(in_features), got shape {np.shape(x)}"
             )
+        x = jnp.asarray(x)
         weight = self.weight.get_value().astype(x.dtype)
         bias = None if self.bias is None else self.bias.get_value().astype(x.dtype)
         return core.linear(weight, bias, x)
@@ -223,7 +268,7 @@ def stored_hidden_cell(value: Any) -> LSTMState | None:
     if not is_pair(value):
         got = describe_non_pair(value)
         raise TypeError(f"LSTMModeler: expected hidden_cell as a pair (h, c) or None, got {got}")
-    h, c = (v if isinstance(v, jax.Array) else to_numpy(v) for v in value)
+    h, c = (host_tensor_to_numpy(v, "LSTMModeler", "hidden_cell") for v in value)
     for name, v in (("h", h), ("c", c)):
         if not is_floating(dtype_of(v)):
             raise TypeError(
@@ -279,6 +324,8 @@ class LSTMModeler(TorchStateDict, nnx.Module):
         rngs: nnx.Rngs,
     ) -> None:
         check_positive_int("output_size", output_size)
+        check_nnx_param_dtype(param_dtype, "LSTMModeler")
+        check_rngs(rngs, "LSTMModeler")
         self.lstm = LSTM(
             input_size,
             hidden_layer_size,
@@ -323,14 +370,15 @@ class LSTMModeler(TorchStateDict, nnx.Module):
         return LSTMState(jnp.zeros(h_shape, dtype), jnp.zeros(c_shape, dtype))
 
     def __call__(self, x: Any, *, seq_lengths: Any = None) -> jax.Array:
-        config = self.config
-        x, seq_lengths = from_torch(x, "LSTMModeler"), from_torch(seq_lengths, "LSTMModeler")
+        config, who = self.config, "LSTMModeler"
+        x, _, seq_lengths = host_call_args(who, x, None, seq_lengths)
         single_sequence = np.ndim(x) < 3
-        x = lecture_view(x, config, "LSTMModeler")
+        x = lecture_view(x, config, who)
         batch = x.shape[0] if config.batch_first else x.shape[1]
         state = self.hidden_cell
         if state is not None:
             state = broadcast_hidden_cell(state, batch)
+        check_call(config, x, state, seq_lengths, self.input_size, who)  # errors name the model
         out, self.hidden_cell = self.lstm(x, state, seq_lengths=seq_lengths)
         time_major = jnp.swapaxes(out, 0, 1) if config.batch_first else out
         lengths = None if seq_lengths is None else jnp.atleast_1d(jnp.asarray(seq_lengths))
