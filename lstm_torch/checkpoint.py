@@ -159,6 +159,7 @@ def load_checkpoint(path: PathLike, model: Model | None = None) -> Model:
             model = build_model(header)
         else:
             fmt.check_fits(header, model_header(model), path)
+        arrays = _with_model_ties(arrays, model, path)
         try:  # before torch copies the tensors that fit: all or nothing
             check_param_shapes(
                 {key: tuple(v.shape) for key, v in model.state_dict().items()},
@@ -169,6 +170,34 @@ def load_checkpoint(path: PathLike, model: Model | None = None) -> Model:
             raise CheckpointError(path, str(err)) from None
     model.load_state_dict({key: torch.from_numpy(a) for key, a in arrays.items()}, strict=True)
     return model
+
+
+def _with_model_ties(
+    arrays: dict[str, np.ndarray], model: Model, path: PathLike
+) -> dict[str, np.ndarray]:
+    """The file's tensors for a model that ties keys itself (``decoder.weight =
+    encoder.weight``): a tied key the file lacks takes its partner's tensor (the
+    model shares it anyway); both in the file with different values is a
+    ``CheckpointError`` (torch would copy both into one tensor, keeping the last)."""
+    ties = find_ties(model.state_dict())
+    conflicts = [
+        f"{alias} and {key}"
+        for alias, key in ties.items()
+        if alias in arrays and key in arrays and not np.array_equal(arrays[alias], arrays[key])
+    ]
+    if conflicts:
+        raise CheckpointError(
+            path,
+            f"{type(model).__name__} ties {'; '.join(conflicts)} (one tensor), but the file "
+            f"holds different values for them: load it into a model without the tie",
+        )
+    filled = dict(arrays)
+    for alias, key in ties.items():
+        if alias not in filled and key in filled:
+            filled[alias] = filled[key]
+        elif key not in filled and alias in filled:
+            filled[key] = filled[alias]
+    return filled
 
 
 def build_model(header: CheckpointHeader) -> Model:

@@ -170,3 +170,47 @@ def test_lstm_cell_round_trips(tmp_path: Path) -> None:
     lstm_jax.save_checkpoint(tmp_path / "back.safetensors", variables, model)
     back = lstm_torch.load_checkpoint(tmp_path / "back.safetensors", torch.nn.LSTMCell(3, 4))
     assert_bitwise_equal(back.state_dict(), cell.state_dict(), ordered=False)
+
+
+def test_a_torch_model_that_ties_keys_itself_loads_files_with_one_or_both(tmp_path: Path) -> None:
+    """The tied Flax mirror saved without ``tied=`` holds encoder.weight alone: the tied
+    torch model shares it anyway (before: missing key decoder.weight). Both keys with
+    different values (an untied model's file) are refused: torch would copy both into
+    the one tensor and keep the last."""
+    tm, args = um.torch_model("lm-tied"), um.example("lm")
+    jm = um.flax_model("lm-tied")
+    variables = lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=args)
+    once = tmp_path / "once.safetensors"
+    lstm_jax.save_checkpoint(once, variables, jm)
+    assert "decoder.weight" not in metadata_and_keys(once)[1]
+    back = lstm_torch.load_checkpoint(once, um.torch_model("lm-tied", seed=4))
+    assert back.decoder.weight is back.encoder.weight
+    assert_bitwise_equal(back.state_dict(), tm.state_dict(), ordered=False)
+
+    untied = tmp_path / "untied.safetensors"
+    lstm_torch.save_checkpoint(untied, um.torch_model("lm"))  # decoder != encoder
+    target = um.torch_model("lm-tied", seed=4)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(
+        lstm_torch.CheckpointError, match=r"ties decoder\.weight and encoder\.weight"
+    ):
+        lstm_torch.load_checkpoint(untied, target)
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+
+
+def test_variables_that_do_not_fit_are_not_saved(tmp_path: Path) -> None:
+    """With ``example`` the variables are checked against the model before anything is
+    written (before: a wrong-shaped leaf was written under its torch key); a file
+    already there is left as it was."""
+    tm, jm, args = um.torch_model("lm"), um.flax_model("lm"), um.example("lm")
+    variables = lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=args)
+    path = tmp_path / "lm.safetensors"
+    lstm_jax.save_checkpoint(path, variables, jm, example=args)
+    saved = path.read_bytes()
+    params = jax.tree.map(np.asarray, variables["params"])
+    narrow = {**params, "decoder": {**params["decoder"], "bias": params["decoder"]["bias"][:3]}}
+    with pytest.raises(ValueError, match=r"size mismatch for decoder/bias"):
+        lstm_jax.save_checkpoint(path, {"params": narrow}, jm, example=args)
+    with pytest.raises(TypeError, match=r"got the class FlaxWordLM"):
+        lstm_jax.save_checkpoint(path, variables, um.FlaxWordLM)
+    assert path.read_bytes() == saved

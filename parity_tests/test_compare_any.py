@@ -136,3 +136,43 @@ def test_nn_lstmcell_pair() -> None:
     assert {"grad args[0]", "grad args[1][0]", "grad args[1][1]", "grad weight_ih"} <= {
         d.name for d in report.differences
     }
+
+
+def test_variables_that_do_not_fit_the_flax_model_are_named() -> None:
+    """Strict on the Flax side too (before: Flax's ScopeParamShapeError for a wrong
+    shape, an extra leaf ignored, a state dict read as params)."""
+    tm, jm, variables, args = pair("lm")
+    params = jax.tree.map(np.asarray, variables["params"])
+    narrow = {
+        **params,
+        "decoder": {**params["decoder"], "kernel": params["decoder"]["kernel"][:, :3]},
+    }
+    with pytest.raises(
+        ValueError, match=r"size mismatch for decoder/kernel: expected \(6, 13\), got \(6, 3\)"
+    ):
+        lstm_jax.compare_with_torch(tm, jm, {"params": narrow}, *args)
+    with pytest.raises(ValueError, match=r"unexpected key\(s\): junk/w"):
+        lstm_jax.compare_with_torch(
+            tm, jm, {"params": {**params, "junk": {"w": np.zeros(2)}}}, *args
+        )
+    with pytest.raises(TypeError, match=r"flat mapping with torch-style keys"):
+        lstm_jax.compare_with_torch(tm, jm, tm.state_dict(), *args)
+    with pytest.raises(TypeError, match=r"got the class FlaxWordLM"):
+        lstm_jax.compare_with_torch(tm, um.FlaxWordLM, variables, *args)
+    with pytest.raises(
+        ValueError, match=r"compare_with_torch: the call's arguments: .*float32\(7, 3\)"
+    ):
+        lstm_jax.compare_with_torch(tm, jm, variables, args[0].astype(np.float32))
+
+
+def test_a_packed_sequence_argument_says_what_to_pass() -> None:
+    """Before: torch's AttributeError from rebuilding the PackedSequence JAX had flattened."""
+    tm, jm, variables, (tokens, lengths) = pair("sentiment")
+    embedded = tm.embedding(torch.from_numpy(tokens)).detach()
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        embedded, torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
+    )
+    with pytest.raises(
+        TypeError, match=r"args\[0\] as the padded batch, got a torch PackedSequence.*seq_lengths"
+    ):
+        lstm_jax.compare_with_torch(tm, jm, variables, packed, lengths)

@@ -322,3 +322,99 @@ def test_a_models_own_parameters_keep_their_names() -> None:
     assert scaled_error(jm.apply(variables, x), want) <= FORWARD[F32]
     back = lstm_jax.params_to_torch(variables, model=jm)  # bound: the root's class is known
     assert_bitwise_equal(back, tm.state_dict(), ordered=False)
+
+
+# --- mistakes a user porting a model makes ----------------------------------------------
+
+
+def test_params_to_torch_with_example_is_strict_on_the_flax_side() -> None:
+    """Given ``example``, every Flax leaf of the model is needed with its shape and no
+    other leaf is taken (before: a wrong shape went through to torch, an extra leaf
+    was dropped silently)."""
+    tm, jm, args = um.torch_model("lm"), um.flax_model("lm"), um.example("lm")
+    params = jax.tree.map(
+        np.asarray, lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=args)["params"]
+    )
+    narrow = {
+        **params,
+        "decoder": {**params["decoder"], "kernel": params["decoder"]["kernel"][:, :3]},
+    }
+    expected = (
+        f"size mismatch for decoder/kernel: expected {(um.HIDDEN, um.VOCAB)}, got {(um.HIDDEN, 3)}"
+    )
+    with pytest.raises(
+        ValueError, match=re.escape(expected) + r".*decoder/kernel -> decoder\.weight"
+    ):
+        lstm_jax.params_to_torch({"params": narrow}, model=jm, example=args)
+    extra = {**params, "junk": {"w": np.zeros(2, np.float32)}}
+    with pytest.raises(ValueError, match=re.escape("unexpected key(s): junk/w")):
+        lstm_jax.params_to_torch({"params": extra}, model=jm, example=args)
+    lacking = {k: v for k, v in params.items() if k != "decoder"}
+    with pytest.raises(ValueError, match=re.escape("missing key(s): decoder/bias, decoder/kernel")):
+        lstm_jax.params_to_torch({"params": lacking}, model=jm, example=args)
+    # a torch state dict where Flax variables go: said, not passed through as if converted
+    with pytest.raises(TypeError, match=r"flat mapping with torch-style keys .*params_from_torch"):
+        lstm_jax.params_to_torch(tm.state_dict(), model=jm)
+
+
+def test_a_wrong_model_argument_is_named() -> None:
+    """The class, the torch model or an NNX module where the Flax model goes: a
+    TypeError saying so (before: Flax's InvalidInstanceModuleError, torch's
+    AttributeError, or keys read off the params as if the model fitted)."""
+    tm, jm, args = um.torch_model("lm"), um.flax_model("lm"), um.example("lm")
+    sd = tm.state_dict()
+    variables = lstm_jax.params_from_torch(sd, model=jm, example=args)
+    with pytest.raises(TypeError, match=r"instance such as FlaxWordLM\(\.\.\.\), got the class"):
+        lstm_jax.params_from_torch(sd, model=um.FlaxWordLM, example=args)
+    with pytest.raises(TypeError, match=r"Flax \(linen\) mirror .* got the torch module WordLM"):
+        lstm_jax.params_from_torch(sd, model=tm, example=args)
+    with pytest.raises(TypeError, match=r"got the torch module WordLM"):
+        lstm_jax.params_to_torch(variables, model=tm)
+    with pytest.raises(TypeError, match=r"got the class FlaxWordLM"):
+        lstm_jax.params_to_torch(variables, model=um.FlaxWordLM)
+    with pytest.raises(
+        TypeError, match=r"expected a mapping .* got WordLM: pass model\.state_dict"
+    ):
+        lstm_jax.params_from_torch(tm, model=jm, example=args)
+    with pytest.raises(
+        TypeError, match=r"flat torch state dict .* nested mappings under \['params'\]"
+    ):
+        lstm_jax.params_from_torch(variables, model=jm, example=args)
+
+
+def test_an_example_the_model_refuses_is_named() -> None:
+    """The model's own complaint about its example comes with what was given (before:
+    Flax's bare "Input type must be an integer" or a Python TypeError from __call__)."""
+    tm, jm, (tokens,) = um.torch_model("lm"), um.flax_model("lm"), um.example("lm")
+    with pytest.raises(
+        ValueError,
+        match=r"example: .* got \(float32\(7, 3\)\), on which its init raised ValueError: Input",
+    ):
+        lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=(tokens.astype(np.float32),))
+    with pytest.raises(
+        TypeError, match=r"example: .*on which its init raised TypeError: .*positional"
+    ):
+        lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=(tokens, None, True, 5))
+
+
+def test_state_dict_values_and_ties_that_cannot_be_taken_are_named() -> None:
+    tm, jm, args = um.torch_model("lm"), um.flax_model("lm"), um.example("lm")
+    sd = tm.state_dict()
+    half = {
+        **sd,
+        "decoder.bias": sd["decoder.bias"].bfloat16(),
+    }  # before: torch's "unsupported ScalarType"
+    with pytest.raises(
+        TypeError, match=r"decoder\.bias: expected a float32 or float64 tensor, got torch\.bfloat16"
+    ):
+        lstm_jax.params_from_torch(half, model=jm, example=args)
+    with pytest.raises(TypeError, match=r"decoder\.bias: expected a tensor or array, got NoneType"):
+        lstm_jax.params_from_torch({**sd, "decoder.bias": None}, model=jm, example=args)
+    with pytest.raises(TypeError, match=r"tied: expected a mapping"):
+        lstm_jax.params_from_torch(sd, model=jm, example=args, tied=["decoder.weight"])
+    variables = lstm_jax.params_from_torch(sd, model=jm, example=args)
+    # an alias the params hold themselves, with other values: refused, never overwritten
+    with pytest.raises(
+        ValueError, match=r"tied: 'decoder\.weight' would share 'encoder\.weight'.*other values"
+    ):
+        lstm_jax.params_to_torch(variables, model=jm, tied={"decoder.weight": "encoder.weight"})

@@ -44,6 +44,7 @@ from lstm_jax.interop.parity import (
 )
 from lstm_jax.interop.precision import pinned_precision
 from lstm_jax.interop.transfer import (
+    check_flax_params,
     flatten,
     flax_params_to_torch,
     model_key_map,
@@ -160,7 +161,13 @@ def compare_with_torch(
     params = params_of(variables, "compare_with_torch", wrapper_optional=True)
     with _x64_if(dtype), pinned_precision():
         call = _Call.of(args, kwargs, dtype)
-        entries = model_key_map(flax_model, call.numpy_args, example_kwargs=call.numpy_kwargs)
+        entries = model_key_map(
+            flax_model,
+            call.numpy_args,
+            example_kwargs=call.numpy_kwargs,
+            what="compare_with_torch: the call's arguments",
+        )
+        check_flax_params(params, entries, "compare_with_torch")
         held = _torch_held(torch_model, entries)
         jax_params = flax_params_to_torch(params, entries)
 

@@ -207,11 +207,20 @@ class _Call:
 
     @classmethod
     def of(cls, args: Sequence[Any], kwargs: Mapping[str, Any], dtype: np.dtype) -> _Call:
-        flat, treedef = jax.tree_util.tree_flatten_with_path((tuple(args), dict(kwargs)))
+        flat, treedef = jax.tree_util.tree_flatten_with_path(
+            (tuple(args), dict(kwargs)), is_leaf=_is_packed
+        )
         leaves: list[Any] = []
         names: list[str | None] = []
         floating: dict[str, np.ndarray] = {}
         for path, leaf in flat:
+            if _is_packed(leaf):
+                raise TypeError(
+                    f"compare_with_torch: expected {_argument_name(path)} as the padded "
+                    f"batch, got a torch PackedSequence, which the Flax model cannot take: "
+                    f"pass the padded batch and its lengths to both models (the torch "
+                    f"model packs inside forward, the Flax model takes seq_lengths)"
+                )
             if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
                 leaves.append(leaf)
                 names.append(None)
@@ -246,6 +255,12 @@ class _Call:
         ]
         args, kwargs = jax.tree.unflatten(self.treedef, leaves)
         return tuple(args), dict(kwargs)
+
+
+def _is_packed(value: Any) -> bool:
+    """Whether ``value`` is a torch ``PackedSequence`` (duck-typed: a NamedTuple, which
+    JAX would flatten into its four tensors)."""
+    return type(value).__name__ == "PackedSequence" and hasattr(value, "batch_sizes")
 
 
 def _argument_name(path: Sequence[Any]) -> str:

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from flax.errors import FlaxError
 
 from lstm_jax.common.arrays import flatten, to_numpy
 from lstm_jax.common.config import (
@@ -179,11 +181,29 @@ def bound_layers(model: nn.Module, params: Mapping[str, Any]) -> dict[Path, Laye
     return found
 
 
+def _describe(value: Any) -> str:
+    """An example argument for an error: ``int64(7, 3)``, ``None``, ``tuple of 2``."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        dtype = str(value.dtype).removeprefix("torch.")
+        return f"{dtype}{tuple(value.shape)}"
+    if isinstance(value, tuple | list):
+        return f"{type(value).__name__} of {len(value)}"
+    return (
+        repr(value)
+        if value is None or isinstance(value, bool | int | float)
+        else type(value).__name__
+    )
+
+
 def discover_layers(
-    model: nn.Module, example: Sequence[Any], example_kwargs: Mapping[str, Any] | None = None
+    model: nn.Module,
+    example: Sequence[Any],
+    example_kwargs: Mapping[str, Any] | None = None,
+    what: str = "example",
 ) -> tuple[dict, dict[Path, Layer]]:
     """Run ``model.init`` abstractly on ``example`` (and ``example_kwargs``; only shapes
-    and dtypes of arrays are used) and record every module called.
+    and dtypes of arrays are used) and record every module called. ``what`` names the
+    arguments in the error when the model refuses them.
 
     Returns:
         the params' shapes (a tree of ``jax.ShapeDtypeStruct``) and ``{flax module path: Layer}``.
@@ -221,7 +241,17 @@ def discover_layers(
         with nn.intercept_methods(record):
             return model.init(rngs, *args, **kwargs)
 
-    shapes = jax.eval_shape(init, *abstract)
+    try:
+        shapes = jax.eval_shape(init, *abstract)
+    except (TypeError, ValueError, FlaxError) as err:  # the model refused its example
+        kind = TypeError if isinstance(err, TypeError) else ValueError
+        given = [_describe(a) for a in example]
+        given += [f"{k}={_describe(v)}" for k, v in (example_kwargs or {}).items()]
+        raise kind(
+            f"{what}: expected the arguments of a real call of {type(model).__name__} "
+            f"(its init's after the rng), got ({', '.join(given)}), on which its init "
+            f"raised {type(err).__name__}: {err}"
+        ) from err
     others = sorted(set(shapes) - {"params"})
     if others:
         raise ValueError(
@@ -323,6 +353,32 @@ def check_state_dict(
                 "own needs a rule: lstm_jax.register_layer"
             )
         raise ValueError(f"{err}{hint}") from None
+
+
+# torch dtypes without a numpy counterpart (``tensor.numpy()`` refuses them).
+NUMPYLESS_TORCH_DTYPES = frozenset(
+    {
+        "torch.bfloat16",
+        "torch.float8_e4m3fn",
+        "torch.float8_e5m2",
+        "torch.float8_e4m3fnuz",
+        "torch.float8_e5m2fnuz",
+    }
+)
+
+
+def state_dict_array(key: str, value: Any) -> np.ndarray:
+    """One ``state_dict`` value (torch tensor, JAX or numpy array) as numpy, or a
+    ``TypeError`` naming ``key`` for what numpy cannot hold (bfloat16, None)."""
+    if str(getattr(value, "dtype", "")) in NUMPYLESS_TORCH_DTYPES:
+        raise TypeError(
+            f"{key}: expected a float32 or float64 tensor, got {value.dtype}, which numpy "
+            f"cannot hold: convert the state dict first, {{k: v.float() for k, v in "
+            f"state_dict.items()}}"
+        )
+    if value is None or isinstance(value, str | bytes | Mapping):
+        raise TypeError(f"{key}: expected a tensor or array, got {type(value).__name__}")
+    return to_numpy(value)
 
 
 def _check_dtypes(arrays: Mapping[str, np.ndarray]) -> None:
@@ -453,16 +509,74 @@ def _builtin_from_torch(arrays: dict[str, np.ndarray], model: Any) -> dict[str, 
 # --- the public calls ----------------------------------------------------------------------
 
 
+def check_flax_model(model: Any) -> None:
+    """Raise ``TypeError`` unless ``model`` is a Flax linen module instance, saying what
+    came instead (the class itself, the torch model, an NNX module)."""
+    if isinstance(model, nn.Module):
+        return
+    if isinstance(model, type):
+        raise TypeError(
+            f"model: expected a Flax module instance such as {model.__name__}(...), got the "
+            f"class {model.__name__} itself"
+        )
+    if hasattr(model, "state_dict") and hasattr(model, "named_parameters"):
+        raise TypeError(
+            f"model: expected the Flax (linen) mirror of the torch model, got the torch "
+            f"module {type(model).__name__}: pass torch_model.state_dict() as the state "
+            f"dict and the Flax model as model="
+        )
+    if isinstance(model, nnx.Module):
+        raise TypeError(
+            f"model: the NNX {type(model).__name__} holds its parameters: use "
+            f"module.load_state_dict(state_dict) / module.state_dict() instead"
+        )
+    raise TypeError(f"model: expected a Flax linen module, got {type(model).__name__}")
+
+
+def check_nested(params: Mapping[str, Any], who: str) -> None:
+    """Raise ``TypeError`` for a flat mapping with torch's dotted keys (a ``state_dict``)
+    where a model of one's own's nested Flax params were expected."""
+    dotted = sorted(
+        str(k) for k, v in params.items() if "." in str(k) and not isinstance(v, Mapping)
+    )
+    if dotted:
+        raise TypeError(
+            f'{who}: expected Flax variables {{"params": {{...}}}} (nested, Flax names), got '
+            f"a flat mapping with torch-style keys ({', '.join(dotted[:6])}, ...), a torch "
+            f"state dict? convert it first: params_from_torch(state_dict, model=..., example=...)"
+        )
+
+
+def check_flax_params(params: Mapping[str, Any], entries: Sequence[KeyEntry], who: str) -> None:
+    """Strictness on the Flax side: every leaf of the model (``entries``) present in
+    ``params`` with its shape, and no other leaf. The error names each Flax leaf (with
+    its torch key) and both shapes."""
+    check_nested(params, who)
+    expected = {e.flax_name: e.shape for e in entries}
+    actual = {k.replace(".", "/"): tuple(np.shape(v)) for k, v in flatten(params).items()}
+    try:
+        check_param_shapes(expected, actual, f"{who}'s params (Flax leaves)")
+    except ValueError as err:
+        pairs = ", ".join(
+            f"{e.flax_name} -> {e.torch_key}" for e in entries if actual.get(e.flax_name) != e.shape
+        )
+        raise ValueError(
+            f"{err} (Flax leaf -> torch key: {pairs})" if pairs else str(err)
+        ) from None
+
+
 def model_key_map(
     model: nn.Module,
     example: Sequence[Any] | None,
     params: Any = None,
     example_kwargs: Mapping[str, Any] | None = None,
+    what: str = "example",
 ) -> list[KeyEntry]:
     """The key map of a Flax model: exact with ``example`` (the classes and list-held
     submodules are seen), else read off ``params``' own leaves."""
+    check_flax_model(model)
     if example is not None:
-        shapes, layers = discover_layers(model, example, example_kwargs)
+        shapes, layers = discover_layers(model, example, example_kwargs, what)
         return key_map(shapes, layers)
     if params is None:
         raise ValueError(
@@ -508,15 +622,24 @@ def params_from_torch(
     if not isinstance(state_dict, Mapping):
         raise TypeError(
             f"expected a mapping of parameter names to arrays, got {type(state_dict).__name__}"
+            + (": pass model.state_dict()" if hasattr(state_dict, "state_dict") else "")
         )
-    ties = {**find_ties(state_dict), **(tied or {})}
+    nested = [str(k) for k, v in state_dict.items() if isinstance(v, Mapping)]
+    if nested:
+        raise TypeError(
+            f"params_from_torch: expected a flat torch state dict {{key: tensor or array}}, "
+            f"got nested mappings under {nested[:6]} (Flax variables? they are Flax's "
+            f"already; params_to_torch(variables, model=...) gives torch's keys)"
+        )
+    tied = check_tied(tied)
+    ties = {**find_ties(state_dict), **tied}
     raw = dict(state_dict)
-    for alias, source in (tied or {}).items():
+    for alias, source in tied.items():
         if alias not in raw and source in raw:
             raw[alias] = raw[source]
     if prefix is not None:
         raw = _take_prefix(raw, prefix)
-    arrays = {key: to_numpy(value) for key, value in raw.items()}
+    arrays = {key: state_dict_array(key, value) for key, value in raw.items()}
     if model is None or isinstance(model, BUILT_IN):
         return _builtin_from_torch(arrays, model)
     entries = model_key_map(model, example)
@@ -559,12 +682,36 @@ def params_to_torch(
     if model is None or isinstance(model, BUILT_IN):
         out = {key: np.array(value) for key, value in flatten(params).items()}
     else:
-        out = flax_params_to_torch(params, model_key_map(model, example, params))
-    for alias, source in (tied or {}).items():
+        check_nested(params, "params_to_torch")
+        entries = model_key_map(model, example, params)
+        if example is not None:  # the model's own shapes: strict, as from_torch is
+            check_flax_params(params, entries, "params_to_torch")
+        out = flax_params_to_torch(params, entries)
+    for alias, source in check_tied(tied).items():
         if source not in out:
             raise ValueError(f"tied: {alias!r} shares {source!r}, which the params lack")
+        if alias in out and not np.array_equal(out[alias], out[source]):
+            raise ValueError(
+                f"tied: {alias!r} would share {source!r}, but the params hold {alias!r} "
+                f"themselves, with other values (shapes {out[alias].shape} and "
+                f"{out[source].shape}): drop it from tied, or from the params"
+            )
         out[alias] = out[source]
     return out
+
+
+def check_tied(tied: Any) -> dict[str, str]:
+    """``tied`` as ``{torch key: key it shares}`` (None: no ties), or ``TypeError``."""
+    if tied is None:
+        return {}
+    if not isinstance(tied, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tied.items()
+    ):
+        raise TypeError(
+            f"tied: expected a mapping {{torch key: the key whose tensor it shares}}, such "
+            f"as {{'decoder.weight': 'encoder.weight'}}, got {tied!r:.200}"
+        )
+    return dict(tied)
 
 
 def flax_params_to_torch(
