@@ -182,6 +182,21 @@ def test_the_program_is_partitioned(worker: tuple[dict, Path]) -> None:
         assert (8 in rows) != partitioned, rows
 
 
+def test_process_local_gathers_each_batch_in_one_collective(worker: tuple[dict, Path]) -> None:
+    """The process-local runs move a batch's inputs, targets and lengths in ONE
+    reduce-scatter of their bytes (each collective is a round trip between processes),
+    not one per array."""
+    _, dump = worker
+    programs = [p.read_text() for p in sorted(dump.glob("*train_run*after_optimizations.txt"))]
+    scatters = [re.findall(r"= (\w+)\[[\d,]*\]\S* reduce-scatter\(", text) for text in programs]
+    local = [found for found in scatters if found]
+    assert len(local) == 3, scatters  # local, local_model, local_lengths
+    for found in local:
+        # One per compiled batch step (the full batches, the remainder): never 2 per step.
+        assert found and all(dtype == "u8" for dtype in found), found
+        assert len(found) <= 2, found
+
+
 def test_batches_that_do_not_divide_are_a_clear_error(worker: tuple[dict, Path]) -> None:
     errors = worker[0]["errors"]
     kind, message = errors["batch"]
