@@ -31,9 +31,11 @@ import numpy as np
 import pytest
 import safetensors.numpy
 import torch
+from flax import nnx
 
 import lstm_jax
 import lstm_torch
+from lstm_jax.common import tolerances
 
 ROOT = Path(__file__).resolve().parents[1]
 T, B, I, H, P = 5, 2, 3, 4, 2
@@ -909,6 +911,937 @@ NONFINITE = {
     ),
 }
 
+# --- Flax NNX modules (lstm_jax.nnx): the same mistakes, against torch's own modules -------
+
+
+def nnx_rngs() -> nnx.Rngs:
+    return nnx.Rngs(0)
+
+
+def nnx_lstm(**options: object) -> lstm_jax.nnx.LSTM:
+    return lstm_jax.nnx.LSTM(I, H, **options, rngs=nnx_rngs())
+
+
+def nnx_modeler(**options: object) -> lstm_jax.nnx.LSTMModeler:
+    return lstm_jax.nnx.LSTMModeler(I, H, 1, **options, rngs=nnx_rngs())
+
+
+def nnx_cell() -> lstm_jax.nnx.LSTMCell:
+    return lstm_jax.nnx.LSTMCell(I, H, rngs=nnx_rngs())
+
+
+def nnx_linear() -> lstm_jax.nnx.Linear:
+    return lstm_jax.nnx.Linear(I, 2, rngs=nnx_rngs())
+
+
+def nnx_call(make: Callable[[], nnx.Module], *args: object, **kwargs: object):
+    """``run(jit)`` of ``make()(*args, **kwargs)``; with ``jit`` under ``nnx.jit``, every
+    argument traced (so traced lengths have no values to check)."""
+
+    def run(jit: bool) -> object:
+        module = make()
+        if not jit:
+            return module(*args, **kwargs)
+        return nnx.jit(lambda m, a, k: m(*a, **k))(module, args, kwargs)
+
+    return run
+
+
+def nnx_modeler_call(hidden_cell: object, x: object = X, **options: object):
+    """``run(jit)`` of the lecture's ``model.hidden_cell = hidden_cell; model(x)`` in NNX."""
+
+    def make() -> lstm_jax.nnx.LSTMModeler:
+        model = nnx_modeler(**options)
+        model.hidden_cell = hidden_cell
+        return model
+
+    return nnx_call(make, x)
+
+
+def torch_module(kind: str, *sizes: int, **options: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return getattr(torch.nn, kind)(*(sizes or (I, H)), **options)
+
+
+def torch_module_call(kind: str, *args: object, sizes: tuple[int, ...] = (), **options):
+    """``run(_)`` of ``torch.nn.<kind>(*sizes or (I, H), **options)(*args)`` (arrays as tensors)."""
+
+    def run(_: bool) -> object:
+        tensors = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in args]
+        with torch.no_grad():
+            return torch_module(kind, *sizes, **options)(*tensors)
+
+    return run
+
+
+def torch_packed_call(lengths: list[int], enforce_sorted: bool = True):
+    """``run(_)`` of ``nn.LSTM(I, H)(pack_padded_sequence(x, lengths))``: torch's way to
+    give lengths."""
+
+    def run(_: bool) -> object:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(X), lengths, enforce_sorted=enforce_sorted
+        )
+        with torch.no_grad():
+            return torch_module("LSTM")(packed)
+
+    return run
+
+
+TX = torch.zeros(T, B, I)
+META = torch.zeros(1, B, H, device="meta")
+
+
+def nnx_float64_input() -> None:
+    """float64 input to float32 parameters in JAX's 32-bit mode: JAX warns and rounds it,
+    the result is the float32 input's."""
+    model = nnx_lstm()
+    x64 = np.random.default_rng(0).standard_normal((T, B, I))
+    with pytest.warns(UserWarning, match="truncated to dtype float32"):
+        out, _ = model(x64)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, model(x64.astype(np.float32))[0])
+
+
+def nnx_tensors_as_numpy() -> None:
+    """``lstm_jax.nnx.LSTM`` on CPU torch tensors gives what it gives on their numpy."""
+    model = nnx_lstm()
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    state, lengths = (zeros(1, B, H), zeros(1, B, H)), np.array([5, 3])
+    expected = model(x, state, seq_lengths=lengths)
+    got = model(*t(x), t(*state), seq_lengths=torch.tensor([5, 3]))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def nnx_unsorted_lengths() -> None:
+    """Lengths in any order give torch's ``pack_padded_sequence(..., enforce_sorted=False)``
+    results (the torch weights loaded into the NNX module)."""
+    module = torch_module("LSTM")
+    model = nnx_lstm()
+    model.load_state_dict(module.state_dict())
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    out, (h_n, c_n) = model(x, seq_lengths=np.array([2, 5]))
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(x), [2, 5], enforce_sorted=False
+    )
+    with torch.no_grad():
+        ref_packed, (ref_h, ref_c) = module(packed)
+    ref, _ = torch.nn.utils.rnn.pad_packed_sequence(ref_packed, total_length=T)
+    tol = tolerances.FORWARD[np.dtype(np.float32)]
+    for got, want, what in ((out, ref, "output"), (h_n, ref_h, "h_n"), (c_n, ref_c, "c_n")):
+        tolerances.assert_close(got, want.numpy(), tol, what)
+
+
+def nnx_traced_lengths_out_of_range() -> None:
+    """Under ``nnx.jit`` traced lengths have no values: the row whose length is beyond T
+    comes out NaN, the other row is computed."""
+    out, (h_n, c_n) = nnx_call(nnx_lstm, X, seq_lengths=np.array([3, T + 1]))(True)
+    for value in (out, h_n, c_n):
+        assert np.isnan(value[..., 1, :]).all() and not np.isnan(value[..., 0, :]).any()
+
+
+def nnx_hidden_cell_none() -> None:
+    """``model.hidden_cell = None`` runs from zeros, as from the stored zeros, and stores
+    the new state for the batch."""
+    model = nnx_modeler()
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    expected = model(x)  # from the stored (1, 1, H) zeros, broadcast to the batch
+    model.hidden_cell = None
+    np.testing.assert_array_equal(model(x), expected)
+    assert model.hidden_cell.h.shape == (1, B, H)
+
+
+NNX_CALLS = {
+    "nnx.LSTM: input feature size differs from input_size": (
+        Outcome(
+            nnx_call(nnx_lstm, zeros(T, B, I + 1)),
+            ValueError,
+            "LSTM: input.size(-1) must be equal to input_size. Expected 3, got 4",
+            jit=True,
+        ),
+        Outcome(
+            torch_module_call("LSTM", zeros(T, B, I + 1)),
+            RuntimeError,
+            "input.size(-1) must be equal to input_size. Expected 3, got 4",
+        ),
+    ),
+    "nnx.LSTM: input of rank 4": (
+        Outcome(
+            nnx_call(nnx_lstm, zeros(T, B, I, 1)),
+            ValueError,
+            ("expected input to be 2-D", "or 3-D", "got 4-D input of shape (5, 2, 3, 1)"),
+            jit=True,
+        ),
+        Outcome(
+            torch_module_call("LSTM", zeros(T, B, I, 1)),
+            ValueError,
+            "Expected input to be 2D or 3D, got 4D instead",
+        ),
+    ),
+    "nnx.LSTM: integer input": (
+        Outcome(
+            nnx_call(nnx_lstm, zeros(T, B, I, dtype=np.int32)),
+            TypeError,
+            "expected a floating point input, got dtype int32",
+            jit=True,
+        ),
+        Outcome(
+            torch_module_call("LSTM", zeros(T, B, I, dtype=np.int32)),
+            ValueError,
+            "RNN input dtype (torch.int32) does not match weight dtype (torch.float32)",
+        ),
+    ),
+    "nnx.LSTM: numpy float64 input without jax_enable_x64": (
+        Outcome(lambda _: nnx_float64_input(), None, "JAX warns and computes in float32"),
+        Outcome(
+            torch_module_call("LSTM", zeros(T, B, I, dtype=np.float64)),
+            ValueError,
+            "RNN input dtype (torch.float64) does not match weight dtype (torch.float32)",
+        ),
+    ),
+    "nnx.LSTM: h_0 of another batch size": (
+        Outcome(
+            nnx_call(nnx_lstm, X, (zeros(1, B + 1, H), zeros(1, B + 1, H))),
+            ValueError,
+            ("LSTM: expected h_0 of shape (1, 2, 4)", "got (1, 3, 4)"),
+            jit=True,
+        ),
+        Outcome(
+            torch_module_call("LSTM", X, t(zeros(1, B + 1, H), zeros(1, B + 1, H))),
+            RuntimeError,
+            "Expected hidden[0] size (1, 2, 4), got [1, 3, 4]",
+        ),
+    ),
+    "nnx.LSTM: (c_0, h_0) instead of (h_0, c_0), with proj_size": (
+        Outcome(
+            nnx_call(lambda: nnx_lstm(proj_size=P), X, (zeros(1, B, H), zeros(1, B, P))),
+            ValueError,
+            ("expected h_0 of shape (1, 2, 2)", "got (1, 2, 4)"),
+            jit=True,
+        ),
+        Outcome(
+            torch_module_call("LSTM", X, t(zeros(1, B, H), zeros(1, B, P)), proj_size=P),
+            RuntimeError,
+            "Expected hidden[0] size (1, 2, 2), got [1, 2, 4]",
+        ),
+    ),
+    "nnx.LSTM: one array as the initial state, not a pair": (
+        Outcome(
+            nnx_call(nnx_lstm, X, zeros(1, B, H)),
+            TypeError,
+            "expected initial_state as a pair (h_0, c_0), got a ndarray",
+        ),
+        Outcome(
+            torch_module_call("LSTM", X, torch.zeros(1, B, H)),
+            IndexError,
+            "index 1 is out of bounds",
+        ),
+    ),
+    "nnx.LSTM: h_0 a torch tensor on another device (meta)": (
+        Outcome(
+            nnx_call(nnx_lstm, X, (META, META)),
+            ValueError,
+            "expected h_0 as an array or a CPU torch tensor, got a torch tensor on device meta",
+        ),
+        Outcome(
+            torch_module_call("LSTM", X, (META, META)),
+            RuntimeError,
+            "Input and hidden tensors are not at the same device",
+        ),
+    ),
+    "nnx.LSTM: CPU torch tensors as input, initial state and seq_lengths": (
+        Outcome(
+            lambda _: nnx_tensors_as_numpy(),
+            None,
+            "read as numpy, same results (eagerly: nnx.jit itself refuses tensors)",
+        ),
+        Outcome(
+            torch_module_call("LSTM", TX, t(zeros(1, B, H), zeros(1, B, H))),
+            None,
+            "the native type",
+        ),
+    ),
+    "nnx.LSTM: a torch PackedSequence as input": (
+        Outcome(
+            lambda _: nnx_lstm()(torch.nn.utils.rnn.pack_padded_sequence(TX, [5, 3])),
+            TypeError,
+            ("got a torch PackedSequence", "the padded batch and seq_lengths=lengths"),
+        ),
+        Outcome(torch_packed_call([5, 3]), None, "its packed input"),
+    ),
+    "nnx.LSTM: a seq_length of 0 or beyond T": (
+        Outcome(
+            nnx_call(nnx_lstm, X, seq_lengths=np.array([0, T + 1])),
+            ValueError,
+            "LSTM: every seq_length must be in [1, T=5], got [0, 6]",
+        ),
+        Outcome(
+            torch_packed_call([T + 1, 0]),
+            RuntimeError,
+            "Length of all samples has to be greater than 0",
+        ),
+    ),
+    "nnx.LSTM: seq_lengths out of range under nnx.jit (values unknown)": (
+        Outcome(
+            lambda _: nnx_traced_lengths_out_of_range(), None, "rows with such lengths are NaN"
+        ),
+        Outcome(None, None, "(no tracing: values always checked)"),
+    ),
+    "nnx.LSTM: a seq_length per row too few or too many": (
+        Outcome(
+            nnx_call(nnx_lstm, X, seq_lengths=np.array([2, 3, 4])),
+            ValueError,
+            "expected 2 seq_lengths (one per batch row), got 3",
+            jit=True,
+        ),
+        Outcome(
+            torch_packed_call([4, 3, 2]),
+            RuntimeError,
+            "Expected `len(lengths)` to be equal to batch_size, but got 3 (batch_size=2)",
+        ),
+    ),
+    "nnx.LSTM: seq_lengths not sorted": (
+        Outcome(lambda _: nnx_unsorted_lengths(), None, "any order, as enforce_sorted=False"),
+        Outcome(
+            torch_packed_call([2, 5]),
+            RuntimeError,
+            "`lengths` array must be sorted in decreasing order when `enforce_sorted` is True",
+        ),
+    ),
+    "nnx.LSTM: dropout in training mode without a 'dropout' stream": (
+        Outcome(
+            nnx_call(lambda: lstm_jax.nnx.LSTM(I, H, 2, dropout=0.5, rngs=nnx.Rngs(params=0)), X),
+            ValueError,
+            ("needs a 'dropout' PRNG key", "training mode", "has no 'dropout' stream"),
+            jit=True,
+        ),
+        Outcome(None, None, "(no such thing: torch draws from its global generator)"),
+    ),
+    "nnx.LSTM: rngs= of a call that is not a key (rngs=0)": (
+        Outcome(
+            nnx_call(lambda: nnx_lstm(num_layers=2, dropout=0.5), X, rngs=0),
+            TypeError,
+            "expected rngs as nnx.Rngs, an nnx.RngStream or a PRNG key",
+            jit=True,
+        ),
+        Outcome(None, None, "(no such argument)"),
+    ),
+    "nnx.LSTMModeler: input of rank 4": (
+        Outcome(
+            nnx_call(nnx_modeler, zeros(T, B, I, 1)),
+            ValueError,
+            "LSTMModeler: expected a 1-D (T,) or 2-D (T, I) sequence or a 3-D batch",
+            jit=True,
+        ),
+        Outcome(
+            torch_call(zeros(T, B, I, 1)),
+            ValueError,
+            "LSTMModeler: expected a 1-D (T,) or 2-D (T, I) sequence or a 3-D batch",
+        ),
+    ),
+    "nnx.LSTMModeler: stored hidden_cell of another batch size": (
+        Outcome(
+            nnx_modeler_call((zeros(1, 3, H), zeros(1, 3, H))),
+            ValueError,
+            ("LSTMModeler: expected h_0 of shape (1, 2, 4)", "got (1, 3, 4)"),
+            jit=True,
+        ),
+        Outcome(
+            torch_call(X, t(zeros(1, 3, H), zeros(1, 3, H))),
+            ValueError,
+            ("LSTMModeler: expected h_0 of shape (1, 2, 4)", "got (1, 3, 4)"),
+        ),
+    ),
+    "nnx.LSTMModeler: hidden_cell (c, h), with proj_size": (
+        Outcome(
+            nnx_modeler_call((zeros(1, 1, H), zeros(1, 1, P)), proj_size=P),
+            ValueError,
+            ("LSTMModeler: expected h_0 of shape (1, 2, 2)", "got (1, 2, 4)"),
+            jit=True,
+        ),
+        Outcome(
+            torch_call(X, t(zeros(1, 1, H), zeros(1, 1, P)), proj_size=P),
+            ValueError,
+            ("LSTMModeler: expected h_0 of shape (1, 2, 2)", "got (1, 2, 4)"),
+        ),
+    ),
+    "nnx.LSTMModeler: hidden_cell set to one array": (
+        Outcome(
+            nnx_modeler_call(zeros(1, 1, H)),
+            TypeError,
+            "LSTMModeler: expected hidden_cell as a pair (h, c) or None, got a ndarray",
+        ),
+        Outcome(
+            torch_call(X, torch.zeros(1, 1, H)),
+            TypeError,
+            "LSTMModeler: expected hidden_cell as a pair (h, c), got a Tensor",
+        ),
+    ),
+    "nnx.LSTMModeler: hidden_cell torch tensors on another device (meta)": (
+        Outcome(
+            nnx_modeler_call((META, META)),
+            ValueError,
+            "LSTMModeler: expected hidden_cell as an array or a CPU torch tensor, got a torch "
+            "tensor on device meta",
+        ),
+        Outcome(
+            torch_call(X, (META, META)),
+            ValueError,
+            "LSTMModeler: expected hidden_cell h on device cpu (the parameters'), got meta",
+        ),
+    ),
+    "nnx.LSTMModeler: hidden_cell None": (
+        Outcome(lambda _: nnx_hidden_cell_none(), None, "zeros; the new state is stored"),
+        Outcome(lambda _: none_is_zeros_torch(), None, "zeros, as nn.LSTM(x, None)"),
+    ),
+    "nnx.LSTMModeler: a seq_length of 0 or beyond T": (
+        Outcome(
+            nnx_call(nnx_modeler, X, seq_lengths=np.array([0, T + 1])),
+            ValueError,
+            "LSTMModeler: every seq_length must be in [1, T=5], got [0, 6]",
+        ),
+        Outcome(
+            torch_call(X, None, [0, T + 1]),
+            ValueError,
+            "LSTMModeler: every seq_length must be in [1, T=5], got [0, 6]",
+        ),
+    ),
+    "nnx.LSTMCell: input feature size differs from input_size": (
+        Outcome(
+            nnx_call(nnx_cell, zeros(B, I + 1)),
+            ValueError,
+            "LSTMCell: expected input of size 3 in its last axis, got shape (2, 4)",
+            jit=True,
+        ),
+        Outcome(
+            torch_module_call("LSTMCell", zeros(B, I + 1)),
+            RuntimeError,
+            "input has inconsistent input_size: got 4 expected 3",
+        ),
+    ),
+    "nnx.LSTMCell: a sequence (T, B, I) given to the cell": (
+        Outcome(
+            nnx_call(nnx_cell, X),
+            ValueError,
+            "LSTMCell: expected input to be 1-D (I,) or 2-D (B, I), got 3-D input",
+        ),
+        Outcome(
+            torch_module_call("LSTMCell", X),
+            ValueError,
+            "LSTMCell: Expected input to be 1D or 2D, got 3D instead",
+        ),
+    ),
+    "nnx.LSTMCell: h of another batch size": (
+        Outcome(
+            nnx_call(nnx_cell, zeros(B, I), (zeros(B + 1, H), zeros(B + 1, H))),
+            ValueError,
+            "LSTMCell: expected h of shape (2, 4) for input of shape (2, 3), got (3, 4)",
+            jit=True,
+        ),
+        Outcome(
+            torch_module_call("LSTMCell", zeros(B, I), t(zeros(B + 1, H), zeros(B + 1, H))),
+            RuntimeError,
+            "Input batch size 2 doesn't match hidden0 batch size 3",
+        ),
+    ),
+    "nnx.LSTMCell: one array as the state, not a pair": (
+        Outcome(
+            nnx_call(nnx_cell, zeros(B, I), zeros(B, H)),
+            TypeError,
+            "LSTMCell: expected state as a pair (h, c), got a ndarray",
+        ),
+        Outcome(
+            torch_module_call("LSTMCell", zeros(B, I), torch.zeros(B, H)),
+            TypeError,
+            "must be tuple of Tensors, not Tensor",
+        ),
+    ),
+    "nnx.Linear: input feature size differs from in_features": (
+        Outcome(
+            nnx_call(nnx_linear, zeros(T, I + 1)),
+            ValueError,
+            "Linear: expected input with last dimension 3 (in_features), got shape (5, 4)",
+            jit=True,
+        ),
+        Outcome(
+            torch_module_call("Linear", zeros(T, I + 1), sizes=(I, 2)),
+            RuntimeError,
+            "mat1 and mat2 shapes cannot be multiplied (5x4 and 3x2)",
+        ),
+    ),
+    "nnx.Linear: integer input": (
+        Outcome(
+            nnx_call(nnx_linear, zeros(T, I, dtype=np.int32)),
+            TypeError,
+            "Linear: expected a floating point input, got dtype int32",
+            jit=True,
+        ),
+        Outcome(
+            torch_module_call("Linear", zeros(T, I, dtype=np.int32), sizes=(I, 2)),
+            RuntimeError,
+            "mat1 and mat2 must have the same dtype",
+        ),
+    ),
+}
+
+
+def nnx_built(make: Callable[..., object], *args: object, **kwargs: object):
+    """``run(_)`` building ``make(*args, **kwargs, rngs=nnx.Rngs(0))``."""
+    return construct(lambda: make(*args, **kwargs, rngs=nnx_rngs()))
+
+
+NO_RNGS = "(no rngs: torch draws from its global generator)"
+NNX_CONSTRUCTORS = {
+    "nnx.LSTM: hidden_size 0": (
+        Outcome(
+            nnx_built(lstm_jax.nnx.LSTM, I, 0),
+            ValueError,
+            "hidden_size must be greater than or equal to 1, got 0",
+        ),
+        Outcome(
+            construct(lambda: torch.nn.LSTM(I, 0)),
+            ValueError,
+            "hidden_size must be greater than zero",
+        ),
+    ),
+    "nnx.LSTM: num_layers 2.0 (not an int)": (
+        Outcome(
+            nnx_built(lstm_jax.nnx.LSTM, I, H, 2.0),
+            TypeError,
+            "num_layers should be of type int, got: float",
+        ),
+        Outcome(
+            construct(lambda: torch.nn.LSTM(I, H, 2.0)),
+            TypeError,
+            "'float' object cannot be interpreted as an integer",
+        ),
+    ),
+    "nnx.LSTM: proj_size not below hidden_size": (
+        Outcome(
+            nnx_built(lstm_jax.nnx.LSTM, I, H, proj_size=H),
+            ValueError,
+            "proj_size has to be smaller than hidden_size, got proj_size=4 and hidden_size=4",
+        ),
+        Outcome(
+            construct(lambda: torch.nn.LSTM(I, H, proj_size=H)),
+            ValueError,
+            "proj_size has to be smaller than hidden_size",
+        ),
+    ),
+    "nnx.LSTM: dropout outside [0, 1]": (
+        Outcome(
+            nnx_built(lstm_jax.nnx.LSTM, I, H, dropout=1.5),
+            ValueError,
+            ("dropout should be a number in range [0, 1]", "got 1.5"),
+        ),
+        Outcome(
+            construct(lambda: torch.nn.LSTM(I, H, dropout=1.5)),
+            ValueError,
+            "dropout should be a number in range [0, 1]",
+        ),
+    ),
+    "nnx.LSTM: dropout with num_layers=1 (never applied)": (
+        Outcome(
+            construct(lambda: warns_once(lambda: nnx_lstm(dropout=0.5))),
+            None,
+            ("`UserWarning`, once:", DROPOUT_WARNING),
+        ),
+        Outcome(
+            construct(lambda: warns_once(lambda: torch.nn.LSTM(I, H, dropout=0.5))),
+            None,
+            ("`UserWarning`, once:", DROPOUT_WARNING),
+        ),
+    ),
+    "nnx.LSTM: no rngs, or nnx.Rngs given positionally": (
+        Outcome(
+            construct(lambda: lstm_jax.nnx.LSTM(I, H, nnx_rngs())),
+            TypeError,
+            "missing 1 required keyword-only argument: 'rngs'",
+        ),
+        Outcome(None, None, NO_RNGS),
+    ),
+    "nnx.LSTM: a seed or a key as rngs": (
+        Outcome(
+            construct(lambda: lstm_jax.nnx.LSTM(I, H, rngs=0)),
+            TypeError,
+            "LSTM: expected rngs=nnx.Rngs(...), e.g. nnx.Rngs(0), got int",
+        ),
+        Outcome(None, None, NO_RNGS),
+    ),
+    "nnx.LSTM: rngs without a 'params' stream": (
+        Outcome(
+            construct(lambda: lstm_jax.nnx.LSTM(I, H, rngs=nnx.Rngs(dropout=0))),
+            ValueError,
+            ("LSTM: expected rngs with a 'params' stream", "got nnx.Rngs with streams ['dropout']"),
+        ),
+        Outcome(None, None, NO_RNGS),
+    ),
+    "nnx.LSTM: param_dtype float64 without jax_enable_x64": (
+        Outcome(
+            nnx_built(lstm_jax.nnx.LSTM, I, H, param_dtype=np.float64),
+            ValueError,
+            "LSTM: param_dtype is float64 but JAX runs in 32-bit mode and would round it",
+        ),
+        Outcome(None, None, "(no such option: model.double())"),
+    ),
+    "nnx.LSTMModeler: output_size 0": (
+        Outcome(
+            nnx_built(lstm_jax.nnx.LSTMModeler, I, H, 0),
+            ValueError,
+            "output_size must be a positive int, got 0",
+        ),
+        Outcome(
+            construct(lambda: lstm_torch.LSTMModeler(I, H, 0)),
+            ValueError,
+            "output_size must be a positive int, got 0",
+        ),
+    ),
+    "nnx.LSTMModeler: a seed as rngs": (
+        Outcome(
+            construct(lambda: lstm_jax.nnx.LSTMModeler(I, H, 1, rngs=0)),
+            TypeError,
+            "LSTMModeler: expected rngs=nnx.Rngs(...), e.g. nnx.Rngs(0), got int",
+        ),
+        Outcome(None, None, NO_RNGS),
+    ),
+    "nnx.LSTMCell: hidden_size 0": (
+        Outcome(
+            nnx_built(lstm_jax.nnx.LSTMCell, I, 0),
+            ValueError,
+            "hidden_size must be greater than or equal to 1, got 0",
+        ),
+        Outcome(construct(lambda: torch.nn.LSTMCell(I, 0)), None, "a cell without units"),
+    ),
+    "nnx.LSTMCell: bias not a bool": (
+        Outcome(
+            nnx_built(lstm_jax.nnx.LSTMCell, I, H, bias=1),
+            TypeError,
+            "bias should be a bool, got 1",
+        ),
+        Outcome(construct(lambda: torch.nn.LSTMCell(I, H, bias=1)), None, "any truthy value"),
+    ),
+    "nnx.Linear: in_features 0": (
+        Outcome(
+            nnx_built(lstm_jax.nnx.Linear, 0, 2),
+            ValueError,
+            "Linear: in_features must be a positive int, got 0",
+        ),
+        Outcome(
+            construct(lambda: warns_empty(lambda: torch.nn.Linear(0, 2))),
+            None,
+            ("`UserWarning`:", "Initializing zero-element tensors is a no-op"),
+        ),
+    ),
+    "nnx.Linear: bias not a bool": (
+        Outcome(
+            nnx_built(lstm_jax.nnx.Linear, I, 2, bias="yes"),
+            TypeError,
+            "Linear: bias should be a bool, got 'yes'",
+        ),
+        Outcome(construct(lambda: torch.nn.Linear(I, 2, bias="yes")), None, "any truthy value"),
+    ),
+}
+
+
+def warns_empty(make: Callable[[], object]) -> None:
+    """``make()`` warns torch's warning for a zero-element weight."""
+    with pytest.warns(UserWarning, match="Initializing zero-element tensors is a no-op"):
+        make()
+
+
+# --- NNX: state dicts, compare_with_torch, checkpoints ----------------------------------------
+
+
+def torch_sd(kind: str = "LSTM", *sizes: int, **options: object) -> dict[str, torch.Tensor]:
+    """A torch module's ``state_dict()`` (tensors, as a user hands it over)."""
+    return torch_module(kind, *sizes, **options).state_dict()
+
+
+def nnx_load(make: Callable[[], nnx.Module], state_dict: Callable[[], object], strict=True):
+    """``run(_)`` of ``make().load_state_dict(state_dict(), strict)``; a failure must leave
+    the module as it was (all or nothing)."""
+
+    def run(_: bool) -> object:
+        module = make()
+        before = module.state_dict()
+        try:
+            return module.load_state_dict(state_dict(), strict=strict)
+        finally:
+            after = module.state_dict()
+            changed = [k for k in before if not np.array_equal(before[k], after[k])]
+            assert not changed, f"a failed load_state_dict changed {changed}"
+
+    return run
+
+
+def torch_load(make: Callable[[], torch.nn.Module], state_dict: Callable[[], object], strict=True):
+    """``run(_)`` of torch's own ``make().load_state_dict(state_dict(), strict)``."""
+    return lambda _: make().load_state_dict(state_dict(), strict=strict)
+
+
+def nnx_checkpoint(name: str, save: Callable[[Path], None], make: Callable[[], nnx.Module]):
+    """``run(_)`` of ``lstm_jax.load_checkpoint(path, make())`` of a file ``save`` wrote;
+    a failure must leave the module as it was."""
+
+    def run(_: bool) -> object:
+        path = checkpoint_dir() / f"nnx-{name}.safetensors"
+        save(path)
+        module = make()
+        before = module.state_dict()
+        try:
+            return lstm_jax.load_checkpoint(path, module)
+        finally:
+            after = module.state_dict()
+            assert all(np.array_equal(before[k], after[k]) for k in before)
+
+    return run
+
+
+def torch_checkpoint(name: str, save: Callable[[Path], None], make: Callable[[], object]):
+    def run(_: bool) -> object:
+        path = checkpoint_dir() / f"torch-{name}.safetensors"
+        save(path)
+        return lstm_torch.load_checkpoint(path, make())
+
+    return run
+
+
+def nnx_compare(torch_model: Callable[[], object], *args: object, **kwargs: object):
+    return lambda _: lstm_jax.compare_with_torch(torch_model(), nnx_lstm(), *args, **kwargs)
+
+
+def save_nnx(make: Callable[[], nnx.Module]) -> Callable[[Path], None]:
+    return lambda path: lstm_jax.save_checkpoint(path, make())
+
+
+def save_torch(make: Callable[[], object]) -> Callable[[Path], None]:
+    return lambda path: lstm_torch.save_checkpoint(path, make())
+
+
+NOT_JAX = "(compare_with_torch is lstm_jax's)"
+NNX_TRANSFER = {
+    "nnx load_state_dict: another layer count": (
+        Outcome(
+            nnx_load(nnx_lstm, lambda: torch_sd(num_layers=2)),
+            ValueError,
+            ("Error(s) in loading state_dict for LSTM", "unexpected key(s): weight_ih_l1"),
+        ),
+        Outcome(
+            torch_load(lambda: torch_module("LSTM"), lambda: torch_sd(num_layers=2)),
+            RuntimeError,
+            'Unexpected key(s) in state_dict: "weight_ih_l1"',
+        ),
+    ),
+    "nnx load_state_dict: another hidden size": (
+        Outcome(
+            nnx_load(nnx_lstm, lambda: torch_sd("LSTM", I, H + 1)),
+            ValueError,
+            "size mismatch for weight_ih_l0: expected (16, 3), got (20, 3)",
+        ),
+        Outcome(
+            torch_load(lambda: torch_module("LSTM"), lambda: torch_sd("LSTM", I, H + 1)),
+            RuntimeError,
+            "size mismatch for weight_ih_l0: copying a param with shape torch.Size([20, 3])",
+        ),
+    ),
+    "nnx load_state_dict: a key missing": (
+        Outcome(
+            nnx_load(nnx_lstm, lambda: _drop(torch_sd(), "bias_hh_l0")),
+            ValueError,
+            "missing key(s): bias_hh_l0",
+        ),
+        Outcome(
+            torch_load(lambda: torch_module("LSTM"), lambda: _drop(torch_sd(), "bias_hh_l0")),
+            RuntimeError,
+            'Missing key(s) in state_dict: "bias_hh_l0"',
+        ),
+    ),
+    "nnx load_state_dict: an nn.LSTM's state dict into the LSTMModeler": (
+        Outcome(
+            nnx_load(nnx_modeler, torch_sd),
+            ValueError,
+            ("missing key(s): lstm.weight_ih_l0", "unexpected key(s): weight_ih_l0"),
+        ),
+        Outcome(
+            torch_load(lambda: lstm_torch.LSTMModeler(I, H, 1), torch_sd),
+            RuntimeError,
+            'Missing key(s) in state_dict: "lstm.weight_ih_l0"',
+        ),
+    ),
+    "nnx load_state_dict: an nn.LSTM's state dict into the LSTMCell": (
+        Outcome(
+            nnx_load(nnx_cell, torch_sd),
+            ValueError,
+            ("missing key(s): weight_ih, weight_hh", "unexpected key(s): weight_ih_l0"),
+        ),
+        Outcome(
+            torch_load(lambda: torch_module("LSTMCell"), torch_sd),
+            RuntimeError,
+            'Missing key(s) in state_dict: "weight_ih"',
+        ),
+    ),
+    "nnx load_state_dict: strict=False and a size mismatch": (
+        Outcome(
+            nnx_load(nnx_lstm, lambda: torch_sd("LSTM", I, H + 1), strict=False),
+            ValueError,
+            "size mismatch for weight_ih_l0: expected (16, 3), got (20, 3)",
+        ),
+        Outcome(
+            torch_load(
+                lambda: torch_module("LSTM"), lambda: torch_sd("LSTM", I, H + 1), strict=False
+            ),
+            RuntimeError,
+            "size mismatch for weight_ih_l0",
+        ),
+    ),
+    "nnx load_state_dict: a float64 state dict without jax_enable_x64": (
+        Outcome(
+            nnx_load(nnx_lstm, lambda: torch_module("LSTM").double().state_dict()),
+            ValueError,
+            "weight_ih_l0 is float64 but JAX runs in 32-bit mode and would round it",
+        ),
+        Outcome(
+            torch_load(
+                lambda: torch_module("LSTM"), lambda: torch_module("LSTM").double().state_dict()
+            ),
+            None,
+            "rounds it to the parameters' float32",
+        ),
+    ),
+    'nnx load_state_dict: Flax variables {"params": ...} instead of a state dict': (
+        Outcome(
+            nnx_load(nnx_lstm, lambda: lstm_jax.params_from_torch(torch_sd())),
+            TypeError,
+            ("expected a flat torch state dict", "lstm_jax.params_to_torch(variables)"),
+        ),
+        Outcome(None, None, "(no such thing)"),
+    ),
+    "nnx load_state_dict: tensors on the meta device (no data)": (
+        Outcome(
+            nnx_load(nnx_lstm, lambda: {k: v.to("meta") for k, v in torch_sd().items()}),
+            ValueError,
+            "weight_ih_l0: expected a tensor holding data, got a torch tensor on the meta device",
+        ),
+        Outcome(
+            torch_load(
+                lambda: torch_module("LSTM"),
+                lambda: {k: v.to("meta") for k, v in torch_sd().items()},
+            ),
+            RuntimeError,
+            "Cannot copy out of meta tensor; no data!",
+        ),
+    ),
+    "nnx load_state_dict: the torch module instead of its state_dict()": (
+        Outcome(
+            nnx_load(nnx_lstm, lambda: torch_module("LSTM")),
+            TypeError,
+            "load_state_dict: expected a mapping of parameter names to tensors or arrays, got LSTM",
+        ),
+        Outcome(
+            torch_load(lambda: torch_module("LSTM"), lambda: torch_module("LSTM")),
+            TypeError,
+            "Expected state_dict to be dict-like",
+        ),
+    ),
+    "nnx from_linen into a module of another configuration": (
+        Outcome(
+            lambda _: lstm_jax.nnx.from_linen(
+                lstm_jax.LSTM(H),
+                lstm_jax.params_from_torch(torch_sd()),
+                into=lstm_jax.nnx.LSTM(I, H + 1, rngs=nnx_rngs()),
+            ),
+            ValueError,
+            "size mismatch for weight_ih_l0: expected (20, 3), got (16, 3)",
+        ),
+        Outcome(None, None, "(no linen)"),
+    ),
+    "compare_with_torch: a torch model of another layer count": (
+        Outcome(
+            nnx_compare(lambda: torch_module("LSTM", num_layers=2), X),
+            ValueError,
+            (
+                "the NNX LSTM's parameters (expected: the torch model's)",
+                "missing key(s): weight_ih_l1",
+            ),
+        ),
+        Outcome(None, None, NOT_JAX),
+    ),
+    "compare_with_torch: variables given with an NNX module": (
+        Outcome(
+            nnx_compare(lambda: torch_module("LSTM"), lstm_jax.params_from_torch(torch_sd()), X),
+            TypeError,
+            "the NNX LSTM holds its parameters: call compare_with_torch(torch_model, module, "
+            "*args)",
+        ),
+        Outcome(None, None, NOT_JAX),
+    ),
+    "compare_with_torch: initial_state for a plain nnx.LSTM": (
+        Outcome(
+            nnx_compare(lambda: torch_module("LSTM"), X, initial_state=(zeros(1, B, H),) * 2),
+            TypeError,
+            "initial_state is the stored hidden_cell of the lecture's model",
+        ),
+        Outcome(None, None, NOT_JAX),
+    ),
+    "nnx checkpoint: an LSTM's loaded into an LSTMModeler": (
+        Outcome(
+            nnx_checkpoint("kind", save_nnx(nnx_lstm), nnx_modeler),
+            CheckpointError,
+            "saved with another configuration than the model's (file vs model): kind: LSTM vs "
+            "LSTMModeler",
+        ),
+        Outcome(
+            torch_checkpoint("kind", save_torch(lambda: torch_module("LSTM")), torch_modeler),
+            lstm_torch.CheckpointError,
+            "saved with another configuration than the model's (file vs model): kind: LSTM vs "
+            "LSTMModeler",
+        ),
+    ),
+    "nnx checkpoint: another layer count": (
+        Outcome(
+            nnx_checkpoint("layers", save_nnx(nnx_modeler), lambda: nnx_modeler(num_layers=2)),
+            CheckpointError,
+            "(file vs model): num_layers: 1 vs 2",
+        ),
+        Outcome(
+            torch_checkpoint(
+                "layers", save_torch(torch_modeler), lambda: lstm_torch.LSTMModeler(I, H, 1, 2)
+            ),
+            lstm_torch.CheckpointError,
+            "(file vs model): num_layers: 1 vs 2",
+        ),
+    ),
+    "nnx checkpoint: an LSTMCell's loaded into an LSTM": (
+        Outcome(
+            nnx_checkpoint("cell", save_nnx(nnx_cell), nnx_lstm),
+            CheckpointError,
+            "(file vs model): kind: model vs LSTM",
+        ),
+        Outcome(
+            torch_checkpoint(
+                "cell", save_torch(lambda: torch_module("LSTMCell")), lambda: torch_module("LSTM")
+            ),
+            lstm_torch.CheckpointError,
+            "(file vs model): kind: model vs LSTM",
+        ),
+    ),
+    "nnx save_checkpoint: variables with an NNX module": (
+        Outcome(
+            lambda _: lstm_jax.save_checkpoint(
+                checkpoint_dir() / "nnx-vars.safetensors",
+                lstm_jax.params_from_torch(torch_sd()),
+                nnx_lstm(),
+            ),
+            TypeError,
+            "the NNX LSTM holds its parameters: call save_checkpoint(path, module), without "
+            "variables",
+        ),
+        Outcome(None, None, "(no variables: the module holds its parameters)"),
+    ),
+}
+
+
 SECTIONS = {
     "Inputs, states and lengths": INPUTS,
     "Constructor options": OPTIONS,
@@ -916,15 +1849,30 @@ SECTIONS = {
     "Variables given to `apply` and `init`": VARIABLES,
     "Checkpoints": CHECKPOINTS,
     "Non-finite values": NONFINITE,
+    "Flax NNX (`lstm_jax.nnx`): calls, states and lengths": NNX_CALLS,
+    "Flax NNX: constructors": NNX_CONSTRUCTORS,
+    "Flax NNX: state dicts, `compare_with_torch`, checkpoints": NNX_TRANSFER,
 }
 CATALOGUE = {
     mistake: outcomes for section in SECTIONS.values() for mistake, outcomes in section.items()
 }
 BACKENDS = ("lstm_jax", "lstm_torch")
+# the NNX tables hold lstm_jax.nnx against torch's own modules (nn.LSTM, nn.LSTMCell,
+# nn.Linear) and lstm_torch's LSTMModeler and checkpoints
+NNX_BACKENDS = ("lstm_jax.nnx", "torch")
+SECTION_BACKENDS = {
+    section: NNX_BACKENDS if entries in (NNX_CALLS, NNX_CONSTRUCTORS, NNX_TRANSFER) else BACKENDS
+    for section, entries in SECTIONS.items()
+}
+BACKENDS_OF = {
+    mistake: SECTION_BACKENDS[section]
+    for section, entries in SECTIONS.items()
+    for mistake in entries
+}
 CASES = [
     (mistake, backend)
     for mistake, outcomes in CATALOGUE.items()
-    for backend, outcome in zip(BACKENDS, outcomes, strict=True)
+    for backend, outcome in zip(BACKENDS_OF[mistake], outcomes, strict=True)
     if outcome.run is not None
 ]
 
@@ -938,7 +1886,7 @@ def _cleanup_checkpoints():
 @pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")
 @pytest.mark.parametrize(("mistake", "backend"), CASES, ids=[f"{b}: {m}" for m, b in CASES])
 def test_catalogue(mistake: str, backend: str) -> None:
-    outcome = CATALOGUE[mistake][BACKENDS.index(backend)]
+    outcome = CATALOGUE[mistake][BACKENDS_OF[mistake].index(backend)]
     for jit in (False, True) if outcome.jit else (False,):
         if outcome.error is None:
             outcome.run(jit)
@@ -956,10 +1904,11 @@ def readme_tables() -> str:
     """The catalogue as README's markdown: one table per section."""
     lines = []
     for section, entries in SECTIONS.items():
+        jax_column, torch_column = SECTION_BACKENDS[section]
         lines += [
             f"**{section}**",
             "",
-            "| mistake | lstm_jax | lstm_torch |",
+            f"| mistake | {jax_column} | {torch_column} |",
             "| --- | --- | --- |",
         ]
         for mistake, (jax_side, torch_side) in entries.items():
