@@ -176,3 +176,15 @@ def test_a_packed_sequence_argument_says_what_to_pass() -> None:
         TypeError, match=r"args\[0\] as the padded batch, got a torch PackedSequence.*seq_lengths"
     ):
         lstm_jax.compare_with_torch(tm, jm, variables, packed, lengths)
+
+
+def test_a_flax_model_drawing_dropout_is_told_to_be_deterministic() -> None:
+    """Before: Flax's InvalidRngError, or the LSTM's advice to pass rngs to apply."""
+    tm, _, variables, args = pair("lm")
+
+    class Drawing(um.FlaxWordLM):
+        def __call__(self, tokens, hidden=None, deterministic=False):
+            return super().__call__(tokens, hidden, deterministic)
+
+    with pytest.raises(ValueError, match=r"Drawing\.apply on the call's arguments .*deterministic"):
+        lstm_jax.compare_with_torch(tm, Drawing(), variables, *args)

@@ -157,6 +157,11 @@ def test_prefix_takes_one_lstm_of_a_whole_model() -> None:
     assert_bitwise_equal(flatten(checked["params"]), flatten(alone["params"]))
     with pytest.raises(ValueError, match=r"no keys start with prefix 'lstm\.'.*\['rnn\.'\]"):
         lstm_jax.params_from_torch(tm.state_dict(), prefix="lstm.")
+    # a prefix of another layer: said so (before: "expected an LSTM state dict", no prefix)
+    with pytest.raises(
+        ValueError, match=r"under prefix 'decoder\.' to be an nn\.LSTM's.*\['rnn\.'\]"
+    ):
+        lstm_jax.params_from_torch(tm.state_dict(), prefix="decoder.")
     conv = um.torch_model("conv")
     second = lstm_jax.params_from_torch(conv.state_dict(), prefix="layers.1.")
     np.testing.assert_array_equal(

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.errors import FlaxError
 
 from lstm_jax.common.arrays import to_numpy
 from lstm_jax.common.config import check_param_shapes, params_of
@@ -174,7 +175,10 @@ def compare_with_torch(
         def jax_call(p: Mapping[str, jax.Array], inputs: Mapping[str, jax.Array]) -> Any:
             tree = torch_params_to_flax(p, entries)
             a, k = call.rebuild(inputs, jnp.asarray)
-            return flax_model.apply({"params": tree}, *a, **k)
+            try:
+                return flax_model.apply({"params": tree}, *a, **k)
+            except (TypeError, ValueError, FlaxError) as err:
+                raise _apply_error(flax_model, err) from err
 
         def torch_call(inputs: Mapping[str, Any]) -> Any:
             device = next(torch_model.parameters()).device
@@ -191,6 +195,23 @@ def compare_with_torch(
             kind=type(flax_model).__name__,
             seed=seed,
         )
+
+
+def _apply_error(flax_model: Any, err: Exception) -> Exception:
+    """The Flax model's error on the call, said as compare_with_torch's: a model that
+    draws dropout (asks for an rng) is told to be deterministic, as torch's eval mode."""
+    kind = TypeError if isinstance(err, TypeError) else ValueError
+    hint = ""
+    if "rng" in str(err).lower():
+        hint = (
+            " (compare_with_torch runs torch in eval mode and gives the Flax model no rngs: "
+            "it must be deterministic when called with these arguments, e.g. "
+            "deterministic=True by default)"
+        )
+    return kind(
+        f"compare_with_torch: {type(flax_model).__name__}.apply on the call's arguments "
+        f"raised {type(err).__name__}: {err}{hint}"
+    )
 
 
 # --- the built-in pairs --------------------------------------------------------------------

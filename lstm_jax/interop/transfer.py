@@ -638,7 +638,15 @@ def params_from_torch(
         if alias not in raw and source in raw:
             raw[alias] = raw[source]
     if prefix is not None:
+        whole = list(raw)
         raw = _take_prefix(raw, prefix)
+        taken = list(raw)
+        if model is None and "" not in lstm_prefixes(taken) and not _is_modeler_keys(taken):
+            raise ValueError(
+                f"params_from_torch: expected the keys under prefix {prefix!r} to be an "
+                f"nn.LSTM's, nn.LSTMCell's or LSTMModeler's, got {sorted(taken)[:8]}; LSTM "
+                f"keys were found under {sorted(lstm_prefixes(whole)) or 'no prefix'}"
+            )
     arrays = {key: state_dict_array(key, value) for key, value in raw.items()}
     if model is None or isinstance(model, BUILT_IN):
         return _builtin_from_torch(arrays, model)
