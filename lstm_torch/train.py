@@ -32,6 +32,7 @@ from lstm_jax.common.data import (
     prepare_seq_lengths,
 )
 from lstm_jax.common.errors import TrainingDiverged
+from lstm_jax.common.numbers import check_flag
 from lstm_jax.common.optim import SGD, Adam, AdamW, is_spec
 from lstm_jax.common.resume import (
     KEEP_CHECKPOINTS,
@@ -213,8 +214,13 @@ def fit(
         )
     epochs = check_positive_int("epochs", epochs)
     loss = check_loss(loss)
-    if not isinstance(stateful, bool):
-        raise TypeError(f"stateful: expected a bool, got {stateful!r}")
+    stateful = check_flag("stateful", stateful)
+    progress = check_flag("progress", progress)
+    if clip_norm is not None:
+        if isinstance(clip_norm, bool) or not isinstance(clip_norm, int | float):
+            raise TypeError(f"clip_norm: expected None or a number, got {clip_norm!r}")
+        if not math.isfinite(clip_norm) or clip_norm <= 0:  # <= 0 would flip the gradients
+            raise ValueError(f"clip_norm: expected a finite number > 0, got {clip_norm!r}")
     directory, checkpoint_every, keep = check_checkpointing(
         checkpoint_dir, checkpoint_every, keep_checkpoints
     )

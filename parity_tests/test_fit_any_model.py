@@ -414,6 +414,19 @@ BAD = {
         ValueError,
         "sets its own layout",
     ),
+    "progress-not-a-bool": (dict(progress=1), TypeError, "progress: expected a bool, got 1"),
+    "variables-of-another-model": (
+        dict(
+            variables={"params": {"Dense_0": {"kernel": jnp.zeros((3, 5)), "bias": jnp.zeros(5)}}}
+        ),
+        ValueError,
+        "expected the variables of this Regressor",
+    ),
+    "labels-beyond-the-classes": (
+        dict(loss="cross_entropy", ys=np.arange(10) % 3),
+        ValueError,
+        "class labels must lie in [0, 2) (Regressor's prediction has 2 classes",
+    ),
 }
 
 
@@ -485,3 +498,148 @@ def test_progress_bar_and_chunk_losses(
     err = capsys.readouterr().err
     assert "jax fit" in err and "2/2" in err, err
     assert f"epoch 2 of 2: loss {losses[-1]:.6g}" in caplog.text
+
+
+class DrawsDropout(nn.Module):
+    """Dropout without a ``deterministic`` argument: it always draws a 'dropout' key."""
+
+    stream: str = "dropout"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = nn.Dense(4)(x.mean(axis=1))
+        return nn.Dense(2)(nn.Dropout(0.5, deterministic=False, rng_collection=self.stream)(h))
+
+
+class BatchNormed(nn.Module):
+    """Updates its 'batch_stats' in training (BatchNorm with batch statistics)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nn.Dense(2)(nn.BatchNorm(use_running_average=False)(x.mean(axis=1)))
+
+
+def test_models_fit_cannot_train_are_refused_clearly() -> None:
+    """A model drawing dropout keys without an rng, one drawing from another stream and
+    one updating batch_stats get ValueError/TypeError naming the cause, in fit,
+    make_train_step and update (Flax's InvalidRngError / ModifyScopeVariableError before)."""
+    xs, ys = regression_data()
+    keys = {"params": jax.random.key(1), "dropout": jax.random.key(2)}
+    draws = DrawsDropout()
+    variables = draws.init(keys, xs[:2])
+    with pytest.raises(ValueError, match=r"draws random numbers in training .* got none"):
+        _call(model=draws, variables=variables)
+    _call(model=draws, variables=variables, rng=jax.random.key(0))  # with one it trains
+    other = DrawsDropout(stream="noise")
+    noisy = other.init({"params": jax.random.key(1), "noise": jax.random.key(2)}, xs[:2])
+    with pytest.raises(ValueError, match="draws from an rng stream other than 'dropout'"):
+        _call(model=other, variables=noisy, rng=jax.random.key(0))
+    normed = BatchNormed()
+    stats = normed.init(jax.random.key(1), xs[:2])
+    rest, batch = {"batch_stats": stats["batch_stats"]}, (xs[:2], ys[:2])
+    message = "BatchNormed updates a variable collection in training"
+    with pytest.raises(TypeError, match=message):
+        _call(model=normed, variables=stats)
+    step = lstm_jax.make_train_step(normed, optax.sgd(0.1), batch_first=True)
+    with pytest.raises(TypeError, match=message):
+        step(stats, optax.sgd(0.1).init(stats["params"]), *batch)
+    with pytest.raises(TypeError, match=message):
+        lstm_jax.train.update(normed, optax.sgd(0.1), "mse", stats["params"], rest, (), *batch)
+    with pytest.raises(ValueError, match="expected the variables of this BatchNormed"):
+        _call(model=normed, variables={"params": stats["params"]})  # no batch_stats at all
+
+
+def test_train_step_bad_inputs_are_clear_errors() -> None:
+    """Bare params, another optimizer's state, another model's state and an int rng:
+    named errors, not a KeyError, Optax's AttributeError or Flax's rngs ValueError."""
+    xs, ys = regression_data()
+    model = Regressor()
+    variables = model.init(jax.random.key(1), xs[:2])
+    optimizer = optax.adam(0.01)
+    step = lstm_jax.make_train_step(model, optimizer, batch_first=True)
+    state = optimizer.init(variables["params"])
+    batch = (xs[:4], ys[:4])
+    with pytest.raises(TypeError, match=re.escape("expected variables of the form {'params'")):
+        step(variables["params"], state, *batch)
+    sgd_state = optax.sgd(0.1, momentum=0.9).init(variables["params"])
+    with pytest.raises(TypeError, match=r"\(ScaleByAdamState, EmptyState\)\), got \(TraceState"):
+        step(variables, sgd_state, *batch)
+    wider = jax.tree.map(lambda a: jnp.zeros((*a.shape[:-1], a.shape[-1] + 1)), variables)
+    with pytest.raises(ValueError, match="got one of other parameters"):
+        step(variables, optimizer.init(wider["params"]), *batch)
+    with pytest.raises(TypeError, match="expected rng as a JAX PRNG key"):
+        step(variables, state, *batch, 0)
+    trained, _, _ = step(variables, state, *batch, jax.random.PRNGKey(0))  # a legacy key is one
+    assert params_error(trained["params"], variables["params"]) > 0
+
+
+def lbfgs() -> optax.GradientTransformationExtraArgs:
+    search = optax.scale_by_backtracking_linesearch(max_backtracking_steps=4, store_grad=True)
+    return optax.lbfgs(linesearch=search)
+
+
+def test_lbfgs_gets_its_extra_arguments() -> None:
+    """optax.lbfgs needs value=, grad= and value_fn= (its line search re-evaluates the
+    loss): fit on full batches equals the loop Optax's documentation writes. (A
+    backtracking line search: it compiles in a fraction of the default zoom's time.)"""
+    xs, ys = regression_data(8)
+    model = Regressor()
+    variables = model.init(jax.random.key(1), xs[:2])
+    trained, losses = lstm_jax.fit(
+        model, variables, xs, ys, optimizer=lbfgs(), epochs=3, batch_size=8, batch_first=True
+    )
+
+    def objective(p: Any) -> jax.Array:
+        return jnp.mean(jnp.square(model.apply({"params": p}, xs)[0] - ys))
+
+    optimizer = lbfgs()
+
+    @jax.jit
+    def step(params: Any, state: Any) -> tuple:
+        value, grad = jax.value_and_grad(objective)(params)
+        updates, state = optimizer.update(
+            grad, state, params, value=value, grad=grad, value_fn=objective
+        )
+        return optax.apply_updates(params, updates), state, value
+
+    params, state, expected = variables["params"], optimizer.init(variables["params"]), []
+    for _ in range(3):
+        params, state, value = step(params, state)
+        expected.append(float(value))
+    assert_close(losses, expected, TRAINING[F32], "lbfgs: losses")
+    assert params_error(trained["params"], params) <= TRAINING[F32]
+    assert losses[-1] < losses[0]
+
+
+def test_update_takes_an_optimizer_spec() -> None:
+    """``update`` (and ``step_update``) take a spec as fit does (AttributeError before)."""
+    xs, ys = regression_data()
+    model = Regressor()
+    params = model.init(jax.random.key(0), xs[:2])["params"]
+    spec = lstm_jax.Adam(0.01, clip_norm=1.0)
+    state = lstm_jax.as_optax(spec).init(params)
+    by_spec = lstm_jax.train.update(model, spec, "mse", params, {}, state, xs[:4], ys[:4])
+    by_optax = lstm_jax.train.update(
+        model, lstm_jax.as_optax(spec), "mse", params, {}, state, xs[:4], ys[:4]
+    )
+    for a, b in zip(jax.tree.leaves(by_spec), jax.tree.leaves(by_optax), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_time_major_per_step_predictions_say_where_the_targets_are() -> None:
+    """A time-major model's (T, B, V) logits against the (B, T) rows of ys: the error says
+    that targets are rows in every layout and what to do."""
+    tokens, _ = token_data(n=8, steps=5)
+    model = Stream()  # batch-first inside; trained time-major, so its logits come (T, B, V)
+    variables = model.init(jax.random.key(0), tokens[:2])
+    with pytest.raises(ValueError, match=re.escape("a batch's targets are the rows ys[index]")):
+        lstm_jax.fit(
+            model,
+            variables,
+            tokens,
+            tokens,
+            optimizer=optax.sgd(0.1),
+            epochs=1,
+            batch_size=4,
+            loss="cross_entropy",
+        )

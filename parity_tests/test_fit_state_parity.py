@@ -10,6 +10,7 @@ row's last valid step.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -225,3 +226,29 @@ def test_torch_callable_loss_gets_int64_labels() -> None:
         tm = lstm_torch.LSTMModeler(**model)
         runs.append(lstm_torch.fit(tm, xs, labels, loss=loss, **options))
     assert_close(runs[1], runs[0], TRAINING[F32], "callable cross_entropy")
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        (dict(progress=1), TypeError, "progress: expected a bool, got 1"),
+        (dict(stateful="yes"), TypeError, "stateful: expected a bool, got 'yes'"),
+        (dict(clip_norm=-1.0), ValueError, "clip_norm: expected a finite number > 0, got -1.0"),
+        (dict(clip_norm=0), ValueError, "clip_norm: expected a finite number > 0, got 0"),
+        (dict(clip_norm="1"), TypeError, "clip_norm: expected None or a number, got '1'"),
+    ],
+    ids=["progress-int", "stateful-str", "clip-negative", "clip-zero", "clip-str"],
+)
+def test_torch_fit_refuses_bad_flags_and_clip_norm(
+    options: dict, error: type, message: str
+) -> None:
+    """A negative clip_norm would flip every gradient (torch's clip_grad_norm_ scales by
+    it unchecked), a non-bool progress was taken as truthy: both refused, model untouched."""
+    xs, ys = stream_data()
+    model = torch_model(F32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(error, match=re.escape(message)):
+        lstm_torch.fit(model, xs, ys, optimizer=optimizer, epochs=1, batch_size=4, **options)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

@@ -47,3 +47,11 @@ def check_int(
 def check_positive_int(name: str, value: Any) -> int:
     """``value`` as an int >= 1, else ValueError "{name} must be a positive int, got ..."."""
     return check_int(name, value, phrase="must be a positive int")
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` as a bool, if it is one (also numpy's), else TypeError
+    "{name}: expected a bool, got ..." (an int, a string or None is not a flag)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+    return bool(value)

@@ -55,6 +55,7 @@ from lstm_jax.common.data import (
     prepare_seq_lengths,
 )
 from lstm_jax.common.errors import TrainingDiverged, WorkerLost
+from lstm_jax.common.numbers import check_flag
 from lstm_jax.common.optim import is_spec
 from lstm_jax.common.resume import (
     KEEP_CHECKPOINTS,
@@ -65,7 +66,7 @@ from lstm_jax.common.resume import (
     logger,
     resumed_message,
 )
-from lstm_jax.core.dtypes import check_float64_allowed
+from lstm_jax.core.dtypes import check_float64_allowed, is_prng_key
 from lstm_jax.train import parallel
 from lstm_jax.train.checkpointing import Checkpoints, describe_tree, key_data
 from lstm_jax.train.distributed import lost_workers_reported
@@ -73,7 +74,15 @@ from lstm_jax.train.losses import loss_and_aux, loss_value
 from lstm_jax.train.model import TrainModel, as_train_model, zeros_like_tree
 from lstm_jax.train.nnx_model import fit_nnx, is_nnx_module
 from lstm_jax.train.optimizers import as_optax, with_extra_args
-from lstm_jax.train.state import RunCarry, Start, finish, first_epoch, start_from
+from lstm_jax.train.state import (
+    RunCarry,
+    Start,
+    check_opt_state,
+    check_step_variables,
+    finish,
+    first_epoch,
+    start_from,
+)
 
 Array = jax.Array
 PyTree = Any
@@ -193,7 +202,9 @@ def step_update(
         return value, (aux, new_carry)
 
     (value, (aux, new_carry)), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    updates, opt_state = with_extra_args(optimizer).update(grads, opt_state, params, value=value)
+    updates, opt_state = with_extra_args(as_optax(optimizer)).update(
+        grads, opt_state, params, value=value, grad=grads, value_fn=lambda p: objective(p)[0]
+    )
     if new_carry is not None:
         new_carry = lax.stop_gradient(new_carry)
     return StepResult(optax.apply_updates(params, updates), opt_state, value, aux, new_carry)
@@ -256,6 +267,13 @@ def make_train_step(
         carry: PyTree | None = None,
         seq_lengths: Array | None = None,
     ) -> tuple[Any, ...]:
+        check_step_variables(variables)
+        check_opt_state(opt, variables["params"], opt_state)
+        if rng is not None and not is_prng_key(rng):
+            raise TypeError(
+                f"train_step: expected rng as a JAX PRNG key such as jax.random.key(0) or "
+                f"None, got {rng.dtype} of shape {np.shape(rng)}"
+            )
         rest = {k: v for k, v in variables.items() if k != "params"}
         if stateful and carry is None:
             carry = _zero_carry(train_model, compute, variables["params"], rest, x, seq_lengths)
@@ -282,9 +300,7 @@ def make_train_step(
 
 
 def _check_stateful_model(model: TrainModel, stateful: bool) -> None:
-    if not isinstance(stateful, bool):
-        raise TypeError(f"stateful: expected a bool, got {stateful!r}")
-    if stateful and not model.takes_carry:
+    if check_flag("stateful", stateful) and not model.takes_carry:
         raise TypeError(
             f"stateful=True: expected {model.name}.__call__ to take a carry after x "
             f"(apply(variables, x, carry) -> (prediction, carry)), got a call without one"
@@ -442,6 +458,37 @@ def _train_run(
     return carry, losses
 
 
+def _check_class_labels(
+    model: TrainModel,
+    params: PyTree,
+    data: RunData,
+    batch_size: int,
+    stateful: bool,
+    compute_dtype: np.dtype | None,
+) -> None:
+    """``"cross_entropy"`` labels must lie in [0, C), C the model's outputs (the last axis
+    of its prediction, found by tracing it on the first batch): beyond, Optax's loss is
+    NaN and the run would stop as if it diverged."""
+    b = min(check_positive_int("batch_size", batch_size), len(data.xs))
+    x = jax.ShapeDtypeStruct((b, *data.xs.shape[1:]), data.xs.dtype)
+    if not model.batch_first and len(x.shape) >= 2:
+        x = jax.ShapeDtypeStruct((x.shape[1], b, *x.shape[2:]), x.dtype)
+    lengths = None if data.seq_lengths is None else jnp.asarray(data.seq_lengths[:b])
+
+    def predict(p: PyTree, batch: Array) -> Array:
+        return _forward(
+            model, compute_dtype, p, data.rest, batch, None, stateful, lengths, data.rng
+        )[0]
+
+    classes = jax.eval_shape(predict, params, x).shape[-1:]
+    if classes and data.ys.size and int(data.ys.max()) >= classes[0]:
+        raise ValueError(
+            f"ys: class labels must lie in [0, {classes[0]}) ({model.name}'s prediction has "
+            f"{classes[0]} classes on its last axis), got values in "
+            f"[{int(data.ys.min())}, {int(data.ys.max())}]"
+        )
+
+
 def _param_dtype(params: PyTree) -> np.dtype:
     leaves = jax.tree.leaves(params)
     if not leaves:
@@ -549,16 +596,6 @@ def _saved_state(carry: RunCarry, rng: Array | None) -> dict[str, Any]:
     if rng is not None:
         state["rng"] = key_data(rng)
     return state
-
-
-def _is_prng_key(rng: Any) -> bool:
-    """A typed key (``jax.random.key``) or a legacy uint32 one (``jax.random.PRNGKey``)."""
-    dtype = getattr(rng, "dtype", None)
-    if dtype is None:
-        return False
-    return bool(jnp.issubdtype(dtype, jax.dtypes.prng_key)) or (
-        dtype == np.uint32 and np.ndim(rng) >= 1
-    )
 
 
 def _initial_carry(start: Start, dtype: np.dtype) -> RunCarry:
@@ -722,6 +759,7 @@ def fit(
     epochs = check_positive_int("epochs", epochs)
     loss = check_loss(loss)
     _check_stateful_model(train_model, stateful)
+    progress = check_flag("progress", progress)
     directory, checkpoint_every, keep = check_checkpointing(
         checkpoint_dir, checkpoint_every, keep_checkpoints
     )
@@ -742,7 +780,7 @@ def fit(
                 f"seq_lengths: {train_model.name}.__call__ takes no seq_lengths argument"
             )
     lengths = prepare_seq_lengths(seq_lengths, len(x), x.shape[1] if x.ndim > 1 else 1)
-    if rng is not None and not _is_prng_key(rng):
+    if rng is not None and not is_prng_key(rng):
         raise TypeError(
             f"rng: expected a JAX PRNG key such as jax.random.key(0), got "
             f"{type(rng).__name__} of shape {np.shape(rng)}"
@@ -754,6 +792,8 @@ def fit(
         )
     compute_dtype = _compute_dtype(compute_dtype, dtype)
     data = RunData(start.rest, x, y, lengths, rng if train_model.uses_rng(rng) else None)
+    if loss == "cross_entropy" and train_model.output_size is None:
+        _check_class_labels(train_model, start.params, data, batch_size, stateful, compute_dtype)
     carry = _initial_carry(start, dtype)
     spread, carry, data, n = _on_mesh(mesh, batch_axis, process_local, batch_size, carry, data)
     plan = batch_plan(n, batch_size)

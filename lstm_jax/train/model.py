@@ -22,6 +22,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -87,16 +88,51 @@ class TrainModel:
             kw["rngs"] = {"dropout": rng}
         if seq_lengths is not None:
             kw["seq_lengths"] = seq_lengths
-        if stateful:
-            out = self.apply(variables, x, carry, **kw)
-            if not isinstance(out, tuple) or len(out) != 2:
-                raise TypeError(
-                    f"stateful training: expected {self.name} to return (prediction, carry), "
-                    f"got {type(out).__name__}"
-                )
-            return out[0], out[1]
-        out = self.apply(variables, x, **kw)
-        return (out[0] if isinstance(out, tuple) else out), None
+        args = (x, carry) if stateful else (x,)
+        try:
+            out = self.apply(variables, *args, **kw)
+        except flax.errors.InvalidRngError as error:
+            if rng is None and 'for "dropout"' in str(error):
+                raise ValueError(
+                    f"{self.name} draws random numbers in training (Flax: {_first_line(error)}): "
+                    f"expected an rng (fit(rng=jax.random.key(...)), a train_step's fifth "
+                    f"argument), passed to apply as rngs={{'dropout': key}}, got none"
+                ) from None
+            raise ValueError(
+                f"{self.name} draws from an rng stream other than 'dropout' (Flax: "
+                f"{_first_line(error)}): training passes its rng as rngs={{'dropout': key}} "
+                f"only; expected a model that draws from 'dropout', got one that does not"
+            ) from None
+        except flax.errors.ModifyScopeVariableError as error:
+            raise TypeError(
+                f"{self.name} updates a variable collection in training (Flax: "
+                f"{_first_line(error)}): fit, make_train_step and update keep every collection "
+                f"other than 'params' as given; expected a model that changes none in training "
+                f"(e.g. nn.BatchNorm(use_running_average=True) or nn.LayerNorm), got one that "
+                f"does; a loop of your own can apply it with mutable=[...]"
+            ) from None
+        except (
+            flax.errors.ScopeParamNotFoundError,
+            flax.errors.ScopeParamShapeError,
+            flax.errors.ScopeCollectionNotFound,
+        ) as error:
+            raise ValueError(
+                f"variables: expected the variables of this {self.name} ({self.name}().init(key, "
+                f"x)), got variables that do not fit it (Flax: {_first_line(error)})"
+            ) from None
+        if not stateful:
+            return (out[0] if isinstance(out, tuple) else out), None
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise TypeError(
+                f"stateful training: expected {self.name} to return (prediction, carry), "
+                f"got {type(out).__name__}"
+            )
+        return out[0], out[1]
+
+
+def _first_line(error: Exception) -> str:
+    """A Flax error's message without its documentation link."""
+    return str(error).split(" (https://")[0]
 
 
 def _call_signature(module: nn.Module) -> tuple[frozenset[str], bool]:

@@ -109,6 +109,48 @@ def start_from(variables: Any, optimizer: Any) -> Start:
     )
 
 
+def check_step_variables(variables: Any) -> None:
+    """A train step's ``variables``: Flax variables, ``{"params": ...}``."""
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        got = (
+            f"a mapping with keys {sorted(map(str, variables))}"
+            if isinstance(variables, Mapping)
+            else type(variables).__name__
+        )
+        raise TypeError(
+            f"train_step: expected variables of the form {{'params': ...}} (a TrainState's "
+            f"{{'params': state.params}}), got {got}"
+        )
+
+
+def check_opt_state(
+    optimizer: optax.GradientTransformation, params: PyTree, opt_state: Any
+) -> None:
+    """``opt_state`` must be the state ``optimizer.init(params)`` gives (its structure and
+    leaf shapes); checked on shapes alone, so also under ``jax.jit``."""
+    expected = jax.eval_shape(optimizer.init, params)
+    if jax.tree.structure(expected) != jax.tree.structure(opt_state):  # type: ignore[operator]
+        raise TypeError(
+            f"opt_state: expected this optimizer's state (optimizer.init(variables['params']): "
+            f"{_kind(expected)}), got {_kind(opt_state)}"
+        )
+    for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(opt_state), strict=True):
+        if tuple(want.shape) != tuple(np.shape(got)):
+            raise ValueError(
+                f"opt_state: expected the state of optimizer.init(variables['params']), got "
+                f"one of other parameters (a leaf of shape {tuple(np.shape(got))} where these "
+                f"parameters give {tuple(want.shape)})"
+            )
+
+
+def _kind(tree: Any) -> str:
+    """An optimizer state's kind: its (nested) state classes, e.g. ``(ScaleByAdamState,
+    EmptyState)``."""
+    if isinstance(tree, tuple) and not hasattr(tree, "_fields"):
+        return "(" + ", ".join(_kind(part) for part in tree) + ")"
+    return "None" if tree is None else type(tree).__name__
+
+
 def finish(start: Start, carry: RunCarry) -> Any:
     """What ``fit`` returns: variables, or the TrainState continued."""
     if start.train_state is not None:
