@@ -423,3 +423,54 @@ def test_state_dict_values_and_ties_that_cannot_be_taken_are_named() -> None:
         ValueError, match=r"tied: 'decoder\.weight' would share 'encoder\.weight'.*other values"
     ):
         lstm_jax.params_to_torch(variables, model=jm, tied={"decoder.weight": "encoder.weight"})
+
+
+class TorchNested(torch.nn.Module):
+    """Containers in containers: a ModuleList of ModuleLists, a ModuleDict holding a
+    ModuleList and a Sequential under a key with an underscore."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        lstm = torch.nn.LSTM
+        self.stacks = torch.nn.ModuleList(
+            [torch.nn.ModuleList([lstm(3, 3), lstm(3, 3)]), torch.nn.ModuleList([lstm(3, 3)])]
+        )
+        self.heads = torch.nn.ModuleDict(
+            {
+                "a": torch.nn.ModuleList([torch.nn.Linear(3, 2)]),
+                "b_c": torch.nn.Sequential(torch.nn.Linear(3, 2)),
+            }
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stack in self.stacks:
+            for layer in stack:
+                x, _ = layer(x)
+        return self.heads["a"][0](x) + self.heads["b_c"](x)
+
+
+class FlaxNested(fnn.Module):
+    def setup(self) -> None:
+        self.stacks = [[lstm_jax.LSTM(3), lstm_jax.LSTM(3)], [lstm_jax.LSTM(3)]]
+        self.heads = {"a": [fnn.Dense(2)], "b_c": fnn.Sequential([fnn.Dense(2)])}
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for stack in self.stacks:
+            for layer in stack:
+                x, _ = layer(x)
+        return self.heads["a"][0](x) + self.heads["b_c"](x)
+
+
+def test_containers_in_containers_pair_with_torchs_indices() -> None:
+    """Flax names ``stacks_0_1``, ``heads_a_0``, ``heads_b_c/layers_0``: torch's
+    ``stacks.0.1``, ``heads.a.0``, ``heads.b_c.0`` (before: missing/unexpected keys)."""
+    torch.manual_seed(0)
+    tm, jm, x = TorchNested().eval(), FlaxNested(), um.features((5, 2, 3))
+    variables = lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=(x,))
+    np.testing.assert_array_equal(
+        variables["params"]["stacks_0_1"]["weight_hh_l0"], tm.stacks[0][1].weight_hh_l0.detach()
+    )
+    (want,) = torch_outputs(tm, (x,))
+    assert scaled_error(jm.apply(variables, x), want) <= FORWARD[F32]
+    back = lstm_jax.params_to_torch(variables, model=jm)  # bound: the containers are seen
+    assert_bitwise_equal(back, tm.state_dict(), ordered=False)

@@ -136,21 +136,41 @@ def child_of(parent: Any, name: str) -> tuple[Path, Any] | None:
     where ``parent`` does not hold it as an attribute, e.g. one created in ``@compact``).
 
     ``layers_0`` is ``("layers", "0")`` when the parent holds a list ``layers`` (a dict
-    ``blocks``: ``blocks_a`` is ``("blocks", "a")``); a flax ``nn.Sequential``'s own
-    ``layers_i`` is ``("i",)``, as in torch's ``nn.Sequential``.
+    ``blocks``: ``blocks_a`` is ``("blocks", "a")``; nested, ``stacks_0_1`` is
+    ``("stacks", "0", "1")``); a flax ``nn.Sequential``'s own ``layers_i`` is
+    ``("i",)``, as in torch's ``nn.Sequential``.
     """
     child = _attribute(parent, name)
     if isinstance(child, nn.Module):
         return (name,), child
     for match in re.finditer("_", name):
-        base, item = name[: match.start()], name[match.end() :]
-        held = _attribute(parent, base)
-        if isinstance(held, list | tuple) and item.isdigit() and int(item) < len(held):
+        base, rest = name[: match.start()], name[match.end() :]
+        found = _container_item(_attribute(parent, base), rest)
+        if found is not None:
+            items, module = found
             if isinstance(parent, nn.Sequential) and base == "layers":
-                return (item,), held[int(item)]
-            return (base, item), held[int(item)]
-        if isinstance(held, Mapping) and item in held:
-            return (base, item), held[item]
+                return items, module
+            return (base, *items), module
+    return None
+
+
+def _container_item(held: Any, rest: str) -> tuple[Path, Any] | None:
+    """The submodule that Flax names ``rest`` inside a list, tuple or dict attribute
+    (``"0"``, ``"a"``, ``"0_1"`` for a list of lists), with its items' names."""
+    if not isinstance(held, list | tuple | Mapping):
+        return None
+    splits = [len(rest)] + [m.start() for m in re.finditer("_", rest)]
+    for end in splits:  # the whole of rest first: dict keys may hold "_"
+        item, remainder = rest[:end], rest[end + 1 :]
+        if isinstance(held, Mapping):
+            value = held.get(item)
+        else:
+            value = held[int(item)] if item.isdigit() and int(item) < len(held) else None
+        if end == len(rest) and isinstance(value, nn.Module):
+            return (item,), value
+        inner = _container_item(value, remainder) if end < len(rest) else None
+        if inner is not None:
+            return (item, *inner[0]), inner[1]
     return None
 
 
