@@ -143,6 +143,16 @@ def test_whole_model_keys_where_one_lstm_was_expected_list_the_lstm_prefixes() -
     conv = um.torch_model("conv").state_dict()
     with pytest.raises(ValueError, match=r"'layers\.0\.' \(nn\.LSTM\), 'layers\.1\.' \(nn\.LSTM\)"):
         lstm_jax.params_from_torch(conv)
+    # a GRU's weight_ih_l0 is no LSTM's: not offered as a prefix (before: 'gru.' (nn.LSTM) first)
+    mixed = torch.nn.ModuleDict(
+        {"gru": torch.nn.GRU(3, 4), "rnn": torch.nn.LSTM(3, 5, proj_size=2)}
+    ).state_dict()
+    with pytest.raises(ValueError, match=r"prefix\(es\) 'rnn\.' \(nn\.LSTM\): pass prefix='rnn\.'"):
+        lstm_jax.params_from_torch(mixed)
+    with pytest.raises(
+        ValueError, match=r"under prefix 'gru\.' to be an nn\.LSTM's.*a GRU's or RNN's"
+    ):
+        lstm_jax.params_from_torch(mixed, prefix="gru.")
 
 
 def test_prefix_takes_one_lstm_of_a_whole_model() -> None:

@@ -398,7 +398,7 @@ def state_dict_array(key: str, value: Any) -> np.ndarray:
         )
     if value is None or isinstance(value, str | bytes | Mapping):
         raise TypeError(f"{key}: expected a tensor or array, got {type(value).__name__}")
-    return to_numpy(value)
+    return to_numpy(value, key)
 
 
 def _check_dtypes(arrays: Mapping[str, np.ndarray]) -> None:
@@ -415,24 +415,40 @@ LSTM_FIRST_KEY = "weight_ih_l0"
 CELL_KEYS = ("weight_ih", "weight_hh")
 
 
-def lstm_prefixes(keys: Sequence[str]) -> dict[str, str]:
-    """``{prefix: "nn.LSTM" or "nn.LSTMCell"}`` for every module whose keys appear in ``keys``."""
+def lstm_prefixes(state: Mapping[str, Any]) -> dict[str, str]:
+    """``{prefix: "nn.LSTM" or "nn.LSTMCell"}`` for every module whose keys appear in
+    ``state`` (``{key: array or shape}``) with an LSTM's gate rows (a GRU's or RNN's
+    ``weight_ih_l0`` is not one)."""
     found: dict[str, str] = {}
-    names = set(keys)
-    for key in keys:
+    for key in state:
         for suffix, kind, partner in (
             (LSTM_FIRST_KEY, "nn.LSTM", "weight_hh_l0"),
             ("weight_ih", "nn.LSTMCell", "weight_hh"),
         ):
             if key.endswith(suffix) and (key[: -len(suffix)] == "" or key[-len(suffix) - 1] == "."):
                 prefix = key[: -len(suffix)]
-                if prefix + partner in names:
+                if prefix + partner in state and _lstm_gates(state, prefix, partner):
                     found[prefix] = kind
     return found
 
 
-def _prefix_hint(keys: Sequence[str]) -> str:
-    """Where LSTM keys are in a whole model's keys, and how to take them."""
+def _lstm_gates(state: Mapping[str, Any], prefix: str, weight_hh: str) -> bool:
+    """Whether ``prefix + weight_hh`` is (4*hidden_size, hidden_size or proj_size)."""
+    value = state[prefix + weight_hh]
+    shape = tuple(value) if isinstance(value, tuple) else tuple(getattr(value, "shape", ()))
+    if len(shape) != 2 or shape[0] % 4:
+        return False
+    return shape[0] // 4 == shape[1] or f"{prefix}weight_hr_l0" in state
+
+
+def _recurrent(keys: Mapping[str, Any]) -> bool:
+    """Whether ``keys`` hold a recurrent layer's first weights (an RNN's, GRU's, LSTM's)."""
+    return LSTM_FIRST_KEY in keys or CELL_KEYS[0] in keys
+
+
+def _prefix_hint(keys: Mapping[str, Any]) -> str:
+    """Where LSTM keys are in a whole model's keys (``{key: array or shape}``), and how
+    to take them."""
     found = lstm_prefixes(keys)
     if not found:
         return "; no LSTM keys (weight_ih_l0 with weight_hh_l0) were found under any prefix"
@@ -444,7 +460,7 @@ def _prefix_hint(keys: Sequence[str]) -> str:
     )
 
 
-def _whole_model_error(keys: Sequence[str], who: str) -> ValueError:
+def _whole_model_error(keys: Mapping[str, Any], who: str) -> ValueError:
     listing = ", ".join(sorted(keys)[:12]) + (", ..." if len(keys) > 12 else "")
     return ValueError(
         f"{who}: expected the state dict of one nn.LSTM, nn.LSTMCell or LSTMModeler (keys "
@@ -485,7 +501,7 @@ def builtin_shapes(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int
         config, output_size = infer_config(shapes)
         return modeler_param_shapes(config, output_size or 1)
     if any("." in k for k in keys):
-        raise _whole_model_error(keys, "params_from_torch")
+        raise _whole_model_error(shapes, "params_from_torch")
     config, _ = infer_config(shapes)
     return config.param_shapes()
 
@@ -496,7 +512,7 @@ def _take_prefix(arrays: dict[str, Any], prefix: str) -> dict[str, Any]:
     prefix = prefix if not prefix or prefix.endswith(".") else prefix + "."
     taken = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     if not taken:
-        found = lstm_prefixes(list(arrays))
+        found = lstm_prefixes(arrays)
         raise ValueError(
             f"params_from_torch: no keys start with prefix {prefix!r}; LSTM keys were found "
             f"under {sorted(found) or 'no prefix'} (of {len(arrays)} keys)"
@@ -518,7 +534,7 @@ def _builtin_from_torch(arrays: dict[str, np.ndarray], model: Any) -> dict[str, 
                 f"expected an {kind} state dict (keys {first!r}, "
                 f"{first.replace('ih', 'hh')!r}, ...) for {type(model).__name__}, got keys "
                 f"{sorted(arrays)[:12]}"
-                + (_prefix_hint(list(arrays)) if any("." in k for k in arrays) else "")
+                + (_prefix_hint(arrays) if any("." in k for k in arrays) else "")
             )
         expected = expected_shapes(model, arrays[first].shape[-1])
     check_param_shapes(expected, shapes)
@@ -658,14 +674,14 @@ def params_from_torch(
         if alias not in raw and source in raw:
             raw[alias] = raw[source]
     if prefix is not None:
-        whole = list(raw)
+        whole = raw
         raw = _take_prefix(raw, prefix)
-        taken = list(raw)
-        if model is None and "" not in lstm_prefixes(taken) and not _is_modeler_keys(taken):
+        if model is None and "" not in lstm_prefixes(raw) and not _is_modeler_keys(list(raw)):
             raise ValueError(
                 f"params_from_torch: expected the keys under prefix {prefix!r} to be an "
-                f"nn.LSTM's, nn.LSTMCell's or LSTMModeler's, got {sorted(taken)[:8]}; LSTM "
+                f"nn.LSTM's, nn.LSTMCell's or LSTMModeler's, got {sorted(raw)[:8]}; LSTM "
                 f"keys were found under {sorted(lstm_prefixes(whole)) or 'no prefix'}"
+                + (" (a GRU's or RNN's? lstm_jax mirrors LSTMs)" if _recurrent(raw) else "")
             )
     arrays = {key: state_dict_array(key, value) for key, value in raw.items()}
     if model is None or isinstance(model, BUILT_IN):
