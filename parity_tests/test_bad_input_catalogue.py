@@ -1709,6 +1709,20 @@ NNX_TRANSFER = {
             "rounds it to the parameters' float32",
         ),
     ),
+    "nnx load_state_dict: a bfloat16 state dict": (
+        Outcome(
+            nnx_load(nnx_lstm, lambda: torch_module("LSTM").bfloat16().state_dict()),
+            TypeError,
+            "weight_ih_l0: expected a float32 or float64 tensor, got torch.bfloat16",
+        ),
+        Outcome(
+            torch_load(
+                lambda: torch_module("LSTM"), lambda: torch_module("LSTM").bfloat16().state_dict()
+            ),
+            None,
+            "casts it to the parameters' float32",
+        ),
+    ),
     'nnx load_state_dict: Flax variables {"params": ...} instead of a state dict': (
         Outcome(
             nnx_load(nnx_lstm, lambda: lstm_jax.params_from_torch(torch_sd())),
@@ -1721,7 +1735,7 @@ NNX_TRANSFER = {
         Outcome(
             nnx_load(nnx_lstm, lambda: {k: v.to("meta") for k, v in torch_sd().items()}),
             ValueError,
-            "weight_ih_l0: expected a tensor holding data, got a torch tensor on the meta device",
+            "expected a tensor holding data, got a torch tensor on the meta device",
         ),
         Outcome(
             torch_load(

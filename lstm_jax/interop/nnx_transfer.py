@@ -35,7 +35,7 @@ from flax import nnx
 from lstm_jax.common.config import check_param_shapes
 from lstm_jax.common.ties import find_ties
 from lstm_jax.interop import leaf_rules
-from lstm_jax.interop.transfer import _check_dtypes, to_numpy
+from lstm_jax.interop.transfer import _check_dtypes, state_dict_array
 
 Path = tuple[Any, ...]
 
@@ -177,7 +177,7 @@ def load_state_dict(
             f"lstm_jax.params_to_torch(variables), or use lstm_jax.nnx.from_linen"
         )
     leaves = torch_leaves(module)
-    arrays = {key: to_numpy(value, key) for key, value in state_dict.items()}
+    arrays = {key: state_dict_array(key, value) for key, value in state_dict.items()}
     expected = {key: _torch_shape(leaf) for key, leaf in leaves.items()}
     # a tied tensor (torch's decoder.weight = encoder.weight) that the module holds once
     group = find_ties(state_dict)
