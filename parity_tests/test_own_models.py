@@ -484,3 +484,40 @@ def test_containers_in_containers_pair_with_torchs_indices() -> None:
     assert scaled_error(jm.apply(variables, x), want) <= FORWARD[F32]
     back = lstm_jax.params_to_torch(variables, model=jm)  # bound: the containers are seen
     assert_bitwise_equal(back, tm.state_dict(), ordered=False)
+
+
+class TorchNormed(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gn = torch.nn.GroupNorm(2, 4)
+        self.rnn = torch.nn.LSTM(4, 4, batch_first=True)
+        self.rms = torch.nn.RMSNorm(4, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rms(self.rnn(self.gn(x.transpose(1, 2)).transpose(1, 2))[0])
+
+
+class FlaxNormed(fnn.Module):
+    def setup(self) -> None:
+        self.gn = fnn.GroupNorm(num_groups=2, epsilon=1e-5)
+        self.rnn = lstm_jax.LSTM(4, batch_first=True)
+        self.rms = fnn.RMSNorm(epsilon=1e-6)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.rms(self.rnn(self.gn(x))[0])
+
+
+def test_group_norm_and_rms_norm_scale_is_torchs_weight() -> None:
+    """Before: their ``scale`` kept its name (missing gn.scale, unexpected gn.weight)."""
+    torch.manual_seed(0)
+    tm, jm, x = TorchNormed().eval(), FlaxNormed(), um.features((2, 5, 4))
+    with torch.no_grad():  # non-trivial scales and shifts, so a swapped rule shows
+        for p in tm.parameters():
+            p.add_(torch.rand_like(p) * 0.3)
+    variables = lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=(x,))
+    np.testing.assert_array_equal(variables["params"]["rms"]["scale"], tm.rms.weight.detach())
+    (want,) = torch_outputs(tm, (x,))
+    assert scaled_error(jm.apply(variables, x), want) <= FORWARD[F32]
+    assert_bitwise_equal(
+        lstm_jax.params_to_torch(variables, model=jm), tm.state_dict(), ordered=False
+    )

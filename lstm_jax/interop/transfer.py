@@ -50,6 +50,8 @@ for _layer, _kind in (
     (nn.Dense, "dense"),
     (nn.Embed, "embed"),
     (nn.LayerNorm, "layer_norm"),
+    (nn.RMSNorm, "layer_norm"),  # torch's nn.RMSNorm: weight
+    (nn.GroupNorm, "layer_norm"),  # torch's nn.GroupNorm: weight, bias
     (nn.Conv, "conv"),
     (LSTM, leaf_rules.TORCH_NAMED),
     (Linear, leaf_rules.TORCH_NAMED),
