@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import torch
 from flax.training.train_state import TrainState
 
 import lstm_jax
@@ -351,6 +352,19 @@ def test_stateful_windows_continue_row_by_row() -> None:
             np.testing.assert_array_equal(ys[3 * k + j], row + 1)
 
 
+class DictOut(nn.Module):
+    @nn.compact
+    def __call__(self, x: jax.Array) -> dict:
+        return {"y": nn.Dense(2)(x.mean(axis=1))}
+
+
+class ThreeOut(nn.Module):
+    @nn.compact
+    def __call__(self, x: jax.Array, carry: Any = None) -> tuple:
+        out, carry = lstm_jax.LSTM(3, batch_first=True)(x, carry)
+        return nn.Dense(2)(out[:, -1]), carry, None
+
+
 def _call(**changes: Any) -> None:
     xs, ys = regression_data()
     model = changes.pop("model", Regressor())
@@ -415,6 +429,28 @@ BAD = {
         "sets its own layout",
     ),
     "progress-not-a-bool": (dict(progress=1), TypeError, "progress: expected a bool, got 1"),
+    "loss-returns-none": (
+        dict(loss=lambda p, t: None),
+        TypeError,
+        "expected the callable to return a float scalar (or (scalar, aux)), got NoneType",
+    ),
+    "loss-a-class": (dict(loss=optax.GradientTransformation), TypeError, "got the class"),
+    "loss-of-torch": (
+        dict(loss=torch.nn.MSELoss()),
+        TypeError,
+        "got torch's torch.nn.modules.loss.MSELoss, which takes torch tensors",
+    ),
+    "named-loss-on-a-dict": (
+        dict(model=DictOut()),
+        TypeError,
+        "mse: expected the model's prediction as an array (its first output when it returns "
+        "a tuple), got dict",
+    ),
+    "stateful-three-outputs": (
+        dict(model=ThreeOut(), stateful=True),
+        TypeError,
+        "expected ThreeOut to return (prediction, carry), got a tuple of 3",
+    ),
     "variables-of-another-model": (
         dict(
             variables={"params": {"Dense_0": {"kernel": jnp.zeros((3, 5)), "bias": jnp.zeros(5)}}}

@@ -236,14 +236,16 @@ def test_torch_callable_loss_gets_int64_labels() -> None:
         (dict(clip_norm=-1.0), ValueError, "clip_norm: expected a finite number > 0, got -1.0"),
         (dict(clip_norm=0), ValueError, "clip_norm: expected a finite number > 0, got 0"),
         (dict(clip_norm="1"), TypeError, "clip_norm: expected None or a number, got '1'"),
+        (dict(loss=torch.nn.MSELoss), TypeError, "got the class MSELoss (an instance, MSELoss()"),
     ],
-    ids=["progress-int", "stateful-str", "clip-negative", "clip-zero", "clip-str"],
+    ids=["progress-int", "stateful-str", "clip-negative", "clip-zero", "clip-str", "loss-class"],
 )
 def test_torch_fit_refuses_bad_flags_and_clip_norm(
     options: dict, error: type, message: str
 ) -> None:
     """A negative clip_norm would flip every gradient (torch's clip_grad_norm_ scales by
-    it unchecked), a non-bool progress was taken as truthy: both refused, model untouched."""
+    it unchecked), a non-bool progress was taken as truthy, ``loss=nn.MSELoss`` (the
+    class) was called as a loss: all refused, model untouched."""
     xs, ys = stream_data()
     model = torch_model(F32)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -60,7 +60,13 @@ class BatchPlan:
 
 
 def check_loss(loss: Any) -> Any:
-    """A loss name from :data:`LOSSES`, or a callable ``loss(prediction, target)``."""
+    """A loss name from :data:`LOSSES`, or a callable ``loss(prediction, target)`` (not a
+    class: ``loss=nn.MSELoss`` without its parentheses would construct a module)."""
+    if isinstance(loss, type):
+        raise TypeError(
+            f"loss: expected a loss name or a function loss(prediction, target), got the class "
+            f"{loss.__name__} (an instance, {loss.__name__}(), is called so)"
+        )
     if callable(loss) or loss in LOSSES:
         return loss
     raise ValueError(

@@ -47,7 +47,6 @@ from tqdm.auto import tqdm
 from lstm_jax.common.data import (
     BatchPlan,
     batch_plan,
-    check_loss,
     check_positive_int,
     check_stateful,
     epoch_orders,
@@ -70,7 +69,7 @@ from lstm_jax.core.dtypes import check_float64_allowed, is_prng_key
 from lstm_jax.train import parallel
 from lstm_jax.train.checkpointing import Checkpoints, describe_tree, key_data
 from lstm_jax.train.distributed import lost_workers_reported
-from lstm_jax.train.losses import loss_and_aux, loss_value
+from lstm_jax.train.losses import check_jax_loss, loss_and_aux, loss_value
 from lstm_jax.train.model import TrainModel, as_train_model, zeros_like_tree
 from lstm_jax.train.nnx_model import fit_nnx, is_nnx_module
 from lstm_jax.train.optimizers import as_optax, with_extra_args
@@ -252,7 +251,7 @@ def make_train_step(
     """
     train_model = as_train_model(model, batch_first)
     opt = with_extra_args(as_optax(optimizer))
-    loss = check_loss(loss)
+    loss = check_jax_loss(loss)
     compute = _compute_dtype(compute_dtype)
     _check_stateful_model(train_model, stateful)
 
@@ -757,7 +756,7 @@ def fit(
     train_model = as_train_model(model, batch_first)
     start = start_from(variables, optimizer)
     epochs = check_positive_int("epochs", epochs)
-    loss = check_loss(loss)
+    loss = check_jax_loss(loss)
     _check_stateful_model(train_model, stateful)
     progress = check_flag("progress", progress)
     directory, checkpoint_every, keep = check_checkpointing(

@@ -18,6 +18,21 @@ from lstm_jax.common.data import check_loss
 Array = jax.Array
 
 
+def check_jax_loss(loss: Any) -> Any:
+    """:func:`~lstm_jax.common.data.check_loss`, and not a torch loss (it takes torch
+    tensors, not the JAX arrays training traces)."""
+    loss = check_loss(loss)
+    module = getattr(loss, "__module__", None) or type(loss).__module__
+    if callable(loss) and module.split(".")[0] == "torch":
+        name = getattr(loss, "__qualname__", None) or type(loss).__qualname__
+        raise TypeError(
+            f"loss: expected a function of JAX arrays (or 'mse', 'cross_entropy'), got torch's "
+            f"{module}.{name}, which takes torch tensors (optax.losses has JAX ones; "
+            f"lstm_torch.fit takes torch losses)"
+        )
+    return loss
+
+
 def loss_value(loss: str, prediction: Array, target: Array) -> Array:
     """A named batch loss, a scalar.
 
@@ -30,6 +45,11 @@ def loss_value(loss: str, prediction: Array, target: Array) -> Array:
         target: floats of the prediction's shape for ``"mse"``; integer labels of
             shape ``prediction.shape[:-1]`` ((B,) for (B, O)) for ``"cross_entropy"``.
     """
+    if not hasattr(prediction, "shape"):
+        raise TypeError(
+            f"{loss}: expected the model's prediction as an array (its first output when it "
+            f"returns a tuple), got {type(prediction).__name__}; a callable loss can read it"
+        )
     if loss == "mse":
         if target.shape != prediction.shape:
             raise ValueError(
@@ -63,6 +83,11 @@ def loss_and_aux(loss: Any, prediction: Array, target: Array) -> tuple[Array, An
         return loss_value(loss, prediction, target), None
     out = loss(prediction, target)
     value, aux = out if isinstance(out, tuple) and len(out) == 2 else (out, None)
+    if not hasattr(value, "dtype") and not isinstance(value, float | int):
+        raise TypeError(
+            f"loss: expected the callable to return a float scalar (or (scalar, aux)), got "
+            f"{type(value).__name__}"
+        )
     value = jnp.asarray(value)
     if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
         raise TypeError(
@@ -72,4 +97,4 @@ def loss_and_aux(loss: Any, prediction: Array, target: Array) -> tuple[Array, An
     return value, aux
 
 
-__all__ = ["check_loss", "loss_and_aux", "loss_value"]
+__all__ = ["check_jax_loss", "check_loss", "loss_and_aux", "loss_value"]

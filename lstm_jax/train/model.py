@@ -125,7 +125,7 @@ class TrainModel:
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError(
                 f"stateful training: expected {self.name} to return (prediction, carry), "
-                f"got {type(out).__name__}"
+                f"got {f'a tuple of {len(out)}' if isinstance(out, tuple) else type(out).__name__}"
             )
         return out[0], out[1]
 
