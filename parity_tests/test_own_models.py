@@ -370,6 +370,9 @@ def test_params_to_torch_with_example_is_strict_on_the_flax_side() -> None:
     # a torch state dict where Flax variables go: said, not passed through as if converted
     with pytest.raises(TypeError, match=r"flat mapping with torch-style keys .*params_from_torch"):
         lstm_jax.params_to_torch(tm.state_dict(), model=jm)
+    # no model: Flax's leaf names are refused (before: decoder.kernel in Flax's layout)
+    with pytest.raises(ValueError, match=r"Flax layers' leaves \(decoder\.kernel, .*pass model="):
+        lstm_jax.params_to_torch({"params": params})
 
 
 def test_a_wrong_model_argument_is_named() -> None:

@@ -725,6 +725,8 @@ def params_to_torch(
         first = flat.get("weight_ih_l0", flat.get("weight_ih", 0))
         input_size = int(np.shape(first)[-1]) if np.ndim(first) == 2 else 0
         check_params(params, expected_shapes(model, input_size), "params_to_torch")
+    if model is None:
+        _check_torch_named(params)
     if model is None or isinstance(model, BUILT_IN):
         out = {key: np.array(value) for key, value in flatten(params).items()}
     else:
@@ -744,6 +746,22 @@ def params_to_torch(
             )
         out[alias] = out[source]
     return out
+
+
+# Flax layers' leaf names that torch names otherwise (Dense, Conv, Embed, LayerNorm).
+FLAX_LEAF_NAMES = ("kernel", "embedding", "scale")
+
+
+def _check_torch_named(params: Mapping[str, Any]) -> None:
+    """Without a model the leaves keep their names: refuse Flax layers' leaves, which
+    would reach torch as ``decoder.kernel`` (Flax's name, Flax's layout)."""
+    flax_named = [k for k in flatten(params) if k.rsplit(".", 1)[-1] in FLAX_LEAF_NAMES]
+    if flax_named:
+        raise ValueError(
+            f"params_to_torch: expected the params of an lstm_jax built-in (torch's names "
+            f"already), got Flax layers' leaves ({', '.join(flax_named[:6])}): pass "
+            f"model=<the Flax model> (and example=) for torch's names and layouts"
+        )
 
 
 def check_tied(tied: Any) -> dict[str, str]:
