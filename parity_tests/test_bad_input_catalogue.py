@@ -1735,7 +1735,7 @@ NNX_TRANSFER = {
         Outcome(
             nnx_load(nnx_lstm, lambda: {k: v.to("meta") for k, v in torch_sd().items()}),
             ValueError,
-            "expected a tensor holding data, got a torch tensor on the meta device",
+            "weight_ih_l0: expected a tensor holding data, got a torch tensor on the meta device",
         ),
         Outcome(
             torch_load(
