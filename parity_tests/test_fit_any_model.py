@@ -679,3 +679,52 @@ def test_time_major_per_step_predictions_say_where_the_targets_are() -> None:
             batch_size=4,
             loss="cross_entropy",
         )
+
+
+class TrainFlag(nn.Module):
+    """Flax's other convention: ``train: bool`` after x (dropout active when True)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        h = jnp.tanh(nn.Dense(6)(x.mean(axis=1)))
+        return nn.Dense(2)(nn.Dropout(0.5, deterministic=not train)(h))
+
+
+def test_a_train_flag_is_set_with_an_rng() -> None:
+    """``train=`` is passed as deterministic= is (True with an rng: dropout on, keys
+    fold_in(rng, step)); before, fit never set it and trained without dropout. The
+    flag after x is not taken for a carry."""
+    xs, ys = regression_data(8)
+    model = TrainFlag()
+    variables = model.init(jax.random.key(1), xs[:2])
+    optimizer, rng = optax.sgd(0.1), jax.random.key(7)
+    _, losses = lstm_jax.fit(
+        model,
+        variables,
+        xs,
+        ys,
+        optimizer=optimizer,
+        epochs=1,
+        batch_size=4,
+        batch_first=True,
+        rng=rng,
+    )
+
+    def objective(p: Any, x: np.ndarray, y: np.ndarray, step: int) -> jax.Array:
+        key = jax.random.fold_in(rng, step)
+        out = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
+        return jnp.mean(jnp.square(out - y))
+
+    params, state, expected = variables["params"], optimizer.init(variables["params"]), 0.0
+    for step in range(2):
+        batch = slice(4 * step, 4 * step + 4)
+        value, grads = jax.value_and_grad(objective)(params, xs[batch], ys[batch], step)
+        updates, state = optimizer.update(grads, state, params)
+        params, expected = optax.apply_updates(params, updates), expected + float(value)
+    assert_close(losses, [expected], TRAINING[F32], "train flag: losses")
+    _, without = lstm_jax.fit(
+        model, variables, xs, ys, optimizer=optimizer, epochs=1, batch_size=4, batch_first=True
+    )
+    assert scaled_error(without, losses) > 1e2 * TRAINING[F32]  # no rng: train=False
+    with pytest.raises(TypeError, match="to take a carry after x"):
+        _call(model=model, variables=variables, stateful=True)

@@ -163,8 +163,10 @@ def step_update(
 
     Arguments:
         model: any ``flax.linen.Module`` (or a :class:`~lstm_jax.train.model.TrainModel`).
-        optimizer: an Optax transformation; its ``update`` gets the batch loss as
-            ``value=`` when it takes extra arguments.
+        optimizer: an Optax transformation (or a spec); its ``update`` gets the batch
+            loss as ``value=``, the gradients as ``grad=`` and the batch's loss function
+            of the parameters as ``value_fn=`` when it takes extra arguments
+            (``reduce_on_plateau``, ``optax.lbfgs``).
         loss: ``"mse"``, ``"cross_entropy"`` or a callable ``loss(prediction, target)``
             returning a scalar or ``(scalar, aux)``.
         params: ``variables["params"]``; ``rest``: the other collections (unchanged).

@@ -11,7 +11,8 @@ The calling convention training uses:
 - stateful training: ``apply(variables, x, carry, **kw)`` -> ``(prediction, carry)``;
   the first batch of each epoch passes zeros shaped as the carry the model returns
   when called with ``carry=None``;
-- ``kw``: ``deterministic=`` (when the module's ``__call__`` takes it),
+- ``kw``: ``deterministic=`` (when the module's ``__call__`` takes it), ``train=``
+  (its negation, Flax's other convention, when ``__call__`` names it),
   ``seq_lengths=`` (when given), ``rngs={"dropout": key}`` (with an ``rng``).
 """
 
@@ -40,7 +41,7 @@ class TrainModel:
         identity: what makes two TrainModels compile to the same program (the module).
         apply: ``apply(variables, x, [carry], **kw)``, see the module docstring.
         batch_first: batches are (B, T, ...) instead of (T, B, ...).
-        keywords: the keyword arguments ``apply`` takes among ``deterministic`` and
+        keywords: the keyword arguments ``apply`` takes among ``deterministic``, ``train`` and
             ``seq_lengths`` (or ``"*"``: any).
         takes_carry: ``apply`` takes a carry after ``x`` (stateful training).
         input_size, output_size: the lecture's model's I and O (its data are checked
@@ -84,6 +85,8 @@ class TrainModel:
         kw: dict[str, Any] = {}
         if self.takes("deterministic"):
             kw["deterministic"] = rng is None
+        if "train" in self.keywords:  # named only: not sent into a **kwargs
+            kw["train"] = rng is not None
         if rng is not None:
             kw["rngs"] = {"dropout": rng}
         if seq_lengths is not None:
@@ -135,23 +138,29 @@ def _first_line(error: Exception) -> str:
     return str(error).split(" (https://")[0]
 
 
+# The keyword arguments training passes when ``__call__`` takes them (see the module docstring).
+_KEYWORDS = ("deterministic", "train", "seq_lengths")
+
+
 def _call_signature(module: nn.Module) -> tuple[frozenset[str], bool]:
-    """The keywords among ``deterministic``/``seq_lengths`` that ``__call__`` takes, and
+    """The keywords among ``deterministic``/``train``/``seq_lengths`` that ``__call__`` takes, and
     whether it takes a second positional argument (the carry)."""
     try:
         signature = inspect.signature(type(module).__call__)
     except (TypeError, ValueError):
         return frozenset({"*"}), True
     params = list(signature.parameters.values())[1:]  # without self
+    keywords = frozenset(
+        p.name for p in params if p.name in _KEYWORDS and p.kind is not p.POSITIONAL_ONLY
+    )
     if any(p.kind is p.VAR_KEYWORD for p in params):
-        keywords = frozenset({"*"})
-    else:
-        keywords = frozenset(
-            p.name
-            for p in params
-            if p.name in ("deterministic", "seq_lengths") and p.kind is not p.POSITIONAL_ONLY
-        )
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        keywords |= {"*"}
+    # a flag after x (``__call__(self, x, train=False)``) is no carry
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _KEYWORDS
+    ]
     takes_carry = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
     return keywords, takes_carry
 
