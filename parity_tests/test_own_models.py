@@ -524,3 +524,28 @@ def test_group_norm_and_rms_norm_scale_is_torchs_weight() -> None:
     assert_bitwise_equal(
         lstm_jax.params_to_torch(variables, model=jm), tm.state_dict(), ordered=False
     )
+
+
+def test_near_misses_in_naming_are_explained() -> None:
+    """A list made inside ``@nn.compact`` (Flax ``layers_0``, torch ``layers.0``) and
+    BatchNorm's buffers: the error says where each comes from."""
+
+    class CompactList(fnn.Module):
+        @fnn.compact
+        def __call__(self, x: jax.Array) -> jax.Array:
+            for i in range(2):
+                x, _ = lstm_jax.LSTM(um.HIDDEN, name=f"layers_{i}")(x)
+            return x
+
+    torch.manual_seed(0)
+    x = um.features((5, 2, um.HIDDEN))
+    stacked = torch.nn.ModuleDict(
+        {"layers": torch.nn.ModuleList([torch.nn.LSTM(um.HIDDEN, um.HIDDEN) for _ in range(2)])}
+    )
+    with pytest.raises(ValueError, match=r"layers_0, layers_1: .*@nn\.compact .*self\.layers = \["):
+        lstm_jax.params_from_torch(stacked.state_dict(), model=CompactList(), example=(x,))
+    normed = torch.nn.ModuleDict(
+        {"bn": torch.nn.BatchNorm1d(um.HIDDEN), "layers": stacked["layers"]}
+    ).state_dict()
+    with pytest.raises(ValueError, match=r"bn\.running_mean, bn\.running_var, .*torch buffers"):
+        lstm_jax.params_from_torch(normed, model=CompactList(), example=(x,))

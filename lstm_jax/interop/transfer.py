@@ -369,12 +369,49 @@ def check_state_dict(
         ]
         pairs = ", ".join(f"{e.torch_key} <- {e.flax_name}" for e in involved[:12])
         hint = f" (torch key <- Flax leaf: {pairs})" if pairs else ""
-        if any(k not in expected for k in actual):
+        unexpected = [k for k in actual if k not in expected]
+        if unexpected:
             hint += (
                 ". Name the Flax submodules as the torch model's attributes; a layer of your "
                 "own needs a rule: lstm_jax.register_layer"
             )
+        hint += _naming_hints([k for k in expected if k not in actual], unexpected)
         raise ValueError(f"{err}{hint}") from None
+
+
+BUFFER_NAMES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _listed_segments(key: str, others: Sequence[str]) -> list[str]:
+    """The segments ``name_<i>`` of ``key`` that, written ``name.<i>``, give a key of ``others``."""
+    parts = key.split(".")
+    return [
+        seg
+        for i, seg in enumerate(parts)
+        if re.fullmatch(r".+_\d+", seg)
+        and ".".join([*parts[:i], *seg.rsplit("_", 1), *parts[i + 1 :]]) in others
+    ]
+
+
+def _naming_hints(missing: Sequence[str], unexpected: Sequence[str]) -> str:
+    """What the usual near misses between a Flax mirror and torch's keys come from: a
+    list made in ``@compact`` (Flax ``blocks_0``, torch ``blocks.0``), BatchNorm's buffers."""
+    hints = []
+    listed = sorted({seg for key in missing for seg in _listed_segments(key, unexpected)})
+    if listed:
+        base, index = listed[0].rsplit("_", 1)
+        hints.append(
+            f"; {', '.join(listed)}: Flax names a list of submodules made inside @nn.compact "
+            f"{listed[0]}, torch {base}.{index}: declare it in setup as a list attribute "
+            f"(self.{base} = [...])"
+        )
+    buffers = [k for k in unexpected if k.rsplit(".", 1)[-1] in BUFFER_NAMES]
+    if buffers:
+        hints.append(
+            f"; {', '.join(buffers[:4])}: BatchNorm's running statistics are torch buffers, "
+            f"not parameters (Flax keeps them in batch_stats): the transfer maps parameters only"
+        )
+    return "".join(hints)
 
 
 # torch dtypes without a numpy counterpart (``tensor.numpy()`` refuses them).
