@@ -603,8 +603,10 @@ def test_train_step_bad_inputs_are_clear_errors() -> None:
     wider = jax.tree.map(lambda a: jnp.zeros((*a.shape[:-1], a.shape[-1] + 1)), variables)
     with pytest.raises(ValueError, match="got one of other parameters"):
         step(variables, optimizer.init(wider["params"]), *batch)
-    with pytest.raises(TypeError, match="expected rng as a JAX PRNG key"):
+    with pytest.raises(TypeError, match="rng: expected a JAX PRNG key"):
         step(variables, state, *batch, 0)
+    with pytest.raises(TypeError, match="rng: expected a JAX PRNG key"):
+        lstm_jax.train.update(model, optimizer, "mse", variables["params"], {}, state, *batch, 0)
     trained, _, _ = step(variables, state, *batch, jax.random.PRNGKey(0))  # a legacy key is one
     assert params_error(trained["params"], variables["params"]) > 0
 

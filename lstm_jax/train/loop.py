@@ -192,6 +192,11 @@ def step_update(
         step, the loss's aux, the model's new carry (gradient stopped).
     """
     model = as_train_model(model)
+    if rng is not None and not is_prng_key(rng):
+        raise TypeError(
+            f"rng: expected a JAX PRNG key such as jax.random.key(0) or None, got "
+            f"{getattr(rng, 'dtype', type(rng).__name__)} of shape {np.shape(rng)}"
+        )
     if carry is not None:
         carry = lax.stop_gradient(carry)  # as repackage_hidden: no gradient into the past
 
@@ -270,11 +275,6 @@ def make_train_step(
     ) -> tuple[Any, ...]:
         check_step_variables(variables)
         check_opt_state(opt, variables["params"], opt_state)
-        if rng is not None and not is_prng_key(rng):
-            raise TypeError(
-                f"train_step: expected rng as a JAX PRNG key such as jax.random.key(0) or "
-                f"None, got {rng.dtype} of shape {np.shape(rng)}"
-            )
         rest = {k: v for k, v in variables.items() if k != "params"}
         if stateful and carry is None:
             carry = _zero_carry(train_model, compute, variables["params"], rest, x, seq_lengths)
@@ -778,7 +778,8 @@ def fit(
             raise ValueError(f"seq_lengths: expected xs of (N, T, ...) sequences, got {x.shape}")
         if not train_model.takes("seq_lengths"):
             raise TypeError(
-                f"seq_lengths: {train_model.name}.__call__ takes no seq_lengths argument"
+                f"seq_lengths: {train_model.name}.__call__ takes no seq_lengths argument "
+                f"(fit passes the batch's lengths as seq_lengths=...: name the parameter so)"
             )
     lengths = prepare_seq_lengths(seq_lengths, len(x), x.shape[1] if x.ndim > 1 else 1)
     if rng is not None and not is_prng_key(rng):
