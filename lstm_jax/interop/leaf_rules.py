@@ -20,8 +20,9 @@ kind               Flax leaf       torch key            array
                                                         ``Linear``, ``LSTMCell``)
 =================  ==============  ===================  ===========================
 
-Linen's ``nn.Dense``, ``nn.Embed``, ``nn.LayerNorm``, ``nn.Conv`` and lstm_jax's own
-modules are registered by :mod:`lstm_jax.interop.transfer`; Flax NNX's
+Linen's ``nn.Dense``, ``nn.Embed``, ``nn.LayerNorm`` (and ``nn.GroupNorm``,
+``nn.RMSNorm`` as layer_norm), ``nn.Conv`` and lstm_jax's own modules are registered
+by :mod:`lstm_jax.interop.transfer`; Flax NNX's
 (``nnx.Linear``, ``nnx.Embed``, ``nnx.LayerNorm``, ``nnx.Conv``) register the same
 kinds. A layer of one's own::
 
