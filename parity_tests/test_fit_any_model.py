@@ -429,6 +429,7 @@ BAD = {
         "sets its own layout",
     ),
     "progress-not-a-bool": (dict(progress=1), TypeError, "progress: expected a bool, got 1"),
+    "shuffle-seed-negative": (dict(shuffle_seed=-1), ValueError, "an int >= 0, got -1"),
     "loss-returns-none": (
         dict(loss=lambda p, t: None),
         TypeError,

@@ -237,8 +237,17 @@ def test_torch_callable_loss_gets_int64_labels() -> None:
         (dict(clip_norm=0), ValueError, "clip_norm: expected a finite number > 0, got 0"),
         (dict(clip_norm="1"), TypeError, "clip_norm: expected None or a number, got '1'"),
         (dict(loss=torch.nn.MSELoss), TypeError, "got the class MSELoss (an instance, MSELoss()"),
+        (dict(shuffle_seed=-1), ValueError, "shuffle_seed must be None or an int >= 0, got -1"),
     ],
-    ids=["progress-int", "stateful-str", "clip-negative", "clip-zero", "clip-str", "loss-class"],
+    ids=[
+        "progress-int",
+        "stateful-str",
+        "clip-negative",
+        "clip-zero",
+        "clip-str",
+        "loss-class",
+        "shuffle-negative",
+    ],
 )
 def test_torch_fit_refuses_bad_flags_and_clip_norm(
     options: dict, error: type, message: str

@@ -103,6 +103,8 @@ def epoch_orders(
         return np.tile(np.arange(n), (epochs, 1))
     if isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, int | np.integer):
         raise TypeError(f"shuffle_seed must be None or an int, got {shuffle_seed!r}")
+    if shuffle_seed < 0:  # numpy's default_rng says only "expected non-negative integer"
+        raise ValueError(f"shuffle_seed must be None or an int >= 0, got {shuffle_seed!r}")
     rng = np.random.default_rng(int(shuffle_seed))
     # Row-wise ``permuted`` draws exactly what ``rng.permutation(n)`` once per epoch
     # draws (tested), without a Python loop over epochs.
