@@ -127,6 +127,9 @@ def test_ties_are_accepted_where_the_flax_model_holds_one() -> None:
     untied = um.torch_model("lm").state_dict()
     with pytest.raises(ValueError, match=re.escape("unexpected key(s): decoder.weight")):
         lstm_jax.params_from_torch(untied, model=tied_flax, example=args)
+    # told tied, but two tensors of different values: refused (before: decoder.weight dropped)
+    with pytest.raises(ValueError, match=r"tied: 'decoder\.weight' shares 'encoder\.weight', but"):
+        lstm_jax.params_from_torch(untied, model=tied_flax, example=args, tied=ties_of("lm-tied"))
 
 
 def test_whole_model_keys_where_one_lstm_was_expected_list_the_lstm_prefixes() -> None:

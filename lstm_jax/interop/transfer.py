@@ -712,6 +712,17 @@ def params_from_torch(
     for alias, source in tied.items():
         if alias not in raw and source in raw:
             raw[alias] = raw[source]
+        elif (
+            alias in raw
+            and source in raw
+            and not np.array_equal(
+                state_dict_array(alias, raw[alias]), state_dict_array(source, raw[source])
+            )
+        ):  # a tie would drop the alias's own values where the Flax model holds one
+            raise ValueError(
+                f"tied: {alias!r} shares {source!r}, but the state dict holds different "
+                f"values for them: drop it from tied (they are two tensors)"
+            )
     if prefix is not None:
         whole = raw
         raw = _take_prefix(raw, prefix)
