@@ -731,3 +731,44 @@ def test_a_train_flag_is_set_with_an_rng() -> None:
     assert scaled_error(without, losses) > 1e2 * TRAINING[F32]  # no rng: train=False
     with pytest.raises(TypeError, match="to take a carry after x"):
         _call(model=model, variables=variables, stateful=True)
+
+
+class SizedTagger(TokenTagger):
+    """A model of one's own whose fields are named as the lecture model's: input_size is
+    its vocabulary, not features per step."""
+
+    input_size: int = VOCAB
+    output_size: int = VOCAB
+
+
+def test_a_model_with_input_size_fields_is_not_the_lecture_model() -> None:
+    """Before, any module with int input_size and output_size fields was taken for the
+    lecture's: (N, T) tokens were made (N, 1, T) floats and refused ("expected 11
+    features per step"). Now it trains as any model: tokens stay integers."""
+    tokens, labels = token_data(n=8)
+    model = SizedTagger()
+    variables = model.init(jax.random.key(0), tokens[:2].T)
+    optimizer = optax.adam(0.02)
+    trained, losses = lstm_jax.fit(
+        model,
+        variables,
+        tokens,
+        labels,
+        optimizer=optimizer,
+        epochs=1,
+        batch_size=4,
+        loss="cross_entropy",
+    )
+    reference, expected = optax_loop(
+        model,
+        variables["params"],
+        optimizer,
+        cross_entropy,
+        tokens,
+        labels,
+        epoch_orders(8, 1),
+        4,
+        time_major=True,
+    )
+    assert_close(losses, expected, TRAINING[F32], "sized token model: losses")
+    assert params_error(trained["params"], reference) <= TRAINING[F32]

@@ -165,10 +165,6 @@ def _call_signature(module: nn.Module) -> tuple[frozenset[str], bool]:
     return keywords, takes_carry
 
 
-def _is_lecture_model(module: nn.Module) -> bool:
-    return all(isinstance(getattr(module, a, None), int) for a in ("input_size", "output_size"))
-
-
 def as_train_model(model: Any, batch_first: bool | None = None) -> TrainModel:
     """Any ``flax.linen.Module`` as a :class:`TrainModel`.
 
@@ -199,7 +195,8 @@ def as_train_model(model: Any, batch_first: bool | None = None) -> TrainModel:
     else:
         layout = bool(batch_first)
     keywords, takes_carry = _call_signature(model)
-    lecture = _is_lecture_model(model)
+    # the lecture's model only: a model of one's own may name its vocabulary input_size
+    lecture = isinstance(model, LSTMModeler)
     dropout = None  # another model's own dropout: an rng given is passed on
     if isinstance(model, LSTM | LSTMModeler):  # dropout between layers only
         dropout = float(model.dropout) > 0 and model.num_layers > 1

@@ -66,7 +66,10 @@ def nnx_train_model(
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)  # type: ignore[misc]
     keywords, takes_carry = _call_signature(module)  # type: ignore[arg-type]
     stores_state = hasattr(module, "hidden_cell")
-    lecture = all(isinstance(getattr(module, a, None), int) for a in ("input_size", "output_size"))
+    # the NNX LSTMModeler (not importable here): its stored hidden_cell and sizes; a model
+    # of one's own may name its vocabulary input_size
+    sizes = ("input_size", "output_size")
+    lecture = stores_state and all(isinstance(getattr(module, a, None), int) for a in sizes)
 
     def apply(variables: dict[str, Any], x: jax.Array, carry: Any = _NO_CARRY, **kw: Any) -> Any:
         # the rest rides in the variables; a TrainState carries params only: the module's
