@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import user_models as um
+from flax import nnx
 from test_transfer import assert_bitwise_equal
 
 import lstm_jax
@@ -527,6 +528,16 @@ def test_group_norm_and_rms_norm_scale_is_torchs_weight() -> None:
     assert_bitwise_equal(
         lstm_jax.params_to_torch(variables, model=jm), tm.state_dict(), ordered=False
     )
+
+    class NnxNormed(nnx.Module):  # the NNX layers take the same rule
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.gn = nnx.GroupNorm(4, num_groups=2, rngs=rngs)
+            self.rnn = lstm_jax.nnx.LSTM(4, 4, rngs=rngs)
+            self.rms = nnx.RMSNorm(4, rngs=rngs)
+
+    twin = NnxNormed(nnx.Rngs(0))
+    lstm_jax.nnx.load_state_dict(twin, tm.state_dict())
+    assert_bitwise_equal(lstm_jax.nnx.state_dict(twin), tm.state_dict(), ordered=False)
 
 
 def test_near_misses_in_naming_are_explained() -> None:

@@ -23,8 +23,8 @@ kind               Flax leaf       torch key            array
 Linen's ``nn.Dense``, ``nn.Embed``, ``nn.LayerNorm`` (and ``nn.GroupNorm``,
 ``nn.RMSNorm`` as layer_norm), ``nn.Conv`` and lstm_jax's own modules are registered
 by :mod:`lstm_jax.interop.transfer`; Flax NNX's
-(``nnx.Linear``, ``nnx.Embed``, ``nnx.LayerNorm``, ``nnx.Conv``) register the same
-kinds. A layer of one's own::
+(``nnx.Linear``, ``nnx.Embed``, ``nnx.LayerNorm``, ``nnx.GroupNorm``, ``nnx.RMSNorm``,
+``nnx.Conv``) register the same kinds. A layer of one's own::
 
     from lstm_jax.interop.leaf_rules import LeafRule, register_layer
 

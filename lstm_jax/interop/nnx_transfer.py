@@ -43,6 +43,8 @@ for _layer, _kind in (
     (nnx.Linear, "dense"),
     (nnx.Embed, "embed"),
     (nnx.LayerNorm, "layer_norm"),
+    (nnx.RMSNorm, "layer_norm"),  # torch's nn.RMSNorm: weight
+    (nnx.GroupNorm, "layer_norm"),  # torch's nn.GroupNorm: weight, bias
     (nnx.Conv, "conv"),
 ):
     if leaf_rules.rules_for_type(_layer) is None:
