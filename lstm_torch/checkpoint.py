@@ -149,6 +149,10 @@ def load_checkpoint(path: PathLike, model: Model | None = None) -> Model:
     """
     with _as_torch_error():
         header, arrays = fmt.load(path)
+        cell = fmt.lstm_cell_sizes(header, arrays)
+        if cell is not None and model is None:  # an LSTMCell's file: its keys give the cell
+            dtype = torch.float64 if header.dtype == np.float64 else torch.float32
+            model = nn.LSTMCell(*cell, dtype=dtype)
         if header.kind == fmt.MODEL and model is None:
             raise CheckpointError(
                 path,

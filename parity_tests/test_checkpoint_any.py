@@ -214,3 +214,22 @@ def test_variables_that_do_not_fit_are_not_saved(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"got the class FlaxWordLM"):
         lstm_jax.save_checkpoint(path, variables, um.FlaxWordLM)
     assert path.read_bytes() == saved
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_an_lstm_cell_file_loads_without_a_model(tmp_path: Path, bias: bool) -> None:
+    """Its keys give the cell, as a built-in's metadata gives it (before: "holds a model
+    of your own (LSTMCell): pass its Flax mirror and example")."""
+    torch.manual_seed(0)
+    cell = torch.nn.LSTMCell(3, 4, bias=bias)
+    path = tmp_path / "cell.safetensors"
+    lstm_torch.save_checkpoint(path, cell)
+    model, variables = lstm_jax.load_checkpoint(path)
+    assert isinstance(model, lstm_jax.LSTMCell) and (model.hidden_size, model.bias) == (4, bias)
+    assert_bitwise_equal(lstm_jax.params_to_torch(variables), cell.state_dict(), ordered=False)
+    back = tmp_path / "back.safetensors"
+    lstm_jax.save_checkpoint(back, variables, model)
+    rebuilt = lstm_torch.load_checkpoint(back)
+    assert isinstance(rebuilt, torch.nn.LSTMCell) and rebuilt.bias == bias
+    assert (rebuilt.input_size, rebuilt.hidden_size) == (3, 4)
+    assert_bitwise_equal(rebuilt.state_dict(), cell.state_dict(), ordered=False)

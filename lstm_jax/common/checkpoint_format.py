@@ -196,6 +196,23 @@ def check_fits(
         )
 
 
+def lstm_cell_sizes(
+    header: CheckpointHeader, arrays: Mapping[str, np.ndarray]
+) -> tuple[int, int, bool] | None:
+    """``(input_size, hidden_size, bias)`` when a "model" file holds one LSTM cell (an
+    ``nn.LSTMCell``'s or ``lstm_jax.LSTMCell``'s keys, none other), else None: such a
+    file needs no model to load into (its keys give the cell)."""
+    keys = set(arrays)
+    if header.kind != MODEL or header.model_class != "LSTMCell":
+        return None
+    if not {"weight_ih", "weight_hh"} <= keys <= {"weight_ih", "weight_hh", "bias_ih", "bias_hh"}:
+        return None
+    (rows, input_size), (_, hidden_size) = arrays["weight_ih"].shape, arrays["weight_hh"].shape
+    if rows != 4 * hidden_size:
+        return None
+    return input_size, hidden_size, "bias_ih" in keys
+
+
 def _check_ties(tied: Mapping[str, str]) -> None:
     if not isinstance(tied, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) and k != v for k, v in tied.items()

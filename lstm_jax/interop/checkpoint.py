@@ -32,6 +32,7 @@ from lstm_jax.common.checkpoint_format import MODEL, CheckpointError, Checkpoint
 from lstm_jax.core.dtypes import check_float64_allowed
 from lstm_jax.interop.nnx_checkpoint import load_nnx, save_nnx
 from lstm_jax.interop.transfer import params_from_torch, params_to_torch
+from lstm_jax.linen.cell import LSTMCell
 from lstm_jax.linen.modules import LSTM, LSTMModeler
 
 __all__ = ["CheckpointError", "load_checkpoint", "model_header", "save_checkpoint"]
@@ -150,6 +151,9 @@ def load_checkpoint(
     if isinstance(model, nnx.Module):
         return load_nnx(path, model)
     header, arrays = fmt.load(path)
+    cell = fmt.lstm_cell_sizes(header, arrays)
+    if cell is not None and model is None:  # an nn.LSTMCell's file: its keys give the cell
+        model = LSTMCell(cell[1], bias=cell[2], param_dtype=header.dtype.type)
     if header.kind == MODEL and model is None:
         raise CheckpointError(
             path,
