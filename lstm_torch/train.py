@@ -201,6 +201,8 @@ def fit(
     Returns:
         (epochs,) float64 per-epoch losses, each the sum of its batch losses.
 
+    The model's mode and stored ``hidden_cell`` are put back as they were when fit returns.
+
     Raises:
         TrainingDiverged: a step gave a non-finite loss or non-finite parameters; the
             model keeps the parameters from before that step.
@@ -279,7 +281,9 @@ def fit(
                 )
             losses[:done] = saved
             logger.info(resumed_message(done, epochs, 0, str(checkpoints.directory)))
-    was_training = model.training
+    # put back when fit returns, as the mode: the last batch's state (with its autograd
+    # graph, of that batch's size) would make the next forward of another batch size fail
+    was_training, stored_cell = model.training, modeler.hidden_cell
     model.train()
     try:
         bar = tqdm(
@@ -329,6 +333,7 @@ def fit(
                 checkpoints.save(finished, model, opt, losses[:finished])
     finally:
         model.train(was_training)
+        modeler.hidden_cell = stored_cell
     return losses
 
 

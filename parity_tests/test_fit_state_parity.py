@@ -263,3 +263,20 @@ def test_torch_fit_refuses_bad_flags_and_clip_norm(
         lstm_torch.fit(model, xs, ys, optimizer=optimizer, epochs=1, batch_size=4, **options)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_torch_fit_puts_the_stored_hidden_cell_back() -> None:
+    """After fit in batches of 4 (N = 10: a last batch of 2), the model predicts one
+    sequence as before fit: fit leaves hidden_cell as it found it, as it does the mode
+    (it held the last batch's (1, 2, H) state, so the lecture's one-sequence prediction
+    raised "expected h_0 of shape (1, 1, 8)")."""
+    xs, ys, _ = length_data(n=10)
+    model = torch_model(F32).eval()
+    stored = model.zero_hidden_cell(1)
+    model.hidden_cell = stored
+    lstm_torch.fit(model, xs, ys, optimizer=SGD(0.05), epochs=1, batch_size=4)
+    assert model.hidden_cell is stored and not model.training
+    with torch.no_grad():
+        prediction = model(torch.from_numpy(xs[0]))
+        model.hidden_cell = None
+        assert torch.equal(prediction, model(torch.from_numpy(xs[0])))  # from zeros
