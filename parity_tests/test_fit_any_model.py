@@ -430,6 +430,11 @@ BAD = {
     ),
     "progress-not-a-bool": (dict(progress=1), TypeError, "progress: expected a bool, got 1"),
     "shuffle-seed-negative": (dict(shuffle_seed=-1), ValueError, "an int >= 0, got -1"),
+    "nan-input": (
+        dict(xs=np.where(np.arange(120).reshape(10, 4, 3) == 40, np.nan, 0.0)),
+        ValueError,
+        "must be finite (found NaN or inf): xs[3, 1, 1] is nan (sample 3)",
+    ),
     "loss-returns-none": (
         dict(loss=lambda p, t: None),
         TypeError,

@@ -306,7 +306,11 @@ def prepare_data(
             raise ValueError(f"ys: class labels must be >= 0, got values down to {y.min()}")
         y = _as_integers(y, "ys")
     x = x.astype(dtype) if input_size is not None else _cast(x, dtype, "xs")
-    floating = [a for a in (x, y) if np.issubdtype(a.dtype, np.floating)]
-    if not all(np.all(np.isfinite(a)) for a in floating):
-        raise ValueError("xs and ys must be finite (found NaN or inf)")
+    for name, a in (("xs", x), ("ys", y)):
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            where = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+            raise ValueError(
+                f"xs and ys must be finite (found NaN or inf): {name}{list(where)} is "
+                f"{a[where]} (sample {where[0]})"
+            )
     return x, y
