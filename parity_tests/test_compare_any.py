@@ -188,3 +188,26 @@ def test_a_flax_model_drawing_dropout_is_told_to_be_deterministic() -> None:
 
     with pytest.raises(ValueError, match=r"Drawing\.apply on the call's arguments .*deterministic"):
         lstm_jax.compare_with_torch(tm, Drawing(), variables, *args)
+
+
+def test_nn_lstm_pair_with_seq_lengths_or_a_packed_sequence() -> None:
+    """The built-in pair packs as the modelers do: ``seq_lengths=`` (torch packs, JAX
+    masks) or the ``PackedSequence`` itself as ``x`` (before: a TypeError for
+    seq_lengths, numpy's "inhomogeneous shape" for the PackedSequence)."""
+    torch.manual_seed(0)
+    tm = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True)
+    jm = lstm_jax.LSTM(4, batch_first=True, bidirectional=True)
+    variables = lstm_jax.params_from_torch(tm.state_dict())
+    x, lengths = um.features((3, 5, 3)), np.array([5, 2, 3])
+    h0 = (um.features((2, 3, 4), 1), um.features((2, 3, 4), 2))
+    report = lstm_jax.compare_with_torch(tm, jm, variables, x, h0, seq_lengths=lengths)
+    assert report.ok, str(report)
+    assert {"grad input", "grad h_0", "grad weight_hh_l0_reverse"} <= {
+        d.name for d in report.differences
+    }
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(x), torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
+    )
+    assert lstm_jax.compare_with_torch(tm, jm, variables, packed, h0).ok
+    with pytest.raises(TypeError, match="PackedSequence or seq_lengths=, got both"):
+        lstm_jax.compare_with_torch(tm, jm, variables, packed, seq_lengths=lengths)

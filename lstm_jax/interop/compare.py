@@ -38,6 +38,7 @@ from lstm_jax.interop.parity import (
     ParityReport,
     _array,
     _Call,
+    _is_packed,
     _torch_dtype,
     _torch_held,
     _x64_if,
@@ -98,7 +99,10 @@ def compare_with_torch(
         args, kwargs: the call's arguments, the same for both models: numpy, JAX or
             torch arrays (floating ones of the parameters' dtype), and anything else
             (``None``, flags) passed as is. For the built-ins: ``x``, or ``x, (h_0, c_0)``
-            as torch's call takes them; the modelers also ``seq_lengths=`` (B,).
+            as torch's call takes them, and ``seq_lengths=`` (B,): the torch ``nn.LSTM``
+            then runs on ``pack_padded_sequence(x, seq_lengths)`` (its output padded back),
+            the JAX one on ``seq_lengths``; an ``nn.LSTM`` pair also takes the
+            ``PackedSequence`` itself as ``x``.
         initial_state: (built-ins only) (h_0, c_0), the ``LSTMModeler``'s
             ``hidden_cell``; zeros when None.
         seed: seeds the cotangents.
@@ -137,7 +141,10 @@ def compare_with_torch(
         )
         if len(args) == 2 and initial_state is None:  # as nn.LSTM(x, (h_0, c_0))
             initial_state, args = args[1], args[:1]
-        lengths = kwargs.pop("seq_lengths", None) if kind == "LSTMModeler" else None
+        lengths = kwargs.pop("seq_lengths", None) if kind is not None else None
+        if kind == "LSTM" and args and _is_packed(args[0]):  # nn.LSTM's packed input
+            padded, lengths = _unpacked(args[0], torch_model.batch_first, lengths)
+            args = (padded, *args[1:])
         if kind is None or len(args) != 1 or kwargs:
             raise TypeError(
                 f"expected torch.nn.LSTM with lstm_jax.LSTM, or lstm_torch.LSTMModeler with "
@@ -254,6 +261,18 @@ def _compare_builtin(
 
     def torch_call(i: Mapping[str, Any]) -> Any:
         state = (i["h_0"], i["c_0"]) if "h_0" in i else None
+        if kind == "LSTM" and lengths is not None:  # packed, as the JAX side's seq_lengths
+            import torch
+            from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+            first = torch_model.batch_first
+            packed = pack_padded_sequence(
+                i["input"], torch.from_numpy(lengths), batch_first=first, enforce_sorted=False
+            )
+            out, (h_n, c_n) = torch_model(packed, state)
+            total = i["input"].shape[1 if first else 0]
+            out, _ = pad_packed_sequence(out, batch_first=first, total_length=total)
+            return out, h_n, c_n
         if kind == "LSTM":
             out, (h_n, c_n) = torch_model(i["input"], state)
             return out, h_n, c_n
@@ -285,6 +304,20 @@ def _compare_builtin(
     finally:
         if kind == "LSTMModeler":
             torch_model.hidden_cell = saved_hidden_cell
+
+
+def _unpacked(packed: Any, batch_first: bool, lengths: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A torch ``PackedSequence`` given to the nn.LSTM pair -> (the padded batch, its
+    lengths): the torch side packs it again, the JAX side takes ``seq_lengths``."""
+    from torch.nn.utils.rnn import pad_packed_sequence
+
+    if lengths is not None:
+        raise TypeError(
+            "compare_with_torch: expected a PackedSequence or seq_lengths=, got both (the "
+            "PackedSequence holds its lengths)"
+        )
+    padded, found = pad_packed_sequence(packed, batch_first=batch_first)
+    return to_numpy(padded), to_numpy(found)
 
 
 # --- pieces --------------------------------------------------------------------------------
