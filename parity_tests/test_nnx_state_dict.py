@@ -92,6 +92,21 @@ def test_float64_round_trip_is_bitwise() -> None:
         assert bitwise_equal(model.state_dict(), torch_arrays(torch_lstm))
 
 
+def test_loaded_weights_are_copies_that_torchs_in_place_steps_leave_alone() -> None:
+    """torch's load_state_dict copies; so does the NNX one: training the torch model on
+    (its optimizer writes its tensors in place) must not move the NNX module's weights
+    (a zero-copy view of torch's memory did, racing JAX's asynchronous steps)."""
+    torch.manual_seed(0)
+    torch_model = lstm_torch.LSTMModeler(2, 3, 1, num_layers=2)
+    model = lstm_jax.nnx.LSTMModeler(2, 3, 1, num_layers=2, rngs=nnx.Rngs(0))
+    model.load_state_dict(torch_model.state_dict())
+    loaded = model.state_dict()
+    with torch.no_grad():
+        for p in torch_model.parameters():
+            p.add_(1.0)
+    assert bitwise_equal(model.state_dict(), loaded)
+
+
 def _lstm_pair() -> tuple[torch.nn.LSTM, lstm_jax.nnx.LSTM]:
     torch.manual_seed(0)
     return torch.nn.LSTM(3, 7, 2), lstm_jax.nnx.LSTM(3, 7, 2, rngs=nnx.Rngs(0))

@@ -143,7 +143,9 @@ def _converted(key: str, leaf: TorchLeaf, array: np.ndarray) -> jax.Array:
             f"which would be rounded: convert the state dict or build the module with "
             f"param_dtype={array.dtype}"
         )
-    return jnp.asarray(leaf.rule.from_torch(array), dtype=target)
+    # a copy: on the CPU jnp.asarray may alias the numpy memory of a torch tensor, which
+    # torch's optimizer then changes in place under the module (torch's load copies too)
+    return jnp.array(leaf.rule.from_torch(array), dtype=target, copy=True)
 
 
 def load_state_dict(
