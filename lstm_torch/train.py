@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from lstm_jax.common.data import (
     batch_plan,
+    check_finite_data,
     check_loss,
     check_positive_int,
     check_stateful,
@@ -240,6 +241,7 @@ def fit(
         dtype=torch.empty((), dtype=first.dtype).numpy().dtype,
     )
     lengths_np = prepare_seq_lengths(seq_lengths, len(x_np), x_np.shape[1])
+    check_finite_data(x_np, y_np, lengths_np)
     plan = batch_plan(len(x_np), batch_size)
     if stateful:
         check_stateful(plan, shuffle_seed)

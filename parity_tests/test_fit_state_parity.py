@@ -280,3 +280,30 @@ def test_torch_fit_puts_the_stored_hidden_cell_back() -> None:
         prediction = model(torch.from_numpy(xs[0]))
         model.hidden_cell = None
         assert torch.equal(prediction, model(torch.from_numpy(xs[0])))  # from zeros
+
+
+def test_nan_in_the_padding_trains_as_zeros_in_both_backends() -> None:
+    """With seq_lengths, the steps past each row's length are never read: NaN there
+    trains exactly as zeros there (fit refused any NaN before); one inside a length is
+    still refused, named."""
+    xs, ys, lengths = length_data(n=8, steps=5)
+    padding = np.arange(xs.shape[1])[None, :] >= lengths[:, None]
+    zeros, nans = np.where(padding[..., None], 0.0, xs), np.where(padding[..., None], np.nan, xs)
+    assert np.isnan(nans).any()
+    options = dict(optimizer=Adam(0.01), epochs=2, batch_size=4, seq_lengths=lengths)
+    runs = {
+        name: train_both(F32, data, ys, **options) for name, data in (("0", zeros), ("nan", nans))
+    }
+    for a, b in zip(runs["0"][:2], runs["nan"][:2], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert_parity(runs["nan"], F32, "NaN padding")
+    inside = nans.copy()
+    inside[2, lengths[2] - 1, 0] = np.nan
+    message = rf"xs\[2, {lengths[2] - 1}, 0\] is nan \(sample 2\)"
+    with pytest.raises(ValueError, match=message):
+        lstm_torch.fit(torch_model(F32), inside, ys, **options)
+    jm = lstm_jax.LSTMModeler(**MODEL)
+    with pytest.raises(ValueError, match=message):
+        lstm_jax.fit(
+            jm, lstm_jax.params_from_torch(torch_model(F32).state_dict()), inside, ys, **options
+        )

@@ -191,6 +191,28 @@ def prepare_seq_lengths(seq_lengths: Any, n: int, seq_len: int) -> np.ndarray | 
     return lengths.astype(np.int32)
 
 
+def check_finite_data(x: np.ndarray, y: np.ndarray, seq_lengths: np.ndarray | None) -> None:
+    """Refuse a NaN or inf in float data, naming the first one; with ``seq_lengths``,
+    the padding of ``x`` past each row's length is not looked at (never read there).
+
+    Arguments:
+        x: (N, T, ...) or (N, ...); y: (N, ...); seq_lengths: None or (N,) in [1, T].
+    """
+    for name, a in (("xs", x), ("ys", y)):
+        if not np.issubdtype(a.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(a)
+        if name == "xs" and seq_lengths is not None:
+            padding = np.arange(a.shape[1])[None, :] >= seq_lengths[:, None]  # (N, T)
+            bad &= ~padding.reshape(padding.shape + (1,) * (a.ndim - 2))
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"xs and ys must be finite (found NaN or inf): {name}{list(where)} is "
+                f"{a[where]} (sample {where[0]})"
+            )
+
+
 def _as_array(value: Any, name: str) -> np.ndarray:
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, by duck typing
         value = value.detach().cpu()
@@ -306,11 +328,4 @@ def prepare_data(
             raise ValueError(f"ys: class labels must be >= 0, got values down to {y.min()}")
         y = _as_integers(y, "ys")
     x = x.astype(dtype) if input_size is not None else _cast(x, dtype, "xs")
-    for name, a in (("xs", x), ("ys", y)):
-        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
-            where = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
-            raise ValueError(
-                f"xs and ys must be finite (found NaN or inf): {name}{list(where)} is "
-                f"{a[where]} (sample {where[0]})"
-            )
     return x, y

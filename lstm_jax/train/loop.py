@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from lstm_jax.common.data import (
     BatchPlan,
     batch_plan,
+    check_finite_data,
     check_positive_int,
     check_stateful,
     epoch_orders,
@@ -782,6 +783,7 @@ def fit(
                 f"(fit passes the batch's lengths as seq_lengths=...: name the parameter so)"
             )
     lengths = prepare_seq_lengths(seq_lengths, len(x), x.shape[1] if x.ndim > 1 else 1)
+    check_finite_data(x, y, lengths)
     if rng is not None and not is_prng_key(rng):
         raise TypeError(
             f"rng: expected a JAX PRNG key such as jax.random.key(0), got "
