@@ -350,3 +350,22 @@ def test_foreign_checkpoints_are_refused(tmp_path: Path) -> None:
         lstm_torch.fit(
             lstm_torch.LSTMModeler(2, 6, 1), xs, ys, **OPTIONS, checkpoint_dir=tmp_path / "torch"
         )
+
+
+def test_a_continued_train_state_in_the_same_directory_says_how_to_go_on(
+    tmp_path: Path,
+) -> None:
+    """fit(state) into a directory, then fit(its result) into the same one: refused
+    (another start step) with what to do instead, and doing that resumes the run."""
+    xs = np.random.default_rng(0).standard_normal((6, 3, 2)).astype(np.float32)
+    ys = xs[:, -1, :1]
+    model = lstm_jax.LSTMModeler(2, 4, 1)
+    params = model.init(jax.random.key(0), xs[0])["params"]
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(0.01))
+    options = dict(batch_size=3, shuffle_seed=0, checkpoint_dir=str(tmp_path))
+    half, first = lstm_jax.fit(model, state, xs, ys, epochs=2, **options)
+    with pytest.raises(ValueError, match="call fit with the run's first state and the total"):
+        lstm_jax.fit(model, half, xs, ys, epochs=2, **options)
+    whole, losses = lstm_jax.fit(model, state, xs, ys, epochs=4, **options)
+    np.testing.assert_array_equal(losses[:2], first)  # resumed: the saved epochs' losses
+    assert int(whole.step) == 8 and np.all(np.isfinite(losses))

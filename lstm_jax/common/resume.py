@@ -95,7 +95,18 @@ def check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], dire
                 f"checkpoint_dir {directory!r}: holds a checkpoint of another run ({key} "
                 f"differs: {there} in the checkpoint, {here} in this call); refusing to resume "
                 f"from it. Pass another checkpoint_dir, or remove that one to start afresh"
+                f"{_HINTS.get(key, '')}"
             )
+
+
+# What to do when one entry differs, where the general advice is not enough.
+_HINTS = {
+    "start_step": (
+        ". (A TrainState continued from that run's result starts another run: to go on "
+        "in this directory, call fit with the run's first state and the total epochs; it "
+        "resumes from the latest checkpoint.)"
+    ),
+}
 
 
 def _short(value: Any, limit: int = 160) -> str:
