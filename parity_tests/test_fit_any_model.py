@@ -606,6 +606,9 @@ def test_train_step_bad_inputs_are_clear_errors() -> None:
     sgd_state = optax.sgd(0.1, momentum=0.9).init(variables["params"])
     with pytest.raises(TypeError, match=r"\(ScaleByAdamState, EmptyState\)\), got \(TraceState"):
         step(variables, sgd_state, *batch)
+    renamed = {"params": {f"x{k}": v for k, v in variables["params"].items()}}
+    with pytest.raises(TypeError, match="over parameters of another tree structure"):
+        step(variables, optimizer.init(renamed["params"]), *batch)
     wider = jax.tree.map(lambda a: jnp.zeros((*a.shape[:-1], a.shape[-1] + 1)), variables)
     with pytest.raises(ValueError, match="got one of other parameters"):
         step(variables, optimizer.init(wider["params"]), *batch)

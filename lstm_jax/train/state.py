@@ -130,9 +130,12 @@ def check_opt_state(
     leaf shapes); checked on shapes alone, so also under ``jax.jit``."""
     expected = jax.eval_shape(optimizer.init, params)
     if jax.tree.structure(expected) != jax.tree.structure(opt_state):  # type: ignore[operator]
+        want, got = _kind(expected), _kind(opt_state)
+        if want == got:  # the same states over another tree (FrozenDict vs dict, other keys)
+            got = f"{got} over parameters of another tree structure"
         raise TypeError(
             f"opt_state: expected this optimizer's state (optimizer.init(variables['params']): "
-            f"{_kind(expected)}), got {_kind(opt_state)}"
+            f"{want}), got {got}"
         )
     for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(opt_state), strict=True):
         if tuple(want.shape) != tuple(np.shape(got)):
