@@ -136,3 +136,31 @@ def test_model_argument_checks_against_the_models_configuration(changes: dict, n
     other = helpers.make_jax_modeler(MODEL_CASE.with_(**changes))
     with pytest.raises(ValueError, match=re.escape(named)):
         lstm_jax.params_from_torch(state_dict, model=other)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "own model"])
+def test_transferred_weights_are_copies(kind: str) -> None:
+    """As torch's load_state_dict copies: an in-place step on the torch model after
+    the transfer leaves the JAX variables as they were."""
+    import flax.linen as nn
+
+    torch_lstm = torch.nn.LSTM(2, 3)
+    x = np.zeros((4, 1, 2), np.float32)
+    if kind == "lstm":
+        variables = lstm_jax.params_from_torch(torch_lstm.state_dict())
+    else:
+
+        class Own(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return lstm_jax.LSTM(3, name="rnn")(x)[0]
+
+        holder = torch.nn.Module()
+        holder.rnn = torch_lstm
+        variables = lstm_jax.params_from_torch(holder.state_dict(), model=Own(), example=(x,))
+    before = jax.tree.map(np.array, variables)
+    with torch.no_grad():
+        for p in torch_lstm.parameters():
+            p.add_(1.0)
+    after = jax.tree.map(np.array, variables)
+    assert jax.tree.all(jax.tree.map(np.array_equal, before, after))

@@ -440,6 +440,12 @@ def state_dict_array(key: str, value: Any) -> np.ndarray:
     return to_numpy(value, key)
 
 
+def _copied(array: np.ndarray) -> jax.Array:
+    """A JAX copy, as torch's ``load_state_dict`` copies: a view of a torch tensor's CPU
+    memory would follow the torch model's in-place optimizer steps."""
+    return jnp.array(array, copy=True)
+
+
 def _check_dtypes(arrays: Mapping[str, np.ndarray]) -> None:
     for key, array in arrays.items():
         if not np.issubdtype(array.dtype, np.floating):
@@ -578,7 +584,7 @@ def _builtin_from_torch(arrays: dict[str, np.ndarray], model: Any) -> dict[str, 
         expected = expected_shapes(model, arrays[first].shape[-1])
     check_param_shapes(expected, shapes)
     _check_dtypes(arrays)
-    return {"params": unflatten({key: jnp.asarray(arrays[key]) for key in expected})}
+    return {"params": unflatten({key: _copied(arrays[key]) for key in expected})}
 
 
 # --- the public calls ----------------------------------------------------------------------
@@ -740,7 +746,8 @@ def params_from_torch(
     check_state_dict(arrays, entries, ties, f"state_dict for {type(model).__name__}")
     used = {e.torch_key: arrays[e.torch_key] for e in entries}
     _check_dtypes(used)
-    return {"params": torch_params_to_flax({k: jnp.asarray(a) for k, a in used.items()}, entries)}
+    copied = {key: _copied(array) for key, array in used.items()}
+    return {"params": torch_params_to_flax(copied, entries)}
 
 
 def params_to_torch(
