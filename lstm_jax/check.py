@@ -3,7 +3,9 @@
 Loads a safetensors checkpoint (from ``lstm_jax.save_checkpoint`` or
 ``lstm_torch.save_checkpoint``) into torch and into JAX, runs both on a random
 input (and random initial state) of the checkpoint's shapes, and prints
-:func:`lstm_jax.compare_with_torch`'s report. Needs torch (the ``torch`` extra).
+:func:`lstm_jax.compare_with_torch`'s report. An ``LSTMCell``'s file is checked for
+one step, ``(B, I)`` and ``(h, c)`` of ``(B, H)`` each, against ``torch.nn.LSTMCell``.
+Needs torch (the ``torch`` extra).
 
     python -m lstm_jax.check model.safetensors --seq-len 16 --batch 4 --seed 0
 
@@ -24,7 +26,10 @@ from lstm_jax.common import checkpoint_format as fmt
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
@@ -37,7 +42,8 @@ def parser() -> argparse.ArgumentParser:
         "outputs, final states and gradients, against lstm_jax.common.tolerances.",
         epilog="The random input is (T, B, I) standard normal ((B, T, I) with the "
         "checkpoint's batch_first), I the checkpoint's input_size, with a random initial "
-        "state (h_0, c_0) of (D*L, B, H_out) and (D*L, B, H). "
+        "state (h_0, c_0) of (D*L, B, H_out) and (D*L, B, H); an LSTMCell's file: one step, "
+        "x of (B, I) and (h, c) of (B, H) each. "
         "Exit status: 0 within tolerance, 1 beyond, 2 could not check.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -63,11 +69,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        header, _ = fmt.load(args.checkpoint)  # numpy only: a bad file fails before jax/torch load
+        header, arrays = fmt.load(args.checkpoint)  # numpy only: a bad file fails before jax/torch
     except (OSError, fmt.CheckpointError) as err:
         print(f"lstm_jax.check: error: {err}", file=sys.stderr)
         return 2
-    if header.kind == fmt.MODEL:  # no configuration to build the two models from
+    cell = fmt.lstm_cell_sizes(header, arrays)  # an LSTMCell's keys give the cell
+    if header.kind == fmt.MODEL and cell is None:  # no configuration to build both models from
         print(
             f"lstm_jax.check: error: {args.checkpoint} holds a model of your own "
             f"({header.model_class or 'unnamed'}): build both models and check them from "
@@ -90,12 +97,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     with x64:
         torch_model = lstm_torch.load_checkpoint(args.checkpoint)
         jax_model, variables = lstm_jax.load_checkpoint(args.checkpoint)
-        x, state = random_input(header, args.seq_len, args.batch, args.seed)
-        report = lstm_jax.compare_with_torch(
-            torch_model, jax_model, variables, x, initial_state=state, seed=args.seed
-        )
+        if cell is None:
+            x, state = random_input(header, args.seq_len, args.batch, args.seed)
+            report = lstm_jax.compare_with_torch(
+                torch_model, jax_model, variables, x, initial_state=state, seed=args.seed
+            )
+        else:  # one step: the cell takes (x, (h, c)) as torch's nn.LSTMCell
+            x, state = random_cell_input(cell, header.dtype, args.batch, args.seed)
+            report = lstm_jax.compare_with_torch(
+                torch_model, jax_model, variables, x, state, seed=args.seed
+            )
     print(f"checkpoint: {args.checkpoint}")
-    print(f"model: {header.describe()}")
+    if cell is None:
+        print(f"model: {header.describe()}")
+    else:
+        input_size, hidden_size, bias = cell
+        print(
+            f"model: LSTMCell(input_size={input_size}, hidden_size={hidden_size}, bias={bias}), "
+            f"{header.dtype} (one step: --seq-len does not apply)"
+        )
     print(
         f"input: {x.shape} and random (h_0, c_0) of {state[0].shape}, {state[1].shape}, "
         f"seed {args.seed}"
@@ -120,6 +140,18 @@ def random_input(
         rng.standard_normal(c_shape).astype(header.dtype),
     )
     return x, state
+
+
+def random_cell_input(
+    cell: tuple[int, int, bool], dtype: np.dtype, batch: int, seed: int
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Standard normal x of (B, I) and (h, c) of (B, H) each, for an LSTMCell of
+    ``cell = (input_size, hidden_size, bias)``."""
+    input_size, hidden_size, _ = cell
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, input_size)).astype(dtype)
+    h, c = (rng.standard_normal((batch, hidden_size)).astype(dtype) for _ in range(2))
+    return x, (h, c)
 
 
 if __name__ == "__main__":

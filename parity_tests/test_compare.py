@@ -276,3 +276,35 @@ def test_check_command_exits_1_beyond_tolerance(
 
     assert lstm_jax.check.main([str(tmp_path / "absent.safetensors")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_check_command_checks_an_lstm_cell_file(
+    backend: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An LSTMCell's file is checked one step against torch.nn.LSTMCell (it was refused
+    as "a model of your own"); the torch cell float64 without biases, the JAX cell float32."""
+    path = tmp_path / "cell.safetensors"
+    if backend == "torch":
+        torch.manual_seed(0)
+        lstm_torch.save_checkpoint(path, torch.nn.LSTMCell(3, 4, bias=False).double())
+        described = "LSTMCell(input_size=3, hidden_size=4, bias=False), float64"
+    else:
+        cell = lstm_jax.LSTMCell(4)
+        lstm_jax.save_checkpoint(
+            path, cell.init(jax.random.key(0), np.zeros((1, 3), np.float32)), cell
+        )
+        described = "LSTMCell(input_size=3, hidden_size=4, bias=True), float32"
+    assert lstm_jax.check.main([str(path), "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert described in out and "(2, 3)" in out  # the input it drew: (B, I)
+    assert "grad weight_hh" in out and "result: OK" in out
+
+
+def test_check_command_says_a_non_integer_batch_is_not_a_positive_integer(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        lstm_jax.check.main(["m.safetensors", "--batch", "x"])
+    assert exit_.value.code == 2
+    assert "argument --batch: expected a positive integer, got 'x'" in capsys.readouterr().err
