@@ -105,3 +105,52 @@ def test_cpu_torch_tensors_are_read_as_numpy() -> None:
     for t in range(4):
         y, state = step(x[t], state)
     helpers.assert_all_close({"y": np.asarray(y)}, {"y": expected}, FORWARD[np.dtype("float32")])
+
+
+def test_a_state_of_the_callers_own_is_not_consumed() -> None:
+    """A full-sequence apply's (h_n, c_n) continues the stream as torch's whole run, and
+    stays the caller's (it was donated and deleted); one zeros array as both h and c
+    (XLA refused to donate a buffer twice) steps too."""
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(3, 4, num_layers=2, proj_size=2)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x))[0].numpy()
+    model = lstm_jax.LSTM(4, num_layers=2, proj_size=2)
+    variables = lstm_jax.params_from_torch(module.state_dict())
+    _, (h_2, c_2) = model.apply(variables, x[:2])
+    step = lstm_jax.streaming_step(model, variables)
+    state, outputs = (h_2, c_2), []
+    for t in range(2, 5):
+        y, state = step(x[t], state)
+        outputs.append(np.asarray(y))
+    helpers.assert_all_close(
+        {"y": np.stack(outputs)}, {"y": expected[2:]}, FORWARD[np.dtype("float32")]
+    )
+    assert np.isfinite(np.asarray(h_2)).all() and np.isfinite(np.asarray(c_2)).all()
+    zeros = jax.numpy.zeros((1, 2, 5), np.float32)
+    cell_step = lstm_jax.streaming_step(
+        lstm_jax.LSTM(5), lstm_jax.LSTM(5).init(jax.random.key(0), x)
+    )
+    y, _ = cell_step(x[0], (zeros, zeros))
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(cell_step(x[0])[0]))
+    assert not zeros.is_deleted()
+
+
+def test_more_bad_calls_say_what_was_expected() -> None:
+    model = lstm_jax.LSTM(5)
+    step = lstm_jax.streaming_step(
+        model, model.init(jax.random.key(0), np.zeros((1, 2, 4), np.float32))
+    )
+    with pytest.raises(TypeError, match="expected a floating point input, got dtype int32"):
+        step(np.ones((2, 4), np.int32))
+    with pytest.raises(TypeError, match=r"expected state as a pair \(h, c\), got a tuple of 3"):
+        step(np.ones((2, 4), np.float32), (np.zeros((1, 2, 5)),) * 3)
+    with pytest.raises(ValueError, match=r"zero_state: expected batch_size >= 0, got -1"):
+        step.zero_state(-1)
+    _, first = step(np.ones((2, 4), np.float32))
+    step(np.ones((2, 4), np.float32), first)  # first is donated
+    with pytest.raises(ValueError, match="donated to an earlier call"):
+        step(np.ones((2, 4), np.float32), first)
+    with pytest.raises(TypeError, match=r"got torch\.nn\.modules\.rnn\.LSTM"):
+        lstm_jax.streaming_step(torch.nn.LSTM(4, 5), {"params": {}})  # type: ignore[arg-type]

@@ -83,6 +83,8 @@ def make_step(
     h_shape, c_shape = config.state_shapes(1)
 
     def step(x_t: Array, h: Array, c: Array) -> tuple[Array, Array, Array]:
+        if not jnp.issubdtype(x_t.dtype, jnp.floating):
+            raise TypeError(f"{who}: expected a floating point input, got dtype {x_t.dtype}")
         if x_t.ndim != 2 or x_t.shape[1] != input_size:
             raise ValueError(f"{who}: expected x_t of shape (B, {input_size}), got {x_t.shape}")
         expected = ((h_shape[0], x_t.shape[0], h_shape[2]), (c_shape[0], x_t.shape[0], c_shape[2]))

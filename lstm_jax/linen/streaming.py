@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax.common.arrays import host_call_args
+from lstm_jax.common.arrays import describe_non_pair, host_call_args, is_pair, is_torch_tensor
 from lstm_jax.common.config import LSTMConfig, check_param_shapes
+from lstm_jax.common.numbers import check_int
 from lstm_jax.core.state import LSTMState
 from lstm_jax.core.streaming import check_streamable, linear_head, make_step
 from lstm_jax.linen.modules import LSTM, LSTMModeler
@@ -31,27 +32,50 @@ class StreamingStep:
 
     Call ``(x_t, state=None)``: ``x_t`` (B, I); ``state`` ``(h, c)`` of (L, B, H_out) and
     (L, B, H), zeros when None. Returns the step's output (the LSTM's (B, H_out), the
-    modeler's prediction (B, O)) and the next ``LSTMState``. The state passed in is
-    donated to the computation (its buffers are reused): keep the returned one, not it.
-    The weights are constants of the compiled step; new weights need a new step.
+    modeler's prediction (B, O)) and the next ``LSTMState``. The state this step returned
+    is donated to the next call (its buffers are reused): keep the returned one, not it.
+    A state of the caller's own (zeros, a full-sequence apply's ``(h_n, c_n)``) is copied
+    first, never consumed. The weights are constants of the compiled step; new weights
+    need a new step.
     """
 
     def __init__(self, config: LSTMConfig, params: Mapping[str, Any], head: Any = None):
         self.config = config
         self._dtype = jnp.result_type(*jax.tree.leaves(params))
         self._step = make_step(params, config, head, who=WHO)
+        self._returned: LSTMState | None = None  # the one state the step may donate
 
     def zero_state(self, batch_size: int) -> LSTMState:
         """Zeros of shapes (L, B, H_out) and (L, B, H)."""
+        batch_size = check_int("batch_size", batch_size, least=0, who=f"{WHO}.zero_state")
         h_shape, c_shape = self.config.state_shapes(batch_size)
         return LSTMState(jnp.zeros(h_shape, self._dtype), jnp.zeros(c_shape, self._dtype))
 
     def __call__(self, x_t: Any, state: Any = None) -> tuple[Array, LSTMState]:
-        x_t, state, _ = host_call_args(WHO, x_t, state, None)  # CPU torch tensors as numpy
-        if state is None:
-            state = self.zero_state(np.shape(x_t)[0])
-        y, h, c = self._step(x_t, state[0], state[1])
-        return y, LSTMState(h, c)
+        returned = self._returned
+        if returned is not None and state is returned:
+            h, c = returned  # ours: donated
+        else:
+            if state is not None and not is_pair(state):
+                raise TypeError(
+                    f"{WHO}: expected state as a pair (h, c), got {describe_non_pair(state)}"
+                )
+            x_t, state, _ = host_call_args(WHO, x_t, state, None)  # CPU torch tensors as numpy
+            if state is not None and any(getattr(a, "is_deleted", bool)() for a in state):
+                raise ValueError(
+                    f"{WHO}: the state was donated to an earlier call (its buffers were "
+                    "reused): pass the state that call returned"
+                )
+            if state is None:
+                state = self.zero_state(np.shape(x_t)[0])
+            h, c = (jnp.array(a) for a in state)  # copies: the caller's arrays stay theirs
+        if not hasattr(x_t, "ndim"):
+            x_t = np.asarray(x_t)
+        elif is_torch_tensor(x_t):
+            x_t, _, _ = host_call_args(WHO, x_t, None, None)
+        y, h, c = self._step(x_t, h, c)
+        self._returned = LSTMState(h, c)
+        return y, self._returned
 
 
 def _params_of(variables: Any) -> Mapping[str, Any]:
@@ -84,7 +108,8 @@ def streaming_step(model: LSTM | LSTMModeler, variables: Mapping[str, Any]) -> S
         config, head = model.config, None
     else:
         raise TypeError(
-            f"{WHO}: expected an lstm_jax.LSTM or LSTMModeler, got {type(model).__name__}"
+            f"{WHO}: expected an lstm_jax.LSTM or LSTMModeler, got "
+            f"{type(model).__module__}.{type(model).__qualname__}"
         )
     input_size = config.input_size or int(np.shape(params.get("weight_ih_l0", ((),)))[-1])
     check_param_shapes(
