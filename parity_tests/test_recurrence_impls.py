@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import packed_reference
 import pytest
+from flax import nnx
 
 import lstm_jax
 from lstm_jax import core
@@ -152,12 +153,21 @@ def test_bad_options_are_refused_at_construction(kwargs: dict, error: type, matc
 
 
 def test_cudnn_refuses_what_cudnn_cannot_do() -> None:
-    x = np.zeros((3, 2, 2), np.float32)
-    model = lstm_jax.LSTM(4, proj_size=2, impl="cudnn")
-    with pytest.raises(ValueError, match="no projections"):
-        model.init(jax.random.key(0), x)
-    with pytest.raises(ValueError, match="cannot rematerialize"):
-        lstm_jax.LSTM(4, impl="cudnn", remat=2).init(jax.random.key(0), x)
+    """At construction, naming the module (they were refused only at init, unnamed);
+    a float64 input at the call."""
+    with pytest.raises(ValueError, match=r"^LSTM: impl='cudnn' cannot run projections"):
+        lstm_jax.LSTM(4, proj_size=2, impl="cudnn")
+    with pytest.raises(ValueError, match=r"^LSTMModeler: impl='cudnn' cannot rematerialize"):
+        lstm_jax.LSTMModeler(2, 4, 1, impl="cudnn", remat=2)
+    with pytest.raises(ValueError, match=r"^LSTM: impl='cudnn' cannot run projections"):
+        lstm_jax.nnx.LSTM(2, 4, proj_size=1, impl="cudnn", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="cannot rematerialize"):  # the core function too
+        recurrence.resolve("cudnn", 0, jnp.float32, remat=2)
+    with jax.enable_x64(True):
+        x = np.zeros((3, 2, 2), np.float64)
+        model = lstm_jax.LSTM(4, impl="cudnn", param_dtype=jnp.float64)
+        with pytest.raises(ValueError, match="supports float32 only, got float64"):
+            model.init(jax.random.key(0), x)
 
 
 def test_auto_picks_the_hand_written_backward_everywhere() -> None:

@@ -34,10 +34,9 @@ def on_cuda() -> bool:
         return True
 
 
-def why_not_cudnn(proj_size: int, dtype: jnp.dtype) -> str | None:
-    """None if cuDNN's LSTM can run these options, else why not."""
-    if proj_size:
-        return "cuDNN's LSTM has no projections (proj_size > 0)"
+def why_not_cudnn(dtype: jnp.dtype) -> str | None:
+    """None if cuDNN's LSTM can run in ``dtype``, else why not (the options:
+    :func:`lstm_jax.core.options.why_not_cudnn_options`)."""
     if jnp.dtype(dtype) != jnp.float32:
         return f"jax.experimental.rnn supports float32 only, got {jnp.dtype(dtype)}"
     return None

@@ -50,7 +50,7 @@ import jax.numpy as jnp
 
 from lstm_jax.core.cell import step_weights
 from lstm_jax.core.cudnn import cudnn_lstm, why_not_cudnn
-from lstm_jax.core.options import IMPLS, check_options
+from lstm_jax.core.options import IMPLS, check_options, why_not_cudnn_options
 from lstm_jax.core.remat import checkpointed_scan
 from lstm_jax.core.scan import BACKWARD_ROWS, scan_layer
 from lstm_jax.core.state import CellParams, LSTMState
@@ -66,11 +66,9 @@ def resolve(impl: str, proj_size: int, dtype: jnp.dtype, remat: int) -> str:
     if impl == "auto":
         return "custom_vjp"
     if impl == "cudnn":
-        why = why_not_cudnn(proj_size, dtype)
+        why = why_not_cudnn_options(proj_size, remat) or why_not_cudnn(dtype)
         if why is not None:
             raise ValueError(f"impl='cudnn': {why}; use impl='auto' or 'custom_vjp'")
-        if remat:
-            raise ValueError("impl='cudnn' cannot rematerialize (remat > 0); use 'custom_vjp'")
     return impl
 
 

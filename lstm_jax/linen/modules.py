@@ -96,7 +96,7 @@ class LSTM(nn.Module):
 
     def __post_init__(self) -> None:
         self.config  # noqa: B018 - validates the options at construction, as torch does
-        check_options(self.impl, self.remat, self.unroll)
+        check_options(self.impl, self.remat, self.unroll, proj_size=self.proj_size)
         check_param_dtype(self.param_dtype, "LSTM")
         built_by_user = _built_by_user(self)
         super().__post_init__()
@@ -236,7 +236,7 @@ class LSTMModeler(nn.Module):
 
     def __post_init__(self) -> None:
         self.config  # noqa: B018 - validates the options at construction
-        check_options(self.impl, self.remat, self.unroll, "LSTMModeler")
+        check_options(self.impl, self.remat, self.unroll, "LSTMModeler", self.proj_size)
         check_positive_int("output_size", self.output_size)
         check_param_dtype(self.param_dtype, "LSTMModeler")
         built_by_user = _built_by_user(self)

@@ -162,7 +162,7 @@ class LSTM(TorchStateDict, nnx.Module):
             bidirectional=bidirectional,
             proj_size=proj_size,
         )
-        check_options(impl, remat, unroll)
+        check_options(impl, remat, unroll, proj_size=self.config.proj_size)
         check_nnx_param_dtype(param_dtype, "LSTM")
         check_rngs(rngs, "LSTM")
         message = dropout_warning(self.config)
