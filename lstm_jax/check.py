@@ -10,7 +10,8 @@ Needs torch (the ``torch`` extra).
     python -m lstm_jax.check model.safetensors --seq-len 16 --batch 4 --seed 0
 
 Exit status: 0 when every difference is within tolerance, 1 when one is not,
-2 when the check could not run (a missing or bad file, bad arguments, no torch).
+2 when the check could not run (a missing or bad file, non-finite parameters, bad
+arguments, no torch).
 """
 
 from __future__ import annotations
@@ -72,6 +73,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         header, arrays = fmt.load(args.checkpoint)  # numpy only: a bad file fails before jax/torch
     except (OSError, fmt.CheckpointError) as err:
         print(f"lstm_jax.check: error: {err}", file=sys.stderr)
+        return 2
+    nonfinite = {k: int(np.size(a) - np.isfinite(a).sum()) for k, a in arrays.items()}
+    nonfinite = {k: n for k, n in nonfinite.items() if n}
+    if nonfinite:  # both sides would give NaN: a FAIL would blame the port, not the file
+        counts = ", ".join(f"{k} ({n})" for k, n in nonfinite.items())
+        print(
+            f"lstm_jax.check: error: {args.checkpoint} holds non-finite parameters (NaN or "
+            f"inf) in {counts}: both backends would output NaN, nothing to compare (was it "
+            f"saved after its training diverged?)",
+            file=sys.stderr,
+        )
         return 2
     cell = fmt.lstm_cell_sizes(header, arrays)  # an LSTMCell's keys give the cell
     if header.kind == fmt.MODEL and cell is None:  # no configuration to build both models from

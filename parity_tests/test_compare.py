@@ -308,3 +308,18 @@ def test_check_command_says_a_non_integer_batch_is_not_a_positive_integer(
         lstm_jax.check.main(["m.safetensors", "--batch", "x"])
     assert exit_.value.code == 2
     assert "argument --batch: expected a positive integer, got 'x'" in capsys.readouterr().err
+
+
+def test_check_command_refuses_non_finite_parameters(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Both backends output NaN: the check cannot run (exit 2, naming the tensor), rather
+    than a FAIL of every row that blames the port."""
+    module = torch.nn.LSTM(2, 3)
+    with torch.no_grad():
+        module.weight_hh_l0[1, 2] = float("inf")
+    path = tmp_path / "diverged.safetensors"
+    lstm_torch.save_checkpoint(path, module)
+    assert lstm_jax.check.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "non-finite parameters (NaN or inf) in weight_hh_l0 (1)" in err
