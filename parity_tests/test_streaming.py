@@ -154,3 +154,25 @@ def test_more_bad_calls_say_what_was_expected() -> None:
         step(np.ones((2, 4), np.float32), first)
     with pytest.raises(TypeError, match=r"got torch\.nn\.modules\.rnn\.LSTM"):
         lstm_jax.streaming_step(torch.nn.LSTM(4, 5), {"params": {}})  # type: ignore[arg-type]
+
+
+def test_the_step_traces_inside_a_scan_as_torch_over_the_sequence() -> None:
+    """A user's own ``lax.scan`` / ``jax.jit`` around the step (its state checks must
+    not read a tracer's value)."""
+    torch.manual_seed(1)
+    module = torch.nn.LSTM(3, 4, num_layers=2)
+    x = np.random.default_rng(1).standard_normal((5, 2, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x))[0].numpy()
+    step = lstm_jax.streaming_step(
+        lstm_jax.LSTM(4, num_layers=2), lstm_jax.params_from_torch(module.state_dict())
+    )
+
+    def body(state, x_t):
+        y, state = step(x_t, state)
+        return state, y
+
+    _, outputs = jax.jit(lambda s, xs: jax.lax.scan(body, s, xs))(step.zero_state(2), x)
+    helpers.assert_all_close(
+        {"y": np.asarray(outputs)}, {"y": expected}, FORWARD[np.dtype("float32")]
+    )

@@ -61,7 +61,7 @@ class StreamingStep:
                     f"{WHO}: expected state as a pair (h, c), got {describe_non_pair(state)}"
                 )
             x_t, state, _ = host_call_args(WHO, x_t, state, None)  # CPU torch tensors as numpy
-            if state is not None and any(getattr(a, "is_deleted", bool)() for a in state):
+            if state is not None and any(_donated(a) for a in state):
                 raise ValueError(
                     f"{WHO}: the state was donated to an earlier call (its buffers were "
                     "reused): pass the state that call returned"
@@ -76,6 +76,12 @@ class StreamingStep:
         y, h, c = self._step(x_t, h, c)
         self._returned = LSTMState(h, c)
         return y, self._returned
+
+
+def _donated(array: Any) -> bool:
+    """Whether ``array`` is a concrete JAX array whose buffer was donated (deleted)."""
+    concrete = isinstance(array, jax.Array) and not isinstance(array, jax.core.Tracer)
+    return concrete and array.is_deleted()
 
 
 def _params_of(variables: Any) -> Mapping[str, Any]:
