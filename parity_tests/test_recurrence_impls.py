@@ -161,6 +161,8 @@ def test_cudnn_refuses_what_cudnn_cannot_do() -> None:
         lstm_jax.LSTMModeler(2, 4, 1, impl="cudnn", remat=2)
     with pytest.raises(ValueError, match=r"^LSTM: impl='cudnn' cannot run projections"):
         lstm_jax.nnx.LSTM(2, 4, proj_size=1, impl="cudnn", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"^LSTMModeler: expected impl in .*got 'cuda'"):
+        lstm_jax.nnx.LSTMModeler(2, 4, 1, impl="cuda", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="cannot rematerialize"):  # the core function too
         recurrence.resolve("cudnn", 0, jnp.float32, remat=2)
     with jax.enable_x64(True):

@@ -324,6 +324,7 @@ class LSTMModeler(TorchStateDict, nnx.Module):
         rngs: nnx.Rngs,
     ) -> None:
         check_positive_int("output_size", output_size)
+        check_options(impl, remat, unroll, "LSTMModeler", proj_size)  # named as the modeler
         check_nnx_param_dtype(param_dtype, "LSTMModeler")
         check_rngs(rngs, "LSTMModeler")
         self.lstm = LSTM(
