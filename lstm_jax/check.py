@@ -19,21 +19,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from lstm_jax.common import checkpoint_format as fmt
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+def _int_at_least(least: int, what: str) -> Callable[[str], int]:
+    """An argparse type: the text as an int >= ``least``, else "expected {what}, got ..."."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -63,7 +72,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="B",
         help="batch size B of the random input",
     )
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random input")
+    p.add_argument(
+        "--seed",
+        type=_int_at_least(0, "a non-negative integer"),
+        default=0,
+        metavar="S",
+        help="seed of the random input",
+    )
     return p
 
 
@@ -102,23 +117,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import jax
 
-    import lstm_jax
-    import lstm_torch
-
     x64 = jax.enable_x64(True) if header.dtype == np.float64 else contextlib.nullcontext()
-    with x64:
-        torch_model = lstm_torch.load_checkpoint(args.checkpoint)
-        jax_model, variables = lstm_jax.load_checkpoint(args.checkpoint)
-        if cell is None:
-            x, state = random_input(header, args.seq_len, args.batch, args.seed)
-            report = lstm_jax.compare_with_torch(
-                torch_model, jax_model, variables, x, initial_state=state, seed=args.seed
-            )
-        else:  # one step: the cell takes (x, (h, c)) as torch's nn.LSTMCell
-            x, state = random_cell_input(cell, header.dtype, args.batch, args.seed)
-            report = lstm_jax.compare_with_torch(
-                torch_model, jax_model, variables, x, state, seed=args.seed
-            )
+    try:
+        with x64:
+            report, x, state = _compare(args, header, cell)
+    except MemoryError as err:
+        print(
+            f"lstm_jax.check: error: the random input of --seq-len {args.seq_len} and --batch "
+            f"{args.batch} does not fit in memory ({err}): choose smaller ones",
+            file=sys.stderr,
+        )
+        return 2
     print(f"checkpoint: {args.checkpoint}")
     if cell is None:
         print(f"model: {header.describe()}")
@@ -134,6 +143,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(report)
     return 0 if report.ok else 1
+
+
+def _compare(
+    args: argparse.Namespace, header: fmt.CheckpointHeader, cell: tuple[int, int, bool] | None
+) -> tuple[Any, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Both backends' models of the checkpoint on a random input: (report, x, (h_0, c_0))."""
+    import lstm_jax
+    import lstm_torch
+
+    torch_model = lstm_torch.load_checkpoint(args.checkpoint)
+    jax_model, variables = lstm_jax.load_checkpoint(args.checkpoint)
+    if cell is None:
+        x, state = random_input(header, args.seq_len, args.batch, args.seed)
+        report = lstm_jax.compare_with_torch(
+            torch_model, jax_model, variables, x, initial_state=state, seed=args.seed
+        )
+    else:  # one step: the cell takes (x, (h, c)) as torch's nn.LSTMCell
+        x, state = random_cell_input(cell, header.dtype, args.batch, args.seed)
+        report = lstm_jax.compare_with_torch(
+            torch_model, jax_model, variables, x, state, seed=args.seed
+        )
+    return report, x, state
 
 
 def random_input(

@@ -301,13 +301,32 @@ def test_check_command_checks_an_lstm_cell_file(
     assert "grad weight_hh" in out and "result: OK" in out
 
 
-def test_check_command_says_a_non_integer_batch_is_not_a_positive_integer(
-    capsys: pytest.CaptureFixture,
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--batch", "x"], "argument --batch: expected a positive integer, got 'x'"),
+        (["--seed", "-1"], "argument --seed: expected a non-negative integer, got '-1'"),
+    ],
+)
+def test_check_command_says_what_an_argument_expects(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture
 ) -> None:
+    """Argparse's errors, not "invalid _positive_int value" or numpy's traceback."""
     with pytest.raises(SystemExit) as exit_:
-        lstm_jax.check.main(["m.safetensors", "--batch", "x"])
+        lstm_jax.check.main(["m.safetensors", *argv])
     assert exit_.value.code == 2
-    assert "argument --batch: expected a positive integer, got 'x'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+
+
+def test_check_command_says_an_input_too_large_for_memory(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "m.safetensors"
+    lstm_torch.save_checkpoint(path, torch.nn.LSTM(3, 2))
+    assert lstm_jax.check.main([str(path), "--seq-len", "10000000000", "--batch", "99999"]) == 2
+    assert "--seq-len 10000000000 and --batch 99999 does not fit in memory" in (
+        capsys.readouterr().err
+    )
 
 
 def test_check_command_refuses_non_finite_parameters(
