@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -152,8 +153,12 @@ def _compare(
     import lstm_jax
     import lstm_torch
 
-    torch_model = lstm_torch.load_checkpoint(args.checkpoint)
-    jax_model, variables = lstm_jax.load_checkpoint(args.checkpoint)
+    with warnings.catch_warnings(record=True) as caught:  # both builds warn the same
+        warnings.simplefilter("always")
+        torch_model = lstm_torch.load_checkpoint(args.checkpoint)
+        jax_model, variables = lstm_jax.load_checkpoint(args.checkpoint)
+    for message in dict.fromkeys(str(w.message) for w in caught):  # once each, no source line
+        print(f"lstm_jax.check: warning: {message}", file=sys.stderr)
     if cell is None:
         x, state = random_input(header, args.seq_len, args.batch, args.seed)
         report = lstm_jax.compare_with_torch(

@@ -342,3 +342,18 @@ def test_check_command_refuses_non_finite_parameters(
     assert lstm_jax.check.main([str(path)]) == 2
     err = capsys.readouterr().err
     assert "non-finite parameters (NaN or inf) in weight_hh_l0 (1)" in err
+
+
+def test_check_command_says_a_build_warning_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """torch and lstm_jax both warn on dropout with one layer: one line, not two warnings
+    with their source lines."""
+    path = tmp_path / "m.safetensors"
+    with pytest.warns(UserWarning, match="dropout"):
+        module = torch.nn.LSTM(2, 3, dropout=0.5)
+    lstm_torch.save_checkpoint(path, module)
+    assert lstm_jax.check.main([str(path), "--seq-len", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("dropout option adds dropout") == 1
+    assert err.startswith("lstm_jax.check: warning: dropout option")
