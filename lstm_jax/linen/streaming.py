@@ -36,7 +36,7 @@ class StreamingStep:
     is donated to the next call (its buffers are reused): keep the returned one, not it.
     A state of the caller's own (zeros, a full-sequence apply's ``(h_n, c_n)``) is copied
     first, never consumed. The weights are constants of the compiled step; new weights
-    need a new step.
+    need a new step. It is inference: no dropout, as torch's eval mode.
     """
 
     def __init__(self, config: LSTMConfig, params: Mapping[str, Any], head: Any = None):
