@@ -40,6 +40,57 @@ WORKER = textwrap.dedent(
 
     out = sys.argv[1]
     assert jax.device_count() == 8, jax.devices()
+
+
+    def tiny_runs():
+        # A small model: a checkpoint of a mesh run resumed on one device, fit under a
+        # jax.set_mesh context of another mesh, the results used under it.
+        import tempfile
+        from jax.sharding import Mesh
+        rng = np.random.default_rng(1)
+        xs = rng.standard_normal((16, 4, 3)).astype(np.float32)
+        ys = xs[:, -1, :1].copy()
+        model = lstm_jax.LSTMModeler(3, 4, 1)
+        variables = model.init(jax.random.key(1), xs[0])
+        options = dict(optimizer=lstm_jax.Adam(0.01), batch_size=8, shuffle_seed=0)
+        runs = {}
+
+        def record(name, trained, losses):
+            flat = lstm_jax.params_to_torch(trained)
+            runs[name] = {"losses": losses.tolist(), **{k: v.tolist() for k, v in flat.items()}}
+
+        one, losses = lstm_jax.fit(model, variables, xs, ys, epochs=2, **options)
+        record("tiny_one", one, losses)
+        runs["tiny_apply"] = np.asarray(model.apply(one, xs[0])[0]).tolist()
+        # A process-local mesh run's checkpoint, resumed on one device.
+        import logging
+        said = []
+        handler = logging.Handler()
+        handler.emit = lambda record: said.append(record.getMessage())
+        logging.getLogger("lstm_jax.train").addHandler(handler)
+        logging.getLogger("lstm_jax.train").setLevel(logging.INFO)
+        with tempfile.TemporaryDirectory() as directory:
+            _, first = lstm_jax.fit(model, variables, xs, ys, epochs=1, mesh=batch_mesh(),
+                                    process_local=True, **options, checkpoint_dir=directory)
+            try:
+                record("resumed", *lstm_jax.fit(model, variables, xs, ys, epochs=2, **options,
+                                                checkpoint_dir=directory))
+                runs["resumed"]["first"] = first.tolist()
+                runs["resumed"]["said"] = [m for m in said if m.startswith("resumed")]
+            except ValueError as error:
+                runs["resumed"] = str(error)
+        explicit = jax.make_mesh((8,), ("batch",))  # Explicit axes
+        with jax.set_mesh(explicit):
+            trained, losses = lstm_jax.fit(model, variables, xs, ys, epochs=2, mesh=explicit,
+                                           **options)
+            record("context", trained, losses)
+            runs["context_apply"] = np.asarray(model.apply(trained, xs[0])[0]).tolist()
+            runs["context_types"] = [t.name for t in trained["params"]["linear"]["bias"]
+                                     .sharding.mesh.axis_types]
+            record("context_other", *lstm_jax.fit(
+                model, variables, xs, ys, epochs=2, mesh=Mesh(jax.devices()[:4], ("batch",)),
+                **options))
+        return runs
     rng = np.random.default_rng(0)
     # N = 56 in batches of 16: three full batches and a remainder of 8 per epoch.
     xs = rng.standard_normal((56, 12, 3)).astype(np.float32)
@@ -82,6 +133,10 @@ WORKER = textwrap.dedent(
                         mesh=jax.make_mesh((4, 2), ("data", "model")))),
             ("local_no_mesh", dict(xs=xs, ys=ys, batch_size=16, mesh=None,
                                    process_local=True)),
+            ("empty_mesh", dict(xs=xs, ys=ys, batch_size=16,
+                                mesh=jax.sharding.Mesh(np.empty((0,), object), ("batch",)))),
+            ("int_axis_name", dict(xs=xs, ys=ys, batch_size=16,
+                                   mesh=jax.sharding.Mesh(np.array(jax.devices()), (0,)))),
         ):
             kwargs.setdefault("mesh", batch_mesh())
             try:
@@ -91,6 +146,7 @@ WORKER = textwrap.dedent(
             except (ValueError, TypeError) as error:
                 errors[label] = [type(error).__name__, str(error)]
         result["errors"] = errors
+        result.update(tiny_runs())
     json.dump(result, open(out, "w"))
     """
 )
@@ -122,6 +178,13 @@ def python(argv: list[str], env: dict[str, str], cwd: Path) -> str:
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     return run_worker(tmp_path_factory.mktemp("data_parallel"))
+
+
+def main_model_programs(dump: Path) -> list[str]:
+    """The compiled training runs of the worker's main model (H = 16: products with
+    4H = 64 columns), not its tiny model's (H = 4)."""
+    texts = [p.read_text() for p in sorted(dump.glob("*train_run*after_optimizations.txt"))]
+    return [text for text in texts if re.search(r"f32\[\d+,64\]", text)]
 
 
 MESHES = ["mesh", "explicit", "data_model", "named", "local", "local_model"]
@@ -169,7 +232,7 @@ def test_the_program_is_partitioned(worker: tuple[dict, Path]) -> None:
     """XLA inserted the gradient all-reduce in the mesh runs, not in the one-device run;
     each device's LSTM matmuls see its rows of the batch only."""
     _, dump = worker
-    programs = [p.read_text() for p in sorted(dump.glob("*train_run*after_optimizations.txt"))]
+    programs = main_model_programs(dump)
     reduced = ["all-reduce(" in text for text in programs]
     assert sorted(set(reduced)) == [False, True], sorted(p.name for p in dump.iterdir())[:20]
     for text, partitioned in zip(programs, reduced, strict=True):
@@ -187,7 +250,7 @@ def test_process_local_gathers_each_batch_in_one_collective(worker: tuple[dict, 
     reduce-scatter of their bytes (each collective is a round trip between processes),
     not one per array."""
     _, dump = worker
-    programs = [p.read_text() for p in sorted(dump.glob("*train_run*after_optimizations.txt"))]
+    programs = main_model_programs(dump)
     scatters = [re.findall(r"= (\w+)\[[\d,]*\]\S* reduce-scatter\(", text) for text in programs]
     local = [found for found in scatters if found]
     assert len(local) == 3, scatters  # local, local_model, local_lengths
@@ -218,6 +281,41 @@ def test_batches_that_do_not_divide_are_a_clear_error(worker: tuple[dict, Path])
     assert "4 devices on axis 'data'" in message
     kind, message = errors["local_no_mesh"]
     assert kind == "ValueError" and "process_local=True: expected a mesh=" in message
+    # not a ZeroDivisionError, nor a KeyError of '0'
+    assert errors["empty_mesh"] == [
+        "ValueError",
+        "mesh: expected at least one device, got an empty mesh of axes ('batch',)",
+    ]
+    assert errors["int_axis_name"] == [
+        "TypeError",
+        "mesh: expected axis names that are str (as jax.make_mesh's), got 0",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "kind", "message"),
+    [
+        (dict(axis_name=3), TypeError, "batch_mesh: expected an axis_name (str), got 3"),
+        (
+            dict(devices="cpu"),
+            TypeError,
+            "batch_mesh: expected a sequence of jax devices, got 'cpu'",
+        ),
+        (
+            dict(devices=[0, 1]),
+            TypeError,
+            "batch_mesh: expected jax devices (e.g. jax.devices()), got int 0",
+        ),
+        (dict(devices=[]), ValueError, "batch_mesh: expected at least one device, got none"),
+    ],
+)
+def test_batch_mesh_refuses_what_is_no_device_list(kwargs: dict, kind: type, message: str) -> None:
+    """Not a mesh of the characters of 'cpu' that fit fails on later, nor a KeyError."""
+    from lstm_jax.train.parallel import batch_mesh
+
+    with pytest.raises(kind) as caught:
+        batch_mesh(**kwargs)
+    assert str(caught.value) == message
 
 
 def test_data_parallel_example_tiny(tmp_path: Path) -> None:
@@ -246,3 +344,35 @@ def test_data_parallel_example_processes_tiny(tmp_path: Path) -> None:
     rates = re.findall(r"^1 process, every core\s+\S+\s+\S+\s+(\d+)\s*$", out, flags=re.M)
     rates += re.findall(r"^2 processes x 1 device, cores shared\s+\S+\s+\S+\s+(\d+)$", out, re.M)
     assert len(rates) == 2 and all(int(r) > 0 for r in rates), out
+
+
+def close(name: str, run: dict, one: dict) -> None:
+    assert run.keys() >= one.keys(), name
+    for key in one:
+        err = scaled_error(np.array(run[key]), np.array(one[key]))
+        assert err <= TRAINING[F32], f"{name} {key}: scaled error {err:.3g}"
+
+
+def test_a_mesh_runs_checkpoint_resumes_on_one_device(worker: tuple[dict, Path]) -> None:
+    """A process-local mesh run's checkpoint resumed by the one-device run: its data
+    digest is the one-device run's (not 'data differs'), and what Orbax restores onto
+    the mesh's devices comes onto one (not JAX's 'incompatible devices')."""
+    result, _ = worker
+    resumed = result["resumed"]
+    assert isinstance(resumed, dict), resumed
+    said = resumed["said"]
+    assert len(said) == 1 and said[0].startswith("resumed from epoch 1 of 2 "), said
+    assert resumed["losses"][0] == resumed["first"][0]
+    close("resumed", resumed, result["tiny_one"])
+
+
+def test_fit_under_another_context_mesh(worker: tuple[dict, Path]) -> None:
+    """Inside ``jax.set_mesh`` of an Explicit mesh, fit over it (and over a mesh of other
+    devices) trains as one device, and hands the parameters back on the mesh given, so
+    they are used under that context as they are."""
+    result, _ = worker
+    close("context", result["context"], result["tiny_one"])
+    close("context_other", result["context_other"], result["tiny_one"])
+    assert result["context_types"] == ["Explicit"]
+    err = scaled_error(np.array(result["context_apply"]), np.array(result["tiny_apply"]))
+    assert err <= TRAINING[F32], err

@@ -565,6 +565,7 @@ def _fingerprint(
     loss: Any,
     data: RunData,
     plan: BatchPlan,
+    mesh: parallel.DataParallel | None,
     *,
     shuffle_seed: int | None,
     stateful: bool,
@@ -580,9 +581,10 @@ def _fingerprint(
         "opt_state": describe_tree(start.opt_state),
         "optimizer": describe(start.spec) if is_spec(start.spec) else "optax",
         "loss": loss if isinstance(loss, str) else describe(loss),
-        "xs": [list(data.xs.shape), str(data.xs.dtype)],
-        "ys": [list(data.ys.shape), str(data.ys.dtype)],
-        "data": parallel.data_digest(digest, data.xs, data.ys, data.seq_lengths),
+        # the data set's shapes: N samples, not the padded rows process_local stores
+        "xs": [[plan.n, *data.xs.shape[1:]], str(data.xs.dtype)],
+        "ys": [[plan.n, *data.ys.shape[1:]], str(data.ys.dtype)],
+        "data": parallel.data_digest(digest, (data.xs, data.ys, data.seq_lengths), mesh),
         "batch_size": plan.batch_size,
         "shuffle_seed": None if shuffle_seed is None else int(shuffle_seed),
         "stateful": stateful,
@@ -818,6 +820,7 @@ def fit(
             loss,
             data,
             plan,
+            spread,
             shuffle_seed=shuffle_seed,
             stateful=stateful,
             compute_dtype=compute_dtype,
@@ -826,7 +829,7 @@ def fit(
         checkpoints = Checkpoints(directory, fingerprint, keep)
         carry, done, losses = _resume(checkpoints, carry, data, spread, first, end, losses)
 
-    run = functools.partial(
+    run: Callable[..., Any] = functools.partial(
         _train_run,
         train_model,
         start.optimizer,
@@ -836,6 +839,7 @@ def fit(
         compute_dtype=compute_dtype,
         stateful=stateful,
     )
+    run = run if spread is None else spread.under_mesh(run)
     bar = tqdm(
         total=epochs, initial=done - first, desc="jax fit", unit="epoch", disable=not progress
     )
@@ -863,6 +867,7 @@ def fit(
         if checkpoints is not None:
             # Closing waits in a barrier of all processes: for a lost one, in vain.
             checkpoints.close(wait=not peer_lost)
+    carry = carry if spread is None else spread.hand_back(carry)
     bad = int(carry.bad_step)
     if bad >= 0:
         epoch, step = divmod(bad - start.step, plan.steps_per_epoch)
@@ -902,6 +907,8 @@ def _resume(
     )
     if mesh is not None:
         restored = mesh.replicate(restored)
+    else:  # Orbax restores a mesh run's checkpoint onto that mesh's devices: onto one
+        restored = jax.device_put(jax.device_get(restored))
     losses = losses.copy()
     losses[: len(saved_losses)] = saved_losses
     logger.info(resumed_message(epoch, end, first, checkpoints.directory))

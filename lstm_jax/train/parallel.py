@@ -65,9 +65,19 @@ PyTree = Any
 def batch_mesh(devices: Sequence[Any] | None = None, axis_name: str = BATCH_AXIS) -> Mesh:
     """A 1-D mesh named ``axis_name`` over ``devices`` (default: ``jax.devices()``,
     every device of every process once ``jax.distributed`` is initialized)."""
+    if not isinstance(axis_name, str):
+        raise TypeError(f"batch_mesh: expected an axis_name (str), got {axis_name!r}")
+    if isinstance(devices, (str, bytes)):
+        raise TypeError(f"batch_mesh: expected a sequence of jax devices, got {devices!r}")
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("batch_mesh: expected at least one device, got none")
+    odd = [d for d in devices if not isinstance(d, jax.Device)]
+    if odd:
+        raise TypeError(
+            f"batch_mesh: expected jax devices (e.g. jax.devices()), got {type(odd[0]).__name__} "
+            f"{odd[0]!r}"
+        )
     return Mesh(np.array(devices), (axis_name,), axis_types=(AxisType.Auto,))
 
 
@@ -80,6 +90,8 @@ def resolve_batch_axis(mesh: Any, batch_axis: str | None = None) -> str:
             f"jax.make_mesh((n,), ('{BATCH_AXIS}',))), got {type(mesh).__name__}"
         )
     names = tuple(mesh.axis_names)
+    if mesh.devices.size == 0:
+        raise ValueError(f"mesh: expected at least one device, got an empty mesh of axes {names}")
     if batch_axis is not None:
         if not isinstance(batch_axis, str):
             raise TypeError(f"batch_axis: expected None or an axis name (str), got {batch_axis!r}")
@@ -92,7 +104,11 @@ def resolve_batch_axis(mesh: Any, batch_axis: str | None = None) -> str:
         if name in names:
             return name
     if len(names) == 1:
-        return str(names[0])
+        if not isinstance(names[0], str):
+            raise TypeError(
+                f"mesh: expected axis names that are str (as jax.make_mesh's), got {names[0]!r}"
+            )
+        return names[0]
     raise ValueError(
         f"mesh: expected an axis named {' or '.join(map(repr, AXIS_PREFERENCE))} to shard "
         f"the batch over, or a 1-D mesh, got axes {names}; pass batch_axis= to choose one"
@@ -239,11 +255,14 @@ class DataParallel:
         axis: the batch axis.
         shares: None: the data set is replicated; else where each process's own
             samples sit (``process_local=True``).
+        given: the mesh as the caller passed it (its own axis types), which the
+            results are handed back on (:meth:`hand_back`); None: ``mesh``.
     """
 
     mesh: Mesh
     axis: str
     shares: ProcessShares | None = None
+    given: Mesh | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
     def over(
@@ -252,13 +271,13 @@ class DataParallel:
         """Check ``mesh``/``batch_axis``; with ``process_local``, gather every process's
         sample count (``local_samples`` here) and check the mesh can hold them."""
         axis = resolve_batch_axis(mesh, batch_axis)
-        mesh = auto_mesh(mesh)
+        given, mesh = mesh, auto_mesh(mesh)
         if not process_local:
-            return cls(mesh, axis)
+            return cls(mesh, axis, given=given)
         positions = _process_positions(mesh, axis)
         counts = tuple(int(c) for c in _allgather_text(str(int(local_samples))))
         rows = max(math.ceil(c / len(p)) for c, p in zip(counts, positions, strict=True))
-        return cls(mesh, axis, ProcessShares(counts, positions, max(rows, 1)))
+        return cls(mesh, axis, ProcessShares(counts, positions, max(rows, 1)), given)
 
     @property
     def shards(self) -> int:
@@ -280,6 +299,12 @@ class DataParallel:
         if jax.process_count() == 1:
             return jax.device_put(tree, sharding)
         return jax.tree.map(lambda leaf: _global_replica(leaf, sharding), tree)
+
+    def hand_back(self, tree: PyTree) -> PyTree:
+        """``tree`` (replicated over ``mesh``) replicated over the caller's mesh, so that
+        it is used as is under that mesh's ``jax.set_mesh`` (``Explicit`` axes too)."""
+        given = self.mesh if self.given is None else self.given
+        return jax.device_put(tree, NamedSharding(given, PartitionSpec()))
 
     def place_data(self, arrays: Sequence[Any]) -> tuple[Any, ...]:
         """The data set's per-sample arrays (N, ...) on the mesh: replicated, or with
@@ -315,6 +340,17 @@ class DataParallel:
         if self.shares is None:
             return orders
         return self.shares.global_rows()[orders]
+
+    def under_mesh(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        """``run`` called with this (``Auto``) mesh as JAX's context mesh, whatever the
+        caller set (``jax.set_mesh`` of an ``Explicit`` mesh or of other devices): the
+        compiled run's sharding constraints are over this mesh."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with jax.set_mesh(self.mesh):
+                return run(*args, **kwargs)
+
+        return call
 
     # -- inside the compiled run --------------------------------------------------------
 
@@ -403,17 +439,23 @@ def _global_replica(leaf: Any, sharding: NamedSharding) -> Any:
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
-def data_digest(digest: Callable[..., str], *arrays: Any) -> str:
-    """``digest(*arrays)`` of the data as placed by :meth:`DataParallel.place_data`: of
-    the host values for arrays every process holds whole, else of every process's
-    own rows, combined in process order (the same string in every process)."""
-    spread = [a for a in arrays if isinstance(a, jax.Array) and not a.is_fully_replicated]
-    if not spread:
+def data_digest(
+    digest: Callable[..., str], arrays: Sequence[Any], mesh: DataParallel | None = None
+) -> str:
+    """``digest(*arrays)`` of the data set as placed by :meth:`DataParallel.place_data`,
+    whatever the mesh: of the host values for arrays every process holds whole, else
+    (``process_local``) of this process's own samples, without the padding the mesh's
+    shape adds, so one process's digest is the replicated run's; several processes'
+    are combined in process order (the same string in every process)."""
+    if mesh is None or mesh.shares is None:
         return digest(*arrays)
+    count = mesh.shares.counts[jax.process_index()]
     local = [
-        None if a is None else np.concatenate([np.asarray(s.data) for s in _own_shards(a)])
+        None if a is None else np.concatenate([np.asarray(s.data) for s in _own_shards(a)])[:count]
         for a in arrays
     ]
+    if jax.process_count() == 1:
+        return digest(*local)
     return hashlib.sha256("".join(_allgather_text(digest(*local))).encode()).hexdigest()
 
 
