@@ -133,6 +133,7 @@ WORKER = textwrap.dedent(
                         mesh=jax.make_mesh((4, 2), ("data", "model")))),
             ("local_no_mesh", dict(xs=xs, ys=ys, batch_size=16, mesh=None,
                                    process_local=True)),
+            ("one_batch", dict(xs=xs[:12], ys=ys[:12], batch_size=16)),
             ("empty_mesh", dict(xs=xs, ys=ys, batch_size=16,
                                 mesh=jax.sharding.Mesh(np.empty((0,), object), ("batch",)))),
             ("int_axis_name", dict(xs=xs, ys=ys, batch_size=16,
@@ -281,6 +282,9 @@ def test_batches_that_do_not_divide_are_a_clear_error(worker: tuple[dict, Path])
     assert "4 devices on axis 'data'" in message
     kind, message = errors["local_no_mesh"]
     assert kind == "ValueError" and "process_local=True: expected a mesh=" in message
+    kind, message = errors["one_batch"]
+    assert kind == "ValueError", message
+    assert "the one batch (N < batch_size) of 12 samples does not divide" in message
     # not a ZeroDivisionError, nor a KeyError of '0'
     assert errors["empty_mesh"] == [
         "ValueError",
@@ -376,3 +380,18 @@ def test_fit_under_another_context_mesh(worker: tuple[dict, Path]) -> None:
     assert result["context_types"] == ["Explicit"]
     err = scaled_error(np.array(result["context_apply"]), np.array(result["tiny_apply"]))
     assert err <= TRAINING[F32], err
+
+
+def test_fewer_samples_than_batch_size_is_one_batch_of_them_all() -> None:
+    """With N < batch_size an epoch is one batch of N samples (as on one device): it is
+    what must divide, not batch_size (N = 8 in batches of 10 on 4 devices trains)."""
+    from lstm_jax.train.parallel import check_divisible
+
+    check_divisible(8, 10, 4)
+    check_divisible(8, 8, 4)
+    with pytest.raises(ValueError, match=r"the one batch \(N < batch_size\) of 6 samples"):
+        check_divisible(6, 10, 4)
+    with pytest.raises(ValueError, match="batch_size of 10 samples does not divide"):
+        check_divisible(20, 10, 4)
+    with pytest.raises(ValueError, match=r"the last \(remainder\) batch of 2 samples"):
+        check_divisible(10, 8, 4)

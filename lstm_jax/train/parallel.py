@@ -118,10 +118,12 @@ def resolve_batch_axis(mesh: Any, batch_axis: str | None = None) -> str:
 def check_divisible(n: int, batch_size: int, shards: int, axis: str = BATCH_AXIS) -> None:
     """Every batch of an epoch (the full ones of ``batch_size`` and the remainder of
     ``n % batch_size``) must split evenly over ``shards`` devices."""
-    sizes = {batch_size} | ({n % batch_size} if n % batch_size else set())
+    full = {batch_size} if n >= batch_size else set()  # none: the one batch is all n samples
+    sizes = full | ({n % batch_size} if n % batch_size else set())
     bad = sorted(s for s in sizes if s % shards)
     if bad:
         what = "batch_size" if bad[0] == batch_size else "the last (remainder) batch"
+        what = "the one batch (N < batch_size)" if n < batch_size else what
         raise ValueError(
             f"data-parallel fit: {what} of {bad[0]} samples does not divide among the mesh's "
             f"{shards} devices on axis '{axis}' (N={n}, batch_size={batch_size}); "
