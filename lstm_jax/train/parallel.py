@@ -305,8 +305,9 @@ class DataParallel:
     def hand_back(self, tree: PyTree) -> PyTree:
         """``tree`` (replicated over ``mesh``) replicated over the caller's mesh, so that
         it is used as is under that mesh's ``jax.set_mesh`` (``Explicit`` axes too)."""
-        given = self.mesh if self.given is None else self.given
-        return jax.device_put(tree, NamedSharding(given, PartitionSpec()))
+        if self.given is None or self.given is self.mesh:  # an Auto mesh: already there
+            return tree
+        return jax.device_put(tree, NamedSharding(self.given, PartitionSpec()))
 
     def place_data(self, arrays: Sequence[Any]) -> tuple[Any, ...]:
         """The data set's per-sample arrays (N, ...) on the mesh: replicated, or with
