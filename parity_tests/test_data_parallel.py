@@ -395,3 +395,31 @@ def test_fewer_samples_than_batch_size_is_one_batch_of_them_all() -> None:
         check_divisible(20, 10, 4)
     with pytest.raises(ValueError, match=r"the last \(remainder\) batch of 2 samples"):
         check_divisible(10, 8, 4)
+
+
+def test_a_global_array_spread_over_processes_is_named() -> None:
+    """A jax.Array over several processes' devices (e.g. from
+    jax.make_array_from_process_local_data) as xs or ys: what to pass instead, not
+    JAX's RuntimeError from reading it on one host (seen with 2 real processes)."""
+    import jax
+
+    import lstm_jax
+    from lstm_jax.train.parallel import check_host_data
+
+    class Spread:  # what fit sees of such an array
+        shape = (16, 4, 3)
+        is_fully_addressable = False
+
+    check_host_data(xs=np.zeros((2, 3)), ys=jax.numpy.zeros(2), seq_lengths=None)
+    model = lstm_jax.LSTMModeler(3, 4, 1)
+    variables = model.init(jax.random.key(0), np.zeros((4, 3), np.float32))
+    for name in ("xs", "ys"):
+        data = {"xs": np.zeros((16, 4, 3), np.float32), "ys": np.zeros((16, 1), np.float32)}
+        data[name] = Spread()
+        with pytest.raises(ValueError) as caught:
+            lstm_jax.fit(
+                model, variables, data["xs"], data["ys"], optimizer=lstm_jax.SGD(0.1), epochs=1
+            )
+        message = str(caught.value)
+        assert message.startswith(f"{name}: expected this process's data"), message
+        assert "global shape (16, 4, 3)" in message and "process_local=True" in message

@@ -768,6 +768,7 @@ def fit(
         checkpoint_dir, checkpoint_every, keep_checkpoints
     )
     dtype = _param_dtype(start.params)
+    parallel.check_host_data(xs=xs, ys=ys, seq_lengths=seq_lengths)
     x, y = prepare_data(
         xs,
         ys,

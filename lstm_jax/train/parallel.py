@@ -54,6 +54,7 @@ __all__ = [
     "auto_mesh",
     "batch_mesh",
     "check_divisible",
+    "check_host_data",
     "data_digest",
     "initialize_distributed",
     "resolve_batch_axis",
@@ -130,6 +131,20 @@ def check_divisible(n: int, batch_size: int, shards: int, axis: str = BATCH_AXIS
             f"use a batch_size that is a multiple of {shards} and an N whose remainder "
             f"N % batch_size is too (e.g. 0)"
         )
+
+
+def check_host_data(**named: Any) -> None:
+    """Each data array (``xs=``, ``ys=``, ...) is this process's own: not a global
+    ``jax.Array`` spread over several processes' devices, which ``fit`` cannot read."""
+    for name, array in named.items():
+        if getattr(array, "is_fully_addressable", True) is False:
+            raise ValueError(
+                f"{name}: expected this process's data (a numpy array, or a jax.Array on "
+                f"its own devices), got a jax.Array of global shape {tuple(array.shape)} "
+                f"spread over the devices of several processes; pass every process the "
+                f"whole data set, or only its own samples with process_local=True (for "
+                f"example the rows of its {name}.addressable_shards)"
+            )
 
 
 def auto_mesh(mesh: Mesh) -> Mesh:
