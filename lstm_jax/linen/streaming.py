@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax.common.arrays import describe_non_pair, host_call_args, is_pair, is_torch_tensor
+from lstm_jax.common.arrays import describe_non_pair, host_call_args, is_pair
 from lstm_jax.common.config import LSTMConfig, check_param_shapes
 from lstm_jax.common.numbers import check_int
 from lstm_jax.core.state import LSTMState
@@ -52,30 +52,31 @@ class StreamingStep:
         return LSTMState(jnp.zeros(h_shape, self._dtype), jnp.zeros(c_shape, self._dtype))
 
     def __call__(self, x_t: Any, state: Any = None) -> tuple[Array, LSTMState]:
-        returned = self._returned
-        if returned is not None and state is returned:
-            h, c = returned  # ours: donated
-        else:
-            if state is not None and not is_pair(state):
-                raise TypeError(
-                    f"{WHO}: expected state as a pair (h, c), got {describe_non_pair(state)}"
-                )
-            x_t, state, _ = host_call_args(WHO, x_t, state, None)  # CPU torch tensors as numpy
-            if state is not None and any(_donated(a) for a in state):
-                raise ValueError(
-                    f"{WHO}: the state was donated to an earlier call (its buffers were "
-                    "reused): pass the state that call returned"
-                )
-            if state is None:
-                state = self.zero_state(np.shape(x_t)[0])
-            h, c = (jnp.array(a) for a in state)  # copies: the caller's arrays stay theirs
-        if not hasattr(x_t, "ndim"):
+        if state is None or state is not self._returned:
+            state = self._copied(x_t, state)
+        x_t, _, _ = host_call_args(WHO, x_t, None, None)  # a CPU torch tensor as numpy
+        if not hasattr(x_t, "ndim"):  # a Python list
             x_t = np.asarray(x_t)
-        elif is_torch_tensor(x_t):
-            x_t, _, _ = host_call_args(WHO, x_t, None, None)
-        y, h, c = self._step(x_t, h, c)
+        y, h, c = self._step(x_t, state[0], state[1])
         self._returned = LSTMState(h, c)
         return y, self._returned
+
+    def _copied(self, x_t: Any, state: Any) -> LSTMState:
+        """A state of the caller's own (None: zeros), checked and copied: the step
+        donates the state it is given."""
+        if state is None:
+            return self.zero_state(np.shape(x_t)[0])
+        if not is_pair(state):
+            raise TypeError(
+                f"{WHO}: expected state as a pair (h, c), got {describe_non_pair(state)}"
+            )
+        _, state, _ = host_call_args(WHO, None, state, None)  # CPU torch tensors as numpy
+        if any(_donated(a) for a in state):
+            raise ValueError(
+                f"{WHO}: the state was donated to an earlier call (its buffers were "
+                "reused): pass the state that call returned"
+            )
+        return LSTMState(*(jnp.array(a) for a in state))
 
 
 def _donated(array: Any) -> bool:
