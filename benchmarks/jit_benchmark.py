@@ -62,7 +62,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,10 @@ class Settings:
     threads: int | None = None  # None: every CPU the process may use
     optimizer: str = "sgd"
     impl: str = "auto"  # lstm_jax's recurrence (see lstm_jax.core.recurrence)
+    impls: list[str] = field(default_factory=list)  # several, each case timed with each
+    cases: list[str] = field(default_factory=list)  # labels ("medium L2 bi"): instead of
+    # the shapes x layers x bidirectional grid, these cases in this order
+    deadline: float | None = None  # seconds from the start: no case starts after it
     tf32: bool = False
     compute_dtype: str | None = None  # "bfloat16": JAX computes in it, torch under autocast
     lecture: bool = True
@@ -355,6 +359,8 @@ class Case:
 
 def make_cases(settings: Settings) -> list[Case]:
     table = SMOKE_SHAPES if settings.smoke else SHAPES
+    if settings.cases:  # labels "<shape> L<layers>[ bi]", in the order given
+        return [case_of_label(label, table) for label in settings.cases]
     cases = []
     for name in settings.shapes:
         T, B, I, H = table[name]
@@ -362,6 +368,20 @@ def make_cases(settings: Settings) -> list[Case]:
             for bi in (False, True) if name in settings.bidirectional else (False,):
                 cases.append(Case(name, T, B, I, H, layers, bi))
     return cases
+
+
+def case_of_label(label: str, table: dict[str, tuple[int, int, int, int]]) -> Case:
+    """The case a label names ("medium L2 bi": shape, layers, bidirectional)."""
+    words = label.split()
+    ok = len(words) in (2, 3) and words[0] in table and words[1][:1] == "L"
+    ok = ok and words[1][1:].isdigit() and words[2:] in ([], ["bi"])
+    if not ok:
+        raise SystemExit(
+            f"--cases: expected '<shape> L<layers>[ bi]' with a shape of {list(table)}, "
+            f"got {label!r}"
+        )
+    T, B, I, H = table[words[0]]
+    return Case(words[0], T, B, I, H, int(words[1][1:]), len(words) == 3)
 
 
 def optimizer_spec(settings: Settings) -> Any:
@@ -796,6 +816,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--shapes", nargs="+", help=f"of {list(SHAPES)} (default: all but large on CPU; all on GPU)"
     )
     p.add_argument("--layers", nargs="+", type=int, default=[1, 2], help="layer counts to run")
+    p.add_argument(
+        "--cases",
+        nargs="+",
+        help="case labels such as 'medium L1' 'large L2' 'medium L1 bi', run in this order "
+        "(instead of --shapes x --layers x --bidirectional)",
+    )
     p.add_argument("--bidirectional", nargs="*", default=["medium"], help="shapes also run bi")
     p.add_argument("--repeats", type=int, default=7, help="samples per measurement (median)")
     p.add_argument("--min-sample", type=float, default=0.05, help="seconds per sample, at least")
@@ -810,6 +836,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--impl", default="auto", help="lstm_jax recurrence (lstm_jax.core.options.IMPLS)"
+    )
+    p.add_argument(
+        "--impls",
+        nargs="+",
+        help="several recurrences in one run: each case and mode is timed with each, torch "
+        "alongside every time; rows carry 'impl' and the label '[impl]' (default: --impl)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        help="seconds from the start after which no case starts (the ones left are listed "
+        "under 'skipped'); the JSON is rewritten after every case either way",
     )
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on GPU (both sides)")
     p.add_argument(
@@ -833,6 +871,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "results: --out benchmarks/jit_benchmark_cpu.json)",
     )
     p.add_argument("--chart", type=Path, help="PNG path (default: the JSON's, .png)")
+    p.add_argument("--no-chart", action="store_true", help="write no chart (no matplotlib)")
     p.add_argument(
         "--report", type=Path, help="print the README table of a JSON file and exit (default: run)"
     )
@@ -880,6 +919,9 @@ def settings_from(args: argparse.Namespace, device: str) -> Settings:
             threads=args.threads,
             optimizer=args.optimizer,
             impl=args.impl,
+            impls=args.impls or [args.impl],
+            cases=args.cases or [],
+            deadline=args.deadline,
             compute_dtype=args.compute_dtype,
             lecture_epochs=2,
             cold_repeats=1,
@@ -902,6 +944,9 @@ def settings_from(args: argparse.Namespace, device: str) -> Settings:
         threads=args.threads,
         optimizer=args.optimizer,
         impl=args.impl,
+        impls=args.impls or [args.impl],
+        cases=args.cases or [],
+        deadline=args.deadline,
         tf32=args.tf32,
         compute_dtype=args.compute_dtype,
         lecture=not args.no_lecture,
@@ -918,7 +963,54 @@ def pinned_precision(tf32: bool) -> contextlib.AbstractContextManager[None]:
     return precision.pinned_precision(tf32=tf32)
 
 
+def write_json(results: dict[str, Any], out: Path) -> None:
+    """The results so far, replacing ``out`` in one step (a killed run leaves the last)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    os.replace(tmp, out)
+
+
+def timed_cases(
+    settings: Settings, limit: float, results: dict[str, Any], out: Path, started: float
+) -> None:
+    """Every case and mode with every impl, into ``results["cases"]`` (written after
+    each); a run that raises goes to ``results["failed"]``; past ``settings.deadline``
+    (or when the last run would not fit before it) the rest go to ``results["skipped"]``."""
+    results["cases"], results["skipped"], results["failed"] = [], [], []
+    several = len(settings.impls) > 1
+    last = 0.0
+    for case in make_cases(settings):
+        for mode in ("forward", "train"):
+            for impl in settings.impls:
+                elapsed = time.perf_counter() - started
+                if settings.deadline is not None and elapsed + last > settings.deadline:
+                    reason = f"deadline ({settings.deadline:g} s from the start)"
+                    results["skipped"].append(
+                        {"case": case.label, "mode": mode, "impl": impl, "reason": reason}
+                    )
+                    continue
+                start = time.perf_counter()
+                try:
+                    row = run_case(case, mode, replace(settings, impl=impl), limit)
+                except Exception as error:  # recorded; the other impls still run
+                    what = {"case": case.label, "mode": mode, "impl": impl}
+                    results["failed"].append({**what, "error": repr(error)[:1000]})
+                    print(f"{case.label} {mode} [{impl}] FAILED: {error!r}", flush=True)
+                    write_json(results, out)
+                    continue
+                finally:
+                    last = time.perf_counter() - start
+                row["impl"] = impl
+                if several:
+                    row["case"] = f"{row['case']} [{impl}]"
+                results["cases"].append(row)
+                print(f"{row['case']:<16}{mode:<8} ratio {row['ratio']:.3f}", flush=True)
+                write_json(results, out)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    started = time.perf_counter()
     args = parse_args(argv)
     if args.report:
         print(markdown(json.loads(args.report.read_text())))
@@ -942,16 +1034,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
             "command": f"python benchmarks/jit_benchmark.py {argv_text}".strip(),
         },
     }
-    started = time.perf_counter()
+    out = args.out or default_out(device)
     with pinned_precision(settings.tf32):
         results["gemm"] = gemm_rate(settings)
-        limit = results["gemm"]["limit_gflops"]
-        results["cases"] = []
-        for case in make_cases(settings):
-            for mode in ("forward", "train"):
-                row = run_case(case, mode, settings, limit)
-                results["cases"].append(row)
-                print(f"{row['case']:<16}{mode:<8} ratio {row['ratio']:.3f}", flush=True)
+        write_json(results, out)
+        timed_cases(settings, results["gemm"]["limit_gflops"], results, out, started)
         if settings.lecture:
             results["lecture"] = lecture(settings)
         if settings.cold_start and device == "cpu":
@@ -961,9 +1048,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     results["wall_s"] = time.perf_counter() - started
     results["targets"] = targets(results)
     print_table(results)
-    out = args.out or default_out(device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_json(results, out)
+    if args.no_chart:
+        print(f"\nwrote {out} ({results['wall_s']:.0f} s)")
+        return results
     chart = args.chart or out.with_suffix(".png")
     save_chart(results, chart)
     print(f"\nwrote {out} and {chart} ({results['wall_s']:.0f} s)")
