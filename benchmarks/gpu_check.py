@@ -270,21 +270,25 @@ def env_lines(env: dict[str, Any] | None, budget: float | None) -> list[str]:
     return lines
 
 
-def steps_lines(steps_tsv: Path | None) -> list[str]:
+def steps_lines(steps_tsv: Path | None, elapsed: float | None) -> list[str]:
     """The steps' verdicts and times (``gpu_check.sh`` writes one tab-separated line each:
-    name, result, seconds, cap in seconds, note)."""
+    name, result, wall seconds, CPU seconds (user + system, the step's processes), cap in
+    seconds, note), and the total before the summary. CPU far below wall on a step that
+    computes on the CPU means the machine was busy with something else."""
     if steps_tsv is None or not steps_tsv.exists():
         return []
     lines = [
         "",
         "## Steps",
         "",
-        "| step | result | s | cap s | note |",
-        "| --- | --- | ---: | ---: | --- |",
+        "| step | result | wall s | CPU s | cap s | note |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
     ]
     for line in steps_tsv.read_text().splitlines():
-        fields = (line.split("\t") + [""] * 5)[:5]
+        fields = (line.split("\t") + [""] * 6)[:6]
         lines.append("| " + " | ".join(fields) + " |")
+    if elapsed is not None:
+        lines += ["", f"{elapsed:g} s from the start to the summary."]
     return lines
 
 
@@ -361,8 +365,8 @@ def bench_lines(name: str, bench: dict[str, Any] | None, correct: set[str]) -> l
     gemm = bench.get("gemm")
     if gemm:
         lines += [
-            f"GEMM float32 n={gemm['n']}: jax {gemm['jax_gflops'] / 1e3:.1f}, torch "
-            f"{gemm['torch_gflops'] / 1e3:.1f} TFLOP/s.",
+            f"GEMM float32 n={gemm['n']}: jax {gemm['jax_gflops']:.4g}, torch "
+            f"{gemm['torch_gflops']:.4g} GFLOP/s.",
             "",
         ]
     cases = bench.get("cases", [])
@@ -393,10 +397,14 @@ def bench_lines(name: str, bench: dict[str, Any] | None, correct: set[str]) -> l
     return lines
 
 
-def summary(out_dir: Path, steps_tsv: Path | None, budget: float | None) -> str:
+def summary(
+    out_dir: Path, steps_tsv: Path | None, budget: float | None, elapsed: float | None = None
+) -> str:
+    """summary.md from the step files in ``out_dir``: the machine, the steps, parity, the
+    two benchmark tables and the lecture's losses."""
     env = load(out_dir / "environment.json")
     parity = load(out_dir / "parity.json")
-    lines = env_lines(env, budget) + steps_lines(steps_tsv) + parity_lines(parity)
+    lines = env_lines(env, budget) + steps_lines(steps_tsv, elapsed) + parity_lines(parity)
     correct = correct_impls(parity)
     for name, file in BENCH_FILES.items():
         lines += bench_lines(name, load(out_dir / file), correct)
@@ -420,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     sum_p.add_argument("out_dir", type=Path)
     sum_p.add_argument("--steps", type=Path, help="the steps' tab-separated records")
     sum_p.add_argument("--budget", type=float)
+    sum_p.add_argument("--elapsed", type=float, help="seconds the steps took")
     args = p.parse_args(argv)
     if args.command == "env":
         info = environment(args.out)
@@ -427,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "lecture":
         return 0 if lecture(args.out, args.epochs)["ok"] else 1
-    print(summary(args.out_dir, args.steps, args.budget))
+    print(summary(args.out_dir, args.steps, args.budget, args.elapsed))
     return 0
 
 

@@ -11,6 +11,8 @@
 #   --out DIR    where the results go (default: $OUT if set, else benchmarks/gpu/<UTC date>)
 #   --smoke      tiny shapes and grids (automatic when JAX and torch do not both see a GPU)
 #   --steps LIST comma-separated subset of parity,bench-fp32,bench-tf32,lecture (env always runs)
+#   --plan       print each step's share of the budget in seconds and exit (with --smoke: the
+#                smoke shares)
 #   --full       the previous check: the whole parity suite, device parity over the full grid,
 #                the jit benchmark for every impl x fp32/tf32/bf16 at every shape (no budget;
 #                GPU_CHECK_IMPLS / GPU_CHECK_PRECISIONS narrow it, as before)
@@ -41,20 +43,24 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT" || exit 2
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+# JAX would otherwise take 75 % of the GPU's memory at start, leaving torch (same process) the rest.
+export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"
 PY="${PYTHON:-$(command -v python3 || command -v python)}"
 
 BUDGET=480
 OUT_DIR=""
 SMOKE=0
 FULL=0
+PLAN=0
 STEPS="parity,bench-fp32,bench-tf32,lecture"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --budget) BUDGET="$2"; shift 2 ;;
-    --out) OUT_DIR="$2"; shift 2 ;;
+    --budget) BUDGET="${2:-}"; shift $(($# > 1 ? 2 : 1)) ;;
+    --out) OUT_DIR="${2:-}"; shift $(($# > 1 ? 2 : 1)) ;;
     --smoke) SMOKE=1; shift ;;
-    --steps) STEPS="$2"; shift 2 ;;
+    --steps) STEPS="${2:-}"; shift $(($# > 1 ? 2 : 1)) ;;
     --full) FULL=1; shift ;;
+    --plan) PLAN=1; shift ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) OUT_DIR="$1"; shift ;;  # the old positional OUT_DIR
@@ -63,6 +69,43 @@ done
 case "$BUDGET" in
   ''|*[!0-9]*) echo "gpu_check.sh: --budget expects whole seconds, got '$BUDGET'" >&2; exit 2 ;;
 esac
+for s in ${STEPS//,/ }; do
+  case "$s" in
+    parity|bench-fp32|bench-tf32|lecture) ;;
+    *) echo "gpu_check.sh: --steps expects some of parity,bench-fp32,bench-tf32,lecture, got '$s'" >&2
+       exit 2 ;;
+  esac
+done
+T0=$(date +%s)
+# Shares of the budget in per mille, cumulative end points (the plan: benchmarks/gpu/README.md).
+# GPU: env 5 %, parity 30 %, bench-fp32 27 %, bench-tf32 22 %, lecture 8 %, summary 2 %,
+# 6 % left as margin. Smoke (CPU, where every process spends seconds importing jax and
+# torch): env 5 %, parity 32 %, bench-fp32 18 %, bench-tf32 15 %, lecture 20 %, summary 4 %.
+declare -A SHARE_GPU=([env]=50 [parity]=300 [bench-fp32]=270 [bench-tf32]=220 [lecture]=80 [summary]=20)
+declare -A SHARE_SMOKE=([env]=50 [parity]=320 [bench-fp32]=180 [bench-tf32]=150 [lecture]=200 [summary]=40)
+ORDER=(env parity bench-fp32 bench-tf32 lecture summary)
+cumulative=0
+declare -A END_AT
+
+plan_deadlines() {  # END_AT[step] = T0 + budget * (sum of shares up to the step)
+  local -n share="$1"
+  cumulative=0
+  for s in "${ORDER[@]}"; do
+    cumulative=$((cumulative + share[$s]))
+    END_AT[$s]=$((T0 + BUDGET * cumulative / 1000))
+  done
+}
+if [ "$SMOKE" = 1 ]; then plan_deadlines SHARE_SMOKE; else plan_deadlines SHARE_GPU; fi
+if [ "$PLAN" = 1 ]; then
+  previous=$T0
+  for s in "${ORDER[@]}"; do
+    printf '%-11s %4d s  (ends at %4d s)\n' "$s" $((END_AT[$s] - previous)) $((END_AT[$s] - T0))
+    previous=${END_AT[$s]}
+  done
+  printf '%-11s %4d s\n' margin $((T0 + BUDGET - previous))
+  exit 0
+fi
+
 OUT_DIR="${OUT_DIR:-${OUT:-benchmarks/gpu/$(date -u +%Y-%m-%d)}}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
@@ -109,27 +152,6 @@ if [ "$FULL" = 1 ]; then
   exit "$failed"
 fi
 
-T0=$(date +%s)
-# Shares of the budget in per mille, cumulative end points (the plan: benchmarks/gpu/README.md).
-# GPU: env 5 %, parity 30 %, bench-fp32 27 %, bench-tf32 22 %, lecture 8 %, summary 2 %,
-# 6 % left as margin. Smoke (CPU, where every process spends seconds importing jax and
-# torch): env 13 %, parity 27 %, bench-fp32 17 %, bench-tf32 15 %, lecture 16 %, summary 4 %.
-declare -A SHARE_GPU=([env]=50 [parity]=300 [bench-fp32]=270 [bench-tf32]=220 [lecture]=80 [summary]=20)
-declare -A SHARE_SMOKE=([env]=130 [parity]=270 [bench-fp32]=170 [bench-tf32]=150 [lecture]=160 [summary]=40)
-ORDER=(env parity bench-fp32 bench-tf32 lecture summary)
-cumulative=0
-declare -A END_AT
-
-plan_deadlines() {  # END_AT[step] = T0 + budget * (sum of shares up to the step)
-  local -n share="$1"
-  cumulative=0
-  for s in "${ORDER[@]}"; do
-    cumulative=$((cumulative + share[$s]))
-    END_AT[$s]=$((T0 + BUDGET * cumulative / 1000))
-  done
-}
-if [ "$SMOKE" = 1 ]; then plan_deadlines SHARE_SMOKE; else plan_deadlines SHARE_GPU; fi
-
 selected() { [ "$1" = env ] || [ "$1" = summary ] || [[ ",$STEPS," == *",$1,"* ]]; }
 
 # run_step NAME NOTE COMMAND... : runs until END_AT[NAME] at most; DEADLINE (seconds, for
@@ -137,30 +159,32 @@ selected() { [ "$1" = env ] || [ "$1" = summary ] || [[ ",$STEPS," == *",$1,"* ]
 run_step() {
   local name="$1" note="$2"
   shift 2
-  local now cap start rc result
+  local now cap start rc result cpu
+  local TIMEFORMAT='%U %S'
   now=$(date +%s)
   cap=$((END_AT[$name] - now))
   if ! selected "$name"; then
-    printf '%s\tnot selected\t0\t-\t%s\n' "$name" "--steps $STEPS" >> "$STEPS_TSV"
+    printf '%s\tnot selected\t0\t-\t-\t%s\n' "$name" "--steps $STEPS" >> "$STEPS_TSV"
     return
   fi
   if [ "$cap" -lt 5 ]; then
-    printf '%s\tskipped\t0\t%s\tno time left in the budget\n' "$name" "$cap" >> "$STEPS_TSV"
+    printf '%s\tskipped\t0\t-\t%s\tno time left in the budget\n' "$name" "$cap" >> "$STEPS_TSV"
     say "$name: skipped, no time left in the budget"
     return
   fi
   say "$name (cap ${cap} s): $*"
   start=$(date +%s)
   { echo; echo "===== $name: $*"; } >> "$LOG"
-  timeout -k 5 "$cap" "$@" >> "$LOG" 2>&1
+  { time timeout -k 5 "$cap" "$@" >> "$LOG" 2>&1; } 2> "$SCRATCH/cpu"
   rc=$?
+  cpu=$(awk '{printf "%.0f", $1 + $2}' "$SCRATCH/cpu" 2>/dev/null)
   case "$rc" in
     0) result="ok" ;;
     124|137) result="timed out"; failed=1 ;;
     *) result="FAILED (exit $rc)"; failed=1 ;;
   esac
-  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$result" "$(($(date +%s) - start))" "$cap" "$note" \
-    >> "$STEPS_TSV"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$result" "$(($(date +%s) - start))" "$cpu" \
+    "$cap" "$note" >> "$STEPS_TSV"
   say "$name: $result in $(($(date +%s) - start)) s"
 }
 
@@ -182,16 +206,22 @@ fi
 if [ "$SMOKE" = 1 ]; then
   plan_deadlines SHARE_SMOKE
   PARITY_ARGS=(--grid smoke --compile-workers 1)
-  BENCH_ARGS=(--smoke --cases "tiny L1" --repeats 2 --min-sample 0 --no-memory)
+  BENCH_ARGS=(--smoke --repeats 2 --min-sample 0 --no-memory)
+  CASES_FP32=("tiny L1")
+  CASES_TF32=("tiny L1")
   BENCH_IMPLS=(custom_vjp wavefront)
   BENCH_NOTE="smoke on $DEVICE: tiny shapes, custom_vjp and wavefront (hoisted, cudnn: GPU runs)"
   LECTURE_EPOCHS=10
+  if [ "$DEVICE" = gpu ]; then BENCH_IMPLS=(custom_vjp hoisted cudnn wavefront); fi
 else
   PARITY_ARGS=(--grid compact --compile-workers 4)
-  BENCH_ARGS=(--cases "medium L1" "medium L2" "large L1" "medium L1 bi" "large L2"
-    --repeats 5 --min-sample 0.02)
+  BENCH_ARGS=(--repeats 5 --min-sample 0.02)
+  # in order of value; the plan (benchmarks/gpu/README.md) expects the last fp32 case to
+  # be the one a slow compile drops
+  CASES_FP32=("medium L1" "medium L2" "large L1" "large L2" "medium L1 bi")
+  CASES_TF32=("medium L1" "medium L2" "large L1" "large L2")
   BENCH_IMPLS=(custom_vjp hoisted cudnn wavefront)
-  BENCH_NOTE="medium, large"
+  BENCH_NOTE="medium, large; 4 impls"
   LECTURE_EPOCHS=100
 fi
 say "device: $DEVICE; smoke: $SMOKE; budget ${BUDGET} s; out: $OUT_DIR"
@@ -203,11 +233,11 @@ run_step parity "$DEVICE, compile workers ${PARITY_ARGS[3]}" \
 
 # 3, 4. the jit benchmark, TF32 off, then default precision (TF32 allowed)
 for prec in fp32 tf32; do
-  extra=()
+  extra=(--cases "${CASES_FP32[@]}")
   impls=("${BENCH_IMPLS[@]}")
   note="$BENCH_NOTE"
   if [ "$prec" = tf32 ]; then
-    extra=(--tf32)
+    extra=(--tf32 --cases "${CASES_TF32[@]}")
     if [ "$DEVICE" != gpu ]; then  # TF32 is a GPU mode: on the CPU the run equals fp32's
       impls=(custom_vjp)
       note="smoke on $DEVICE: custom_vjp only (without a GPU, TF32 changes nothing)"
@@ -225,10 +255,8 @@ run_step lecture "$LECTURE_EPOCHS epochs" \
 
 # 6. the summary, printed last
 rm -f "$OUT_DIR"/*.tmp
-printf '%s\t%s\t%s\t%s\t%s\n' summary "-" "-" "$((END_AT[summary] - $(date +%s)))" \
-  "total $(($(date +%s) - T0)) s of $BUDGET s" >> "$STEPS_TSV"
 "$PY" benchmarks/gpu_check.py summary "$OUT_DIR" --steps "$STEPS_TSV" --budget "$BUDGET" \
-  > "$SCRATCH/summary.out" 2>&1 || failed=1
+  --elapsed "$(($(date +%s) - T0))" > "$SCRATCH/summary.out" 2>&1 || failed=1
 cat "$SCRATCH/summary.out" >> "$LOG"
 if grep -q '"ok": false' "$OUT_DIR/parity.json" 2>/dev/null; then failed=1; fi
 say "done in $(($(date +%s) - T0)) s (budget $BUDGET s): $OUT_DIR"

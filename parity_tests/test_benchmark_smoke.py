@@ -138,22 +138,24 @@ def test_gpu_check_smoke_within_its_budget(tmp_path: Path) -> None:
     step runs on the CPU inside the budget, writes exactly the eight files the device
     tool brings back, the parity rows that ran passed (and the swapped-gate control was
     caught), the benchmark rows carry their impl, the lecture's losses agree, and the
-    summary is printed last."""
+    summary is printed last. The steps need about 45 CPU seconds; on a machine shared
+    with other work give them more wall time: ``GPU_CHECK_SMOKE_BUDGET=240``."""
+    budget = int(os.environ.get("GPU_CHECK_SMOKE_BUDGET", "60"))
     env = {**os.environ, "PYTHON": sys.executable}
     env.pop("OUT", None)
     script = str(ROOT / "benchmarks" / "gpu_check.sh")
     start = time.perf_counter()
     done = subprocess.run(
-        ["bash", script, "--smoke", "--budget", "60", "--out", str(tmp_path)],
+        ["bash", script, "--smoke", "--budget", str(budget), "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=budget + 60,
         cwd=ROOT,
         env=env,
     )
     wall = time.perf_counter() - start
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
-    assert wall < 60 + 10, wall  # the budget, and the summary's own few seconds
+    assert wall < budget + 10, wall  # the budget, and the summary's own few seconds
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(GPU_CHECK_FILES)
     environment = json.loads((tmp_path / "environment.json").read_text())
     assert {"jax", "torch", "flax"} <= set(environment["versions"])
@@ -167,11 +169,14 @@ def test_gpu_check_smoke_within_its_budget(tmp_path: Path) -> None:
     if environment["device"] == "cpu":
         cudnn = [r for r in rows if r.get("impl") == "cudnn"]
         assert cudnn and all("GPU only" in r["skipped"] for r in cudnn)
-    for name in ("bench_fp32.json", "bench_tf32.json"):
-        bench = json.loads((tmp_path / name).read_text())
-        assert bench["cases"] and not bench["failed"], name
-        assert all(c["impl"] in c["case"] and c["jax_s"] > 0 for c in bench["cases"])
-    assert json.loads((tmp_path / "bench_tf32.json").read_text())["settings"]["tf32"]
+    benches = {p: json.loads((tmp_path / f"bench_{p}.json").read_text()) for p in ("fp32", "tf32")}
+    for bench in benches.values():
+        assert bench["cases"] and not bench["failed"] and not bench["skipped"]
+        assert all(c["jax_s"] > 0 and c["torch_s"] > 0 for c in bench["cases"])
+    fp32_impls = {c["impl"] for c in benches["fp32"]["cases"]}
+    assert {"custom_vjp", "wavefront"} <= fp32_impls  # several impls in one run, labelled
+    assert all(f"[{c['impl']}]" in c["case"] for c in benches["fp32"]["cases"])
+    assert benches["tf32"]["settings"]["tf32"] and not benches["fp32"]["settings"]["tf32"]
     lecture = json.loads((tmp_path / "lecture.json").read_text())
     assert lecture["ok"] and len(lecture["jax_losses"]) == lecture["epochs"]
     summary = (tmp_path / "summary.md").read_text()
