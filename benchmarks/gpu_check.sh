@@ -49,7 +49,7 @@ PY="${PYTHON:-$(command -v python3 || command -v python)}"
 
 BUDGET=480
 OUT_DIR=""
-SMOKE=0
+SMOKE="${GPU_CHECK_SMOKE:-0}"  # the old switch, kept: --smoke
 FULL=0
 PLAN=0
 STEPS="parity,bench-fp32,bench-tf32,lecture"

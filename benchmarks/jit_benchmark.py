@@ -922,6 +922,7 @@ def settings_from(args: argparse.Namespace, device: str) -> Settings:
             impls=args.impls or [args.impl],
             cases=args.cases or [],
             deadline=args.deadline,
+            tf32=args.tf32,
             compute_dtype=args.compute_dtype,
             lecture_epochs=2,
             cold_repeats=1,
