@@ -184,3 +184,28 @@ def test_gpu_check_smoke_within_its_budget(tmp_path: Path) -> None:
         assert heading in summary
     assert "timed out" not in summary and "FAILED" not in summary
     assert done.stdout.rstrip().endswith(summary.rstrip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_gpu_check_plan_fits_its_budget_and_the_readme() -> None:
+    """``gpu_check.sh --plan``: the steps' caps, in order of value, sum to at most the
+    budget (8 minutes on the GPU, 60 s for the smoke run), and the plan in
+    ``benchmarks/gpu/README.md`` states the same seconds."""
+    script = str(ROOT / "benchmarks" / "gpu_check.sh")
+    order = ["env", "parity", "bench-fp32", "bench-tf32", "lecture", "summary"]
+    readme = (ROOT / "benchmarks" / "gpu" / "README.md").read_text()
+    for flags, budget in ((["--budget", "480"], 480), (["--smoke", "--budget", "60"], 60)):
+        done = subprocess.run(
+            ["bash", script, "--plan", *flags], capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+        caps = dict(line.split()[:2] for line in done.stdout.splitlines())
+        assert list(caps) == [*order, "margin"]
+        seconds = {step: int(s) for step, s in caps.items()}
+        assert sum(seconds[s] for s in order) + seconds["margin"] == budget
+        assert seconds["margin"] >= 0.05 * budget  # room for kill grace and teardown
+        if budget == 480:
+            for step in order:
+                assert f"| {step} |" in readme
+                row = next(line for line in readme.splitlines() if line.startswith(f"| {step} |"))
+                assert f"| {seconds[step]} (" in row, (step, seconds[step], row)
