@@ -132,19 +132,26 @@ def cases_for(kind: str, precision: str, grid_name: str) -> list[Case]:
 def grid(kinds: list[str], impls: list[str], precisions: list[str], grid_name: str) -> list[Group]:
     """The groups in order of value: LSTM float32, LSTM bfloat16, then the other kinds
     float32, then bfloat16; each (kind, precision) ends with its negative control. The
-    smoke grid (CPU CI, where each compile costs seconds) is one one-layer case, every
-    impl in float32 with its control, ``custom_vjp`` alone with bfloat16 compute."""
+    smoke grid (CPU CI, where each compile costs seconds) is one one-layer case: the
+    LSTM with every impl in float32 and its control, ``custom_vjp`` with bfloat16
+    compute; the GRU and the RNN with ``scan`` in float32."""
     order = [("LSTM", p) for p in precisions if "LSTM" in kinds]
     order += [(k, p) for p in precisions for k in kinds if k != "LSTM"]
     groups = []
     for kind, precision in order:
         cases = cases_for(kind, precision, grid_name)
-        chosen = tuple(impls)
-        if grid_name == "smoke" and precision != "float32":  # one impl: the path runs
-            chosen = tuple(i for i in impls if i == "custom_vjp") or chosen[:1]
-        groups += [Group(kind, precision, case, chosen) for case in cases]
-        if grid_name != "smoke" or precision == "float32":
+        if grid_name != "smoke":
+            groups += [Group(kind, precision, case, tuple(impls)) for case in cases]
             groups.append(Group(kind, precision, cases[0], (impls[0],), control=True))
+        elif kind == "LSTM":  # every impl in float32 with the control; one in bfloat16
+            one = tuple(i for i in impls if i == "custom_vjp") or tuple(impls[:1])
+            chosen = tuple(impls) if precision == "float32" else one
+            groups += [Group(kind, precision, case, chosen) for case in cases]
+            if precision == "float32":
+                groups.append(Group(kind, precision, cases[0], (impls[0],), control=True))
+        elif precision == "float32":  # the other kinds: that they run, with "scan"
+            one = tuple(i for i in impls if i == "scan") or tuple(impls[:1])
+            groups += [Group(kind, precision, case, one) for case in cases]
     return groups
 
 
