@@ -138,9 +138,10 @@ def test_gpu_check_smoke_within_its_budget(tmp_path: Path) -> None:
     step runs on the CPU inside the budget, writes exactly the eight files the device
     tool brings back, the parity rows that ran passed (and the swapped-gate control was
     caught), the benchmark rows carry their impl, the lecture's losses agree, and the
-    summary is printed last. The steps need about 45 CPU seconds; on a machine shared
-    with other work give them more wall time: ``GPU_CHECK_SMOKE_BUDGET=240``."""
-    budget = int(os.environ.get("GPU_CHECK_SMOKE_BUDGET", "60"))
+    summary is printed last. The steps need about 45 CPU seconds: a quiet machine fits
+    them in 60 s, but the suite runs on 2 workers of 2 cores, so the test gives them
+    180 s of wall time by default (``GPU_CHECK_SMOKE_BUDGET`` sets another)."""
+    budget = int(os.environ.get("GPU_CHECK_SMOKE_BUDGET", "180"))
     env = {**os.environ, "PYTHON": sys.executable}
     env.pop("OUT", None)
     script = str(ROOT / "benchmarks" / "gpu_check.sh")
