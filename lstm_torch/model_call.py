@@ -77,11 +77,12 @@ class LectureCall:
 
     def __init__(self, model: nn.Module, batch_first: bool | None) -> None:
         self.model: Any = model
-        own = bool(getattr(model.lstm, "batch_first", False))
+        modeler: Any = model  # an LSTMModeler by is_lecture_model
+        own = bool(getattr(modeler.lstm, "batch_first", False))
         _check_layout(model, own, batch_first)
         self.batch_first = own
-        self.input_size: int | None = model.lstm.input_size
-        self.output_size: int | None = model.linear.out_features
+        self.input_size: int | None = modeler.lstm.input_size
+        self.output_size: int | None = modeler.linear.out_features
         self._stored = model.hidden_cell
 
     def check(self, seq_lengths: Any, stateful: bool) -> None:

@@ -198,8 +198,8 @@ class _Step(NamedTuple):
     opt: torch.optim.Optimizer
     loss_function: LossFunction
     clip: float | None
-    params: list[torch.Tensor]
-    last_finite: list[torch.Tensor]  # the parameters before the step, for a divergence
+    params: Sequence[torch.Tensor]
+    last_finite: Sequence[torch.Tensor]  # the parameters before the step, for a divergence
 
 
 def _train_epoch(

@@ -179,7 +179,10 @@ def _torch_dtype(torch_model: Any) -> np.dtype:
     first = next(iter(torch_model.parameters()), None)
     if first is None:
         raise ValueError(f"{WHO}: {type(torch_model).__name__} has no parameters to train")
-    dtypes = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+    dtypes: dict[Any, np.dtype] = {
+        torch.float32: np.dtype(np.float32),
+        torch.float64: np.dtype(np.float64),
+    }
     if first.dtype not in dtypes:
         raise TypeError(f"{WHO}: expected float32 or float64 parameters, got {first.dtype}")
     return dtypes[first.dtype]
