@@ -138,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.torch is not None or args.flax is not None:
+    own_options = (args.torch, args.flax, args.input_shape, args.tokens, args.example)
+    if any(option is not None for option in own_options):
         return check_own_models(args, header)
     cell = fmt.lstm_cell_sizes(header, arrays)  # an LSTMCell's keys give the cell
     if header.kind == fmt.MODEL and cell is None:  # no configuration to build both models from
@@ -366,8 +367,11 @@ def check_own_models(args: argparse.Namespace, header: fmt.CheckpointHeader) -> 
 
     try:
         if args.torch is None or args.flax is None:
-            given, missing = ("--torch", "--flax") if args.flax is None else ("--flax", "--torch")
-            raise CheckError(f"expected both --torch and --flax, got {given} without {missing}")
+            given = [f for f, v in (("--torch", args.torch), ("--flax", args.flax)) if v]
+            raise CheckError(
+                f"expected both --torch and --flax (the options of a model of your own), got "
+                f"{given[0] if given else 'neither'}"
+            )
         call = own_input(args, header.dtype)
         torch_model = load_model(args.torch, "--torch")
         flax_model = load_model(args.flax, "--flax")

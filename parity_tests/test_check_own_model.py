@@ -157,7 +157,9 @@ def test_a_file_of_another_model_exits_2(models: Path, capsys: Any) -> None:
 
 def test_only_one_model_exits_2(models: Path, capsys: Any) -> None:
     assert run(models, "--input-shape", "6,2,3") == 2
-    assert "expected both --torch and --flax, got --torch without --flax" in capsys.readouterr().err
+    assert "expected both --torch and --flax (the options" in capsys.readouterr().err
+    assert check.main([str(models), "--tokens", "5"]) == 2  # an option of a model of your own
+    assert "got neither" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", [["--torch", "my_models"], ["--input-shape", "6,0"]])

@@ -223,3 +223,35 @@ def test_bad_arguments_are_clear_errors() -> None:
             own.torch_model("stateful"), port, variables, xs, ys,
             optimizer=lstm_jax.SGD(0.1), epochs=1,
         )  # fmt: skip
+
+
+def test_float64_ports_agree_to_the_float64_tolerance() -> None:
+    keywords = own.data("conv")
+    xs, ys = keywords.pop("xs").astype(np.float64), keywords.pop("ys").astype(np.float64)
+    with jax.enable_x64(True):
+        variables = own.init_variables("conv", {"xs": xs, **keywords}, BATCH)
+    report = lstm_jax.compare_training(
+        own.torch_model("conv").double(), own.FlaxConvRegressor(), variables, xs, ys,
+        optimizer=lstm_jax.SGD(0.05, momentum=0.9), epochs=2, batch_size=BATCH,
+        shuffle_seed=0, **keywords,
+    )  # fmt: skip
+    assert report.dtype == np.float64 and report.ok, str(report)
+    assert all(d.tolerance == TRAINING[np.dtype(np.float64)] for d in report.parameters)
+
+
+def test_the_lecture_models_compare_too() -> None:
+    import lstm_torch
+
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((8, 4, 2)).astype(np.float32)
+    ys = xs[:, :, 0].sum(1, keepdims=True)
+    torch.manual_seed(0)
+    model = lstm_torch.LSTMModeler(2, 5, 1)
+    flax_model = lstm_jax.LSTMModeler(2, 5, 1)
+    variables = flax_model.init(jax.random.key(0), jnp.zeros((4, 2, 2), jnp.float32))
+    report = lstm_jax.compare_training(
+        model, flax_model, variables, xs, ys, optimizer=lstm_jax.SGD(0.05), epochs=2,
+        batch_size=2, shuffle_seed=0,
+    )  # fmt: skip
+    assert report.ok, str(report)
+    assert {d.name for d in report.parameters} == set(model.state_dict())
