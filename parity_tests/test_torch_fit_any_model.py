@@ -241,3 +241,57 @@ def test_the_lecture_model_refuses_another_layout() -> None:
     model = lstm_torch.LSTMModeler(3, 4, 1)
     with pytest.raises(ValueError, match=r"batch_first: LSTMModeler sets its own layout"):
         lstm_torch.fit(model, X, Y1, optimizer=lstm_jax.SGD(0.1), epochs=1, batch_first=True)
+
+
+WORKER = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+import own_training_models as own
+import lstm_torch
+from lstm_jax.common.optim import Adam
+
+keywords = own.data("conv", n=16)
+xs, ys = keywords.pop("xs"), keywords.pop("ys")
+model = own.torch_model("conv")
+losses = lstm_torch.fit(model, xs, ys, optimizer=Adam(0.01), epochs={epochs}, batch_size=4,
+                        shuffle_seed=0, checkpoint_dir=sys.argv[1], **keywords)
+np.savez(sys.argv[2], losses=losses, **{{k: v.numpy() for k, v in model.state_dict().items()}})
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_run_of_a_users_model_resumes_bitwise(tmp_path: Any) -> None:
+    """SIGKILL after a few epochs' checkpoints, run again: as a run never stopped, bitwise."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    epochs = 20
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(tests=str(Path(__file__).parent), epochs=epochs))
+    directory, result = tmp_path / "run", tmp_path / "result.npz"
+    argv = [sys.executable, str(script), str(directory), str(result)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not (directory / "epoch_00000003.pt").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "ended before the kill"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL and not result.exists()
+    subprocess.run(argv, check=True, capture_output=True, timeout=300)
+    resumed = np.load(result)
+    keywords = own.data("conv", n=16)
+    xs, ys = keywords.pop("xs"), keywords.pop("ys")
+    model = own.torch_model("conv")
+    expected = lstm_torch.fit(
+        model, xs, ys, optimizer=lstm_jax.Adam(0.01), epochs=epochs, batch_size=4,
+        shuffle_seed=0, **keywords,
+    )  # fmt: skip
+    np.testing.assert_array_equal(resumed["losses"], expected)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(resumed[key], value.numpy(), err_msg=key)
