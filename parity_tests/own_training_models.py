@@ -11,6 +11,8 @@ transfer's key rules pair the parameters.
   ``seq_lengths`` keyword) -> the last layer's ``h_n`` -> ``nn.Linear``.
 - ``stateful``: ``nn.LSTM`` + ``nn.Linear`` returning ``(prediction, (h, c))``, for
   training with the state carried across batches.
+- ``steps``: ``nn.Embedding`` -> bidirectional batch-first ``nn.LSTM`` -> ``nn.Linear``
+  per step: (B, T, C) logits and a label per step.
 """
 
 from __future__ import annotations
@@ -122,17 +124,42 @@ class FlaxStatefulForecaster(fnn.Module):
         return self.fc(out[-1]), hidden
 
 
+class StepTagger(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, FEATURES)
+        self.lstm = nn.LSTM(FEATURES, HIDDEN, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * HIDDEN, CLASSES)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, C)
+        out, _ = self.lstm(self.embedding(tokens))
+        return self.fc(out)
+
+
+class FlaxStepTagger(fnn.Module):
+    def setup(self) -> None:
+        self.embedding = fnn.Embed(VOCAB, FEATURES)
+        self.lstm = lstm_jax.LSTM(HIDDEN, batch_first=True, bidirectional=True)
+        self.fc = fnn.Dense(CLASSES)
+
+    def __call__(self, tokens: Any) -> Any:
+        out, _ = self.lstm(self.embedding(tokens))
+        return self.fc(out)
+
+
 TORCH = {
     "classifier": Classifier,
     "conv": ConvRegressor,
     "packed": PackedTagger,
     "stateful": StatefulForecaster,
+    "steps": StepTagger,
 }
 FLAX = {
     "classifier": FlaxClassifier,
     "conv": FlaxConvRegressor,
     "packed": FlaxPackedTagger,
     "stateful": FlaxStatefulForecaster,
+    "steps": FlaxStepTagger,
 }
 
 
@@ -169,6 +196,9 @@ def data(kind: str, n: int = 12, steps: int = 5, seed: int = 0) -> dict[str, Any
         series = np.sin(np.arange(n * steps + 1)[:, None] * np.array([0.3, 0.5, 0.7]))
         xs, ys = stateful_windows(series.astype(np.float32), 4, steps)
         return {"xs": xs, "ys": ys[:, -1], "loss": "mse", "stateful": True}
+    if kind == "steps":  # a label per step: (B, T, C) logits, classes on the last axis
+        tokens = rng.integers(0, VOCAB, (n, steps))
+        return {"xs": tokens, "ys": tokens % CLASSES, "loss": "cross_entropy", "batch_first": True}
     raise KeyError(kind)
 
 

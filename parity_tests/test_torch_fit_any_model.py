@@ -92,6 +92,7 @@ CASES = {
     "conv": lstm_jax.Adam(0.01),
     "packed": lstm_jax.AdamW(0.01, weight_decay=0.1),
     "stateful": lstm_jax.SGD(0.05, momentum=0.5, nesterov=True),
+    "steps": lstm_jax.SGD(0.5),
 }
 
 
@@ -172,7 +173,7 @@ def test_model_mode_is_put_back() -> None:
     model = own.torch_model("classifier").eval()
     lstm_torch.fit(
         model, keywords["xs"], keywords["ys"], optimizer=lstm_jax.SGD(0.1), epochs=1,
-        loss="cross_entropy",
+        loss="cross_entropy", progress=True,
     )  # fmt: skip
     assert not model.training
 
