@@ -31,6 +31,8 @@ _EXPORTS = {
     "load_checkpoint": "lstm_jax.interop.checkpoint",
     "ParityReport": "lstm_jax.interop.compare",
     "compare_with_torch": "lstm_jax.interop.compare",
+    "TrainingReport": "lstm_jax.interop.compare_training",
+    "compare_training": "lstm_jax.interop.compare_training",
     "streaming_step": "lstm_jax.linen.streaming",
     "fit": "lstm_jax.train.loop",
     "initialize_distributed": "lstm_jax.train.distributed",
@@ -64,6 +66,8 @@ __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
     "load_checkpoint",
     "ParityReport",
     "compare_with_torch",
+    "TrainingReport",
+    "compare_training",
     "streaming_step",
     "fit",
     "initialize_distributed",
@@ -90,6 +94,7 @@ if TYPE_CHECKING:
     from lstm_jax.core.state import CellParams, LSTMState
     from lstm_jax.interop.checkpoint import load_checkpoint, save_checkpoint
     from lstm_jax.interop.compare import ParityReport, compare_with_torch
+    from lstm_jax.interop.compare_training import TrainingReport, compare_training
     from lstm_jax.interop.leaf_rules import LeafRule, register_layer
     from lstm_jax.interop.transfer import params_from_torch, params_to_torch
     from lstm_jax.linen.cell import LSTMCell

@@ -9,6 +9,13 @@ Needs torch (the ``torch`` extra).
 
     python -m lstm_jax.check model.safetensors --seq-len 16 --batch 4 --seed 0
 
+A file of a model of one's own is checked with both models given by import path,
+each ``MODULE:ATTRIBUTE`` (see :func:`load_model` for the convention), and the
+input's shape (random) or a function giving the call's arguments:
+
+    python -m lstm_jax.check mine.safetensors --torch pkg.models:Tagger \
+        --flax pkg.models:FlaxTagger --input-shape 16,4,8
+
 Exit status: 0 when every difference is within tolerance, 1 when one is not,
 2 when the check could not run (a missing or bad file, non-finite parameters, bad
 arguments, no torch).
@@ -80,6 +87,36 @@ def parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seed of the random input",
     )
+    own = p.add_argument_group(
+        "a model of your own",
+        "Both models by import path MODULE:ATTRIBUTE (MODULE importable from here, e.g. the "
+        "current directory). ATTRIBUTE is a model instance, or a class or function called "
+        "without arguments that returns one: a torch.nn.Module for --torch, a Flax linen or "
+        "NNX module for --flax. The file is loaded into both, then they run on the same "
+        "input: --input-shape draws it at random (standard normal of the file's dtype, or "
+        "integers in [0, V) with --tokens V), --example calls MODULE:ATTRIBUTE for the "
+        "positional arguments of both models' call (an array or a tuple of them).",
+    )
+    own.add_argument("--torch", type=_import_path, metavar="MODULE:ATTR", help="the torch model")
+    own.add_argument("--flax", type=_import_path, metavar="MODULE:ATTR", help="its Flax port")
+    own.add_argument(
+        "--input-shape",
+        type=_shape,
+        metavar="D0,D1,...",
+        help="shape of one random input, in the models' layout (e.g. T,B,I)",
+    )
+    own.add_argument(
+        "--tokens",
+        type=_positive_int,
+        metavar="V",
+        help="random integers in [0, V) (tokens) instead of floats",
+    )
+    own.add_argument(
+        "--example",
+        type=_import_path,
+        metavar="MODULE:ATTR",
+        help="a function (or value) giving the call's positional arguments",
+    )
     return p
 
 
@@ -101,12 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    own_options = (args.torch, args.flax, args.input_shape, args.tokens, args.example)
+    if any(option is not None for option in own_options):
+        return check_own_models(args, header)
     cell = fmt.lstm_cell_sizes(header, arrays)  # an LSTMCell's keys give the cell
     if header.kind == fmt.MODEL and cell is None:  # no configuration to build both models from
         print(
             f"lstm_jax.check: error: {args.checkpoint} holds a model of your own "
-            f"({header.model_class or 'unnamed'}): build both models and check them from "
-            f"Python, lstm_jax.compare_with_torch(torch_model, flax_model, variables, *args)",
+            f"({header.model_class or 'unnamed'}): give both models, --torch MODULE:ATTR "
+            f"--flax MODULE:ATTR --input-shape ... (see --help), or check them from Python, "
+            f"lstm_jax.compare_with_torch(torch_model, flax_model, variables, *args)",
             file=sys.stderr,
         )
         return 2
@@ -200,6 +241,175 @@ def random_cell_input(
     x = rng.standard_normal((batch, input_size)).astype(dtype)
     h, c = (rng.standard_normal((batch, hidden_size)).astype(dtype) for _ in range(2))
     return x, (h, c)
+
+
+# --- a model of your own: --torch / --flax ---------------------------------------------------
+
+
+class CheckError(Exception):
+    """The check could not run (exit status 2); the message says why."""
+
+
+def _import_path(text: str) -> str:
+    """An argparse type: ``MODULE:ATTRIBUTE`` (both non-empty), else a clear error."""
+    module, colon, attribute = text.partition(":")
+    if not colon or not module or not attribute or ":" in attribute:
+        raise argparse.ArgumentTypeError(
+            f"expected MODULE:ATTRIBUTE (e.g. mypkg.models:Tagger), got {text!r}"
+        )
+    return text
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated positive integers, e.g. ``16,4,8``."""
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers (e.g. 16,4,8), got {text!r}"
+        )
+    return shape
+
+
+def _attribute(path: str, flag: str) -> Any:
+    """The object at ``MODULE:ATTRIBUTE`` (the attribute may be dotted)."""
+    import importlib
+
+    module_name, _, attribute = path.partition(":")
+    try:
+        value: Any = importlib.import_module(module_name)
+    except Exception as err:  # ModuleNotFoundError, or any error the module raises
+        raise CheckError(
+            f"{flag} {path}: cannot import module {module_name!r} ({type(err).__name__}: "
+            f"{err}); it must be importable from here (the current directory, or PYTHONPATH)"
+        ) from err
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            raise CheckError(f"{flag} {path}: {module_name!r} has no attribute {attribute!r}")
+        value = getattr(value, part)
+    return value
+
+
+def _is_model(value: Any, flag: str) -> bool:
+    if flag == "--torch":
+        import torch
+
+        return isinstance(value, torch.nn.Module)
+    import flax.linen
+    from flax import nnx
+
+    return isinstance(value, flax.linen.Module | nnx.Module)
+
+
+def load_model(path: str, flag: str) -> Any:
+    """The model at ``MODULE:ATTRIBUTE``: the attribute itself when it is a model (a
+    ``torch.nn.Module`` for ``--torch``, a Flax linen or NNX module for ``--flax``), else
+    the result of calling it without arguments (a class or a factory function).
+
+    Raises:
+        CheckError: a module that cannot be imported, a missing attribute, a factory
+            that raises, or something other than a model.
+    """
+    value = _attribute(path, flag)
+    if not _is_model(value, flag):
+        if not callable(value):
+            raise CheckError(
+                f"{flag} {path}: expected a model, a class or a function returning one, got "
+                f"{type(value).__name__}"
+            )
+        try:
+            value = value()
+        except Exception as err:
+            raise CheckError(
+                f"{flag} {path}: calling it without arguments raised {type(err).__name__}: {err}"
+            ) from err
+    if not _is_model(value, flag):
+        expected = "a torch.nn.Module" if flag == "--torch" else "a Flax linen or NNX module"
+        raise CheckError(f"{flag} {path}: expected {expected}, got {type(value).__name__}")
+    return value
+
+
+def own_input(args: argparse.Namespace, dtype: np.dtype) -> tuple[Any, ...]:
+    """The call's positional arguments: ``--example``'s, or one random array of
+    ``--input-shape`` (floats of ``dtype``, or integers in [0, V) with ``--tokens V``)."""
+    if (args.input_shape is None) == (args.example is None):
+        raise CheckError(
+            "expected one of --input-shape (a random input) or --example (the call's "
+            "arguments), got " + ("both" if args.example is not None else "neither")
+        )
+    if args.example is not None:
+        value = _attribute(args.example, "--example")
+        if callable(value):
+            try:
+                value = value()
+            except Exception as err:
+                raise CheckError(
+                    f"--example {args.example}: calling it raised {type(err).__name__}: {err}"
+                ) from err
+        return value if isinstance(value, tuple) else (value,)
+    rng = np.random.default_rng(args.seed)
+    if args.tokens is not None:
+        return (rng.integers(0, args.tokens, args.input_shape),)
+    return (rng.standard_normal(args.input_shape).astype(dtype),)
+
+
+def check_own_models(args: argparse.Namespace, header: fmt.CheckpointHeader) -> int:
+    """``--torch``/``--flax``: load the file into both models, compare them on one input,
+    print the report; the exit status (0 ok, 1 beyond tolerance, 2 could not check)."""
+    try:
+        import torch  # noqa: F401 - only to say plainly that it is missing
+    except ImportError:
+        print('lstm_jax.check: error: needs torch: pip install "lstm-jax[torch]"', file=sys.stderr)
+        return 2
+    import jax
+
+    try:
+        if args.torch is None or args.flax is None:
+            given = [f for f, v in (("--torch", args.torch), ("--flax", args.flax)) if v]
+            raise CheckError(
+                f"expected both --torch and --flax (the options of a model of your own), got "
+                f"{given[0] if given else 'neither'}"
+            )
+        call = own_input(args, header.dtype)
+        torch_model = load_model(args.torch, "--torch")
+        flax_model = load_model(args.flax, "--flax")
+        x64 = jax.enable_x64(True) if header.dtype == np.float64 else contextlib.nullcontext()
+        with x64:
+            report = _compare_own(args.checkpoint, torch_model, flax_model, call)
+    except CheckError as err:
+        print(f"lstm_jax.check: error: {err}", file=sys.stderr)
+        return 2
+    print(f"checkpoint: {args.checkpoint}")
+    print(f"models: {args.torch} (torch), {args.flax} (Flax), {header.dtype}")
+    shapes = ", ".join(f"{np.shape(a)} {np.asarray(a).dtype}" for a in call)
+    print(f"input: {shapes}" + ("" if args.example else f", seed {args.seed}"))
+    print(report)
+    return 0 if report.ok else 1
+
+
+def _compare_own(path: str, torch_model: Any, flax_model: Any, call: tuple[Any, ...]) -> Any:
+    """Load ``path`` into both models and compare them on ``call``."""
+    from flax import nnx
+
+    import lstm_jax
+    import lstm_torch
+
+    try:
+        lstm_torch.load_checkpoint(path, torch_model)
+        _, variables = lstm_jax.load_checkpoint(path, flax_model, example=call)
+    except (ValueError, TypeError, KeyError) as err:  # CheckpointError is a ValueError
+        raise CheckError(f"{path} does not fit the models ({type(err).__name__}: {err})") from err
+    args = call if isinstance(flax_model, nnx.Module) else (variables, *call)
+    try:
+        return lstm_jax.compare_with_torch(torch_model, flax_model, *args)
+    except (ValueError, TypeError) as err:
+        shapes = ", ".join(str(np.shape(a)) for a in call)
+        raise CheckError(
+            f"the models could not run on the input of shapes {shapes} ({type(err).__name__}: "
+            f"{err}); give the shape they take (--input-shape) or their arguments (--example)"
+        ) from err
 
 
 if __name__ == "__main__":
