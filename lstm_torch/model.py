@@ -23,16 +23,20 @@ from lstm_jax.common.numbers import check_positive_int
 class LSTMModeler(nn.Module):
     """``nn.LSTM(input_size, hidden_layer_size, ...)`` + ``nn.Linear(D*H_out, output_size)``.
 
-    Arguments:
+    Args:
         input_size: I, features per time step.
         hidden_layer_size: H, the LSTM's hidden size.
         output_size: O, the head's outputs.
-        num_layers, bias, batch_first, dropout, bidirectional, proj_size:
-            passed to ``nn.LSTM``; the head takes D*H_out features
-            (D = 2 if bidirectional, H_out = proj_size or H).
+        num_layers: L, passed to ``nn.LSTM`` as the next five.
+        bias: two biases per layer and direction, as ``nn.LSTM``.
+        batch_first: inputs (B, T, I) instead of (T, B, I).
+        dropout: between layers, in training mode.
+        bidirectional: D = 2 directions; the head takes D*H_out features.
+        proj_size: P > 0 projects h to P (H_out = P, else H).
 
     Attributes:
-        lstm, linear: the two submodules (state_dict keys ``lstm.*``, ``linear.*``).
+        lstm: the ``nn.LSTM`` (state_dict keys ``lstm.*``).
+        linear: the ``nn.Linear`` head (keys ``linear.*``).
         hidden_cell: (h, c) of (D*L, 1, H_out) and (D*L, 1, H), zeros at first; a
             stored batch of 1 is broadcast to the input's batch (plain ``nn.LSTM``
             refuses it); None means zeros, as ``nn.LSTM(x, None)``. ``forward``
