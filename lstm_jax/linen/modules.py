@@ -223,9 +223,10 @@ class LSTMModeler(nn.Module):
     The LSTM options (and the speed knobs ``unroll``, ``impl``, ``remat``) are
     :class:`LSTM`'s.
 
-    The call is documented at ``__call__`` below. As :class:`LSTM`: arrays or CPU torch tensors; ``apply`` checks the whole
-    parameter tree (``lstm.*`` and ``linear.*``) against the options first, and
-    ``init`` checks ``x``'s features against ``input_size``.
+    The call is documented at ``__call__`` below. As :class:`LSTM`: arrays or CPU
+    torch tensors; ``apply`` checks the whole parameter tree (``lstm.*`` and
+    ``linear.*``) against the options first, and ``init`` checks ``x``'s features
+    against ``input_size``.
     """
 
     input_size: int
