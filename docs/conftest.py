@@ -2,7 +2,9 @@
 
 Every ```python block of every page under ``docs/`` runs top to bottom, in the page's
 own namespace, in a temporary working directory (pages write checkpoints). Blocks meant
-for the shell or showing output are fenced ```bash / ```text and are not run.
+for the shell or showing output are fenced ```bash / ```text and are not run; Python
+that cannot run here (a multi-host launch script) is fenced ```py: highlighted as Python,
+not run, and not counted as a test.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import tempfile
 from typing import Any
 
 from sybil import Sybil
-from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
+from sybil.parsers.markdown import PythonCodeBlockParser
 
 _CWD_KEY = "__docs_cwd__"
 
@@ -31,7 +33,7 @@ def _leave_tmpdir(namespace: dict[str, Any]) -> None:
 
 
 pytest_collect_file = Sybil(
-    parsers=[PythonCodeBlockParser(), SkipParser()],
+    parsers=[PythonCodeBlockParser()],
     patterns=["*.md"],
     setup=_enter_tmpdir,
     teardown=_leave_tmpdir,
