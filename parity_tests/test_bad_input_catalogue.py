@@ -1917,7 +1917,7 @@ def test_catalogue(mistake: str, backend: str) -> None:
 
 def readme_tables() -> str:
     """The catalogue as Markdown, one table per section: the documentation's bad-input page
-    (``docs/_hooks/catalogue.py`` puts it there at build time)."""
+    (``docs/_hooks/generated.py`` puts it there at build time)."""
     lines = []
     for section, entries in SECTIONS.items():
         jax_column, torch_column = SECTION_BACKENDS[section]
@@ -1939,7 +1939,7 @@ def test_docs_page_is_this_catalogue() -> None:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "_docs_catalogue_hook", ROOT / "docs" / "_hooks" / "catalogue.py"
+        "_docs_catalogue_hook", ROOT / "docs" / "_hooks" / "generated.py"
     )
     assert spec is not None and spec.loader is not None
     hook = importlib.util.module_from_spec(spec)
