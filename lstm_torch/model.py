@@ -93,7 +93,15 @@ class LSTMModeler(nn.Module):
             raise
 
     def zero_hidden_cell(self, batch_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Zeros (h, c) of (D*L, B, H_out) and (D*L, B, H) on the model's device and dtype."""
+        """Zeros for ``hidden_cell``.
+
+        Args:
+            batch_size: B.
+
+        Returns:
+            (h, c) of zeros, (D*L, B, H_out) and (D*L, B, H), on the model's device and
+            in its dtype.
+        """
         weight = cast(torch.Tensor, self.lstm.weight_ih_l0)
         h_shape, c_shape = self.config.state_shapes(batch_size)
         return (
@@ -126,10 +134,16 @@ class LSTMModeler(nn.Module):
         return state[0], state[1]
 
     def forward(self, x: torch.Tensor, seq_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (T,), (T, I) [one sequence] or (T, B, I) [(B, T, I) batch_first] -> (O,) or (B, O).
+        """The lecture's ``forward``: from the stored ``hidden_cell``, which it replaces.
 
-        With ``seq_lengths`` (B,) the batch is packed, and the prediction is taken
-        at each row's last valid step.
+        Args:
+            x: (T,) or (T, I), one sequence (``x.view(len(x), 1, -1)``), or a (T, B, I)
+                batch ((B, T, I) with ``batch_first``).
+            seq_lengths: optional (B,) lengths: the batch is packed, and the prediction
+                is taken at each row's last valid step.
+
+        Returns:
+            The last step's prediction: (O,) for one sequence, (B, O) for a batch.
         """
         config = self.config
         if not isinstance(x, torch.Tensor):

@@ -168,7 +168,11 @@ class LSTM(TorchStateDict, nnx.Module):
         self.rngs = rngs.dropout.fork() if needs_stream else nnx.data(None)  # None: see call
 
     def params(self) -> dict[str, jax.Array]:
-        """The parameters as ``{torch name: array}`` (the core's ``params`` mapping)."""
+        """The parameters, as the core takes them.
+
+        Returns:
+            ``{torch name: array}`` (the core's ``params`` mapping).
+        """
         return {name: getattr(self, name).get_value() for name in self.config.param_shapes()}
 
     def __call__(
