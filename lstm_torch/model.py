@@ -23,16 +23,20 @@ from lstm_jax.common.numbers import check_positive_int
 class LSTMModeler(nn.Module):
     """``nn.LSTM(input_size, hidden_layer_size, ...)`` + ``nn.Linear(D*H_out, output_size)``.
 
-    Arguments:
+    Args:
         input_size: I, features per time step.
         hidden_layer_size: H, the LSTM's hidden size.
         output_size: O, the head's outputs.
-        num_layers, bias, batch_first, dropout, bidirectional, proj_size:
-            passed to ``nn.LSTM``; the head takes D*H_out features
-            (D = 2 if bidirectional, H_out = proj_size or H).
+        num_layers: L, passed to ``nn.LSTM`` as the next five.
+        bias: two biases per layer and direction, as ``nn.LSTM``.
+        batch_first: inputs (B, T, I) instead of (T, B, I).
+        dropout: between layers, in training mode.
+        bidirectional: D = 2 directions; the head takes D*H_out features.
+        proj_size: P > 0 projects h to P (H_out = P, else H).
 
     Attributes:
-        lstm, linear: the two submodules (state_dict keys ``lstm.*``, ``linear.*``).
+        lstm: the ``nn.LSTM`` (state_dict keys ``lstm.*``).
+        linear: the ``nn.Linear`` head (keys ``linear.*``).
         hidden_cell: (h, c) of (D*L, 1, H_out) and (D*L, 1, H), zeros at first; a
             stored batch of 1 is broadcast to the input's batch (plain ``nn.LSTM``
             refuses it); None means zeros, as ``nn.LSTM(x, None)``. ``forward``
@@ -89,7 +93,15 @@ class LSTMModeler(nn.Module):
             raise
 
     def zero_hidden_cell(self, batch_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Zeros (h, c) of (D*L, B, H_out) and (D*L, B, H) on the model's device and dtype."""
+        """Zeros for ``hidden_cell``.
+
+        Args:
+            batch_size: B.
+
+        Returns:
+            (h, c) of zeros, (D*L, B, H_out) and (D*L, B, H), on the model's device and
+            in its dtype.
+        """
         weight = cast(torch.Tensor, self.lstm.weight_ih_l0)
         h_shape, c_shape = self.config.state_shapes(batch_size)
         return (
@@ -122,10 +134,16 @@ class LSTMModeler(nn.Module):
         return state[0], state[1]
 
     def forward(self, x: torch.Tensor, seq_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (T,), (T, I) [one sequence] or (T, B, I) [(B, T, I) batch_first] -> (O,) or (B, O).
+        """The lecture's ``forward``: from the stored ``hidden_cell``, which it replaces.
 
-        With ``seq_lengths`` (B,) the batch is packed, and the prediction is taken
-        at each row's last valid step.
+        Args:
+            x: (T,) or (T, I), one sequence (``x.view(len(x), 1, -1)``), or a (T, B, I)
+                batch ((B, T, I) with ``batch_first``).
+            seq_lengths: optional (B,) lengths: the batch is packed, and the prediction
+                is taken at each row's last valid step.
+
+        Returns:
+            The last step's prediction: (O,) for one sequence, (B, O) for a batch.
         """
         config = self.config
         if not isinstance(x, torch.Tensor):

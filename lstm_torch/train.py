@@ -54,9 +54,16 @@ ModelCall = LectureCall | ModuleCall
 
 
 def make_optimizer(spec: Any, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-    """An :mod:`lstm_jax.common.optim` spec -> its ``torch.optim`` optimizer over ``params``.
+    """The ``torch.optim`` optimizer of an :mod:`lstm_jax.common.optim` spec.
 
-    ``clip_norm`` is not part of a torch optimizer; :func:`fit` applies it.
+    Args:
+        spec: ``SGD``, ``Adam`` or ``AdamW``.
+        params: the parameters to optimize (``model.parameters()``).
+
+    Returns:
+        ``torch.optim.SGD``, ``Adam`` or ``AdamW`` over ``params`` with the spec's
+        hyperparameters. ``clip_norm`` is not part of a torch optimizer; :func:`fit`
+        applies it.
     """
     if isinstance(spec, SGD):
         return torch.optim.SGD(

@@ -5,8 +5,9 @@ exception's exact type and a message excerpt that names what was expected and wh
 came. JAX calls run eagerly and under ``jax.jit``: the error must be ours (a plain
 ValueError/TypeError raised before XLA sees anything), never a JAX error. Mistakes
 that touch stored state (weight loading, checkpoints) must leave it as it was.
-``README.md``'s section "Bad input: what each mistake gives" is this catalogue,
-row for row (:func:`test_readme_table_is_this_catalogue`). Exhaustive variants of
+The documentation's page ``docs/reference/bad-input.md`` is this catalogue, row for
+row: the docs build generates it from :func:`readme_tables`
+(:func:`test_docs_page_is_this_catalogue`). Exhaustive variants of
 the shape and option checks live in ``test_bad_input.py`` and ``test_checkpoint.py``.
 """
 
@@ -1915,7 +1916,8 @@ def test_catalogue(mistake: str, backend: str) -> None:
 
 
 def readme_tables() -> str:
-    """The catalogue as README's markdown: one table per section."""
+    """The catalogue as Markdown, one table per section: the documentation's bad-input page
+    (``docs/_hooks/generated.py`` puts it there at build time)."""
     lines = []
     for section, entries in SECTIONS.items():
         jax_column, torch_column = SECTION_BACKENDS[section]
@@ -1931,11 +1933,23 @@ def readme_tables() -> str:
     return "\n".join(lines)
 
 
-def test_readme_table_is_this_catalogue() -> None:
-    """README's "Bad input" section holds exactly these tables (regenerate them with
-    ``python parity_tests/test_bad_input_catalogue.py``)."""
-    readme = (ROOT / "README.md").read_text()
-    assert readme_tables() in readme, "README's bad-input tables differ from the catalogue"
+def test_docs_page_is_this_catalogue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documentation's bad-input page is generated from these tables: the page holds
+    the build hook's marker, and the hook renders exactly :func:`readme_tables`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_docs_catalogue_hook", ROOT / "docs" / "_hooks" / "generated.py"
+    )
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    # the hook imports this file by path under its own name: hand it this module instead
+    monkeypatch.setitem(sys.modules, "_lstm_jax_bad_input_catalogue", sys.modules[__name__])
+    page = (ROOT / "docs" / "reference" / "bad-input.md").read_text()
+    assert hook.MARKER in page, "docs/reference/bad-input.md lost the catalogue's marker"
+    rendered = hook.on_page_markdown(page, page=None)
+    assert readme_tables() in rendered and hook.MARKER not in rendered
 
 
 # --- what the accepted mistakes do -----------------------------------------------------------

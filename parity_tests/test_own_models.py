@@ -287,19 +287,19 @@ def test_a_registered_rule_for_ones_own_layer() -> None:
         register_layer(FlaxScaleShift, "gru")
 
 
-# --- the README's walk-through --------------------------------------------------------------
+# --- the porting guide's walk-through ------------------------------------------------------
 
 
-def test_readme_porting_walkthrough_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's "Porting your own model" code, run as written (in a scratch folder)."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Porting your own model", 1)[1].split("\n## ", 1)[0]
-    code = re.search(r"```python\n(.*?)```", section, flags=re.S)[1]
+def test_docs_porting_walkthrough_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The porting guide's walk-through (its first two code blocks: the models, then the
+    three calls), run as written (in a scratch folder)."""
+    guide = Path(__file__).resolve().parents[1] / "docs" / "guides" / "porting.md"
+    code = "".join(re.findall(r"```python\n(.*?)```", guide.read_text(), flags=re.S)[:2])
     monkeypatch.chdir(tmp_path)
     module = types.ModuleType("readme_porting")  # flax Modules are dataclasses: a real module
     monkeypatch.setitem(sys.modules, module.__name__, module)
     namespace = module.__dict__
-    exec(compile(code, "README.md (Porting your own model)", "exec"), namespace)
+    exec(compile(code, "docs/guides/porting.md", "exec"), namespace)
     assert namespace["report"].ok
     assert (tmp_path / "sentiment.safetensors").exists()
     assert sorted(namespace["lstm_vars"]["params"]) == sorted(

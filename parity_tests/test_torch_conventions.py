@@ -596,21 +596,22 @@ def test_benchmark_default_output_spares_the_committed_results() -> None:
 # --- 8. the README ------------------------------------------------------------------------------
 
 
-def readme_block(after: str) -> str:
-    """The first ```python block after the line ``after`` in README.md."""
-    readme = (ROOT / "README.md").read_text()
-    rest = readme[readme.index(after) :]
+CARRY_GUIDE = ROOT / "docs" / "guides" / "carry-and-streaming.md"
+
+
+def doc_block(page: Path, after: str) -> str:
+    """The first ```python block after the line ``after`` in a documentation page."""
+    text = page.read_text()
+    rest = text[text.index(after) :]
     return rest.split("```python\n", 1)[1].split("\n```", 1)[0]
 
 
-def test_readme_carry_snippet_runs_and_matches_torch() -> None:
-    """The snippet, run where the tour leaves off (tm, jm and their shared variables)."""
-    torch.manual_seed(0)
-    tm = lstm_torch.LSTMModeler(1, 10, 1)
-    ns: dict = dict(np=np, torch=torch, jax=jax, lstm_torch=lstm_torch, lstm_jax=lstm_jax)
-    ns |= dict(tm=tm, jm=lstm_jax.LSTMModeler(1, 10, 1))
-    ns["variables"] = lstm_jax.params_from_torch(tm.state_dict())
-    exec(readme_block("### The carry across calls"), ns)  # the README's own code
+def test_docs_carry_snippet_runs_and_matches_torch() -> None:
+    """The carry guide's two snippets (carried across calls; a stored state broadcast to a
+    batch), run as written, against torch."""
+    ns: dict = {}
+    exec(doc_block(CARRY_GUIDE, "## Carrying the state across calls"), ns)  # the page's code
+    exec(doc_block(CARRY_GUIDE, "## A stored state and a batch"), ns)
     for jax_y, torch_y in (("y1", "t1"), ("y2", "t2"), ("yb", "tb")):
         assert scaled_error(np.asarray(ns[jax_y]), ns[torch_y].numpy()) <= FORWARD[F32]
     assert np.asarray(ns["yb"]).shape == (4, 1)

@@ -82,12 +82,25 @@ class LSTMConfig:
                 raise TypeError(f"{flag} should be a bool, got {getattr(self, flag)!r}")
 
     def lstm_options(self) -> dict[str, Any]:
-        """The keyword options of ``torch.nn.LSTM`` (``LSTM_OPTIONS``) as a dict."""
+        """The keyword options of ``torch.nn.LSTM``.
+
+        Returns:
+            ``{option: value}`` for each name in ``LSTM_OPTIONS``.
+        """
         return {name: getattr(self, name) for name in LSTM_OPTIONS}
 
     @classmethod
     def of(cls, owner: Any, hidden_size: int, input_size: int | None = None) -> LSTMConfig:
-        """The config of any object carrying ``LSTM_OPTIONS`` as attributes (the modules)."""
+        """The config of any object carrying ``LSTM_OPTIONS`` as attributes (the modules).
+
+        Args:
+            owner: the object (a module) holding the options as attributes.
+            hidden_size: H.
+            input_size: I, when known.
+
+        Returns:
+            The :class:`LSTMConfig`.
+        """
         options = {name: getattr(owner, name) for name in LSTM_OPTIONS}
         return cls(hidden_size=hidden_size, input_size=input_size, **options)
 
@@ -109,7 +122,14 @@ class LSTMConfig:
         return size
 
     def param_shapes(self, input_size: int | None = None) -> dict[str, tuple[int, ...]]:
-        """Torch's ``nn.LSTM`` parameter names mapped to their shapes, in torch's order."""
+        """Torch's ``nn.LSTM`` parameters and their shapes.
+
+        Args:
+            input_size: I (the config's own when None).
+
+        Returns:
+            ``{torch name: shape}`` in torch's order.
+        """
         H, P, H_out = self.hidden_size, self.proj_size, self.output_size
         shapes: dict[str, tuple[int, ...]] = {}
         for layer in range(self.num_layers):
@@ -127,7 +147,15 @@ class LSTMConfig:
         return shapes
 
     def state_shapes(self, batch_size: int | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """Shapes of (h, c): (D*L, B, H_out) and (D*L, B, H); no B axis when unbatched."""
+        """The shapes of the state.
+
+        Args:
+            batch_size: B, or None for an unbatched input.
+
+        Returns:
+            The shapes of (h, c): (D*L, B, H_out) and (D*L, B, H); no B axis when
+            ``batch_size`` is None.
+        """
         lead: tuple[int, ...] = (self.num_directions * self.num_layers,)
         if batch_size is not None:
             lead = (*lead, batch_size)

@@ -92,6 +92,9 @@ def epoch_orders(
     in epoch order, so epoch e's order is the e-th draw of the run whatever
     ``epochs`` is (a run continued from epoch ``first_epoch`` visits what one
     longer run would have).
+
+    Returns:
+        An (epochs, n) integer array: row e is the order of epoch ``first_epoch + e``.
     """
     n = check_positive_int("the number of samples", n)
     epochs = check_positive_int("epochs", epochs)

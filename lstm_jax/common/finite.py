@@ -49,6 +49,10 @@ def find_nonfinite(
         seq_lengths: optional (B,) lengths; the padding past them is not looked at
             (no backend reads it).
 
+    Returns:
+        A :class:`NonFinite` naming the first (batch row, time step, feature) holding a
+        NaN or inf, or None when every value that is read is finite.
+
     Raises:
         TypeError: ``x`` is not a floating point array.
         ValueError: ``x`` is not 1-, 2- or 3-D, or ``seq_lengths`` does not fit it.

@@ -1,7 +1,8 @@
 """Backend-neutral optimizer specs: one value configures torch.optim and Optax alike.
 
-This module imports numpy alone, so ``lstm_torch`` shares it; Optax is imported
-only by :meth:`to_optax`, torch only by :meth:`to_torch` (through ``lstm_torch``).
+This module imports numpy alone, so ``lstm_torch`` shares it; a spec becomes an Optax
+transformation through :func:`lstm_jax.as_optax` (``lstm_jax.train.optimizers``) and a
+``torch.optim`` optimizer through :func:`lstm_torch.make_optimizer`.
 
 - ``SGD(lr, momentum, nesterov, weight_decay)``: ``torch.optim.SGD`` (dampening 0)
   and ``chain(add_decayed_weights(wd), sgd(lr, momentum, nesterov))``;
@@ -10,10 +11,11 @@ only by :meth:`to_optax`, torch only by :meth:`to_torch` (through ``lstm_torch``
 - ``AdamW(lr, betas, eps, weight_decay)``: ``torch.optim.AdamW`` and
   ``adamw(lr, b1, b2, eps, weight_decay=wd)``;
 - ``clip_norm=c`` on any spec: ``torch.nn.utils.clip_grad_norm_(params, c)`` before
-  the step, and :func:`clip_by_global_norm_torch` first in the Optax chain.
+  the step, and :func:`lstm_jax.train.optimizers.clip_by_global_norm_torch` first in
+  the Optax chain.
 
-The update rules agree term by term (the README's "Training" section gives the
-formulas); only rounding differs. Two points need care:
+The update rules agree term by term (the documentation's training guide, "Optimizer
+pairs", gives the formulas); only rounding differs. Two points need care:
 
 - torch's momentum buffer starts as the first gradient and Optax's ``trace``
   starts at zeros; with torch's dampening 0 both give ``b1 = g1``,
@@ -21,7 +23,8 @@ formulas); only rounding differs. Two points need care:
   specs have none.
 - ``torch.nn.utils.clip_grad_norm_`` scales by ``min(c / (norm + 1e-6), 1)``,
   ``optax.clip_by_global_norm`` by ``c / norm`` when ``norm >= c``. The specs
-  use :func:`clip_by_global_norm_torch`, torch's formula written for Optax.
+  use :func:`lstm_jax.train.optimizers.clip_by_global_norm_torch`, torch's formula
+  written for Optax.
 """
 
 from __future__ import annotations
@@ -129,8 +132,11 @@ class AdamW(_Spec):
     The default ``weight_decay`` is torch's (0.01); ``optax.adamw``'s own default is 1e-4.
 
     Attributes:
-        lr, betas, eps, clip_norm: as :class:`Adam`.
+        lr: learning rate, as :class:`Adam`'s.
+        betas: decay rates (b1, b2) of the moment averages, as :class:`Adam`'s.
+        eps: as :class:`Adam`'s.
         weight_decay: decoupled decay factor (multiplied by ``lr``, as in both libraries).
+        clip_norm: clip the gradients' global norm to this before the step (None: no clip).
     """
 
     lr: float = 1e-3

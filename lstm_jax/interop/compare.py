@@ -96,19 +96,21 @@ def compare_with_torch(
             module holds its parameters: ``compare_with_torch(torch_model, module, *args)``,
             no variables (see :mod:`lstm_jax.interop.nnx_compare`).
         variables: the Flax model's ``{"params": ...}``, of the torch model's dtype.
-        args, kwargs: the call's arguments, the same for both models: numpy, JAX or
+        *args: the call's arguments, the same for both models: numpy, JAX or
             torch arrays (floating ones of the parameters' dtype), and anything else
             (``None``, flags) passed as is. For the built-ins: ``x``, or ``x, (h_0, c_0)``
-            as torch's call takes them, and ``seq_lengths=`` (B,): the torch ``nn.LSTM``
-            then runs on ``pack_padded_sequence(x, seq_lengths)`` (its output padded back),
-            the JAX one on ``seq_lengths``; an ``nn.LSTM`` pair also takes the
+            as torch's call takes them; an ``nn.LSTM`` pair also takes the
             ``PackedSequence`` itself as ``x``.
+        **kwargs: the call's keywords, the same for both models. For the built-ins,
+            ``seq_lengths=`` (B,): the torch ``nn.LSTM`` then runs on
+            ``pack_padded_sequence(x, seq_lengths)`` (its output padded back), the JAX
+            one on ``seq_lengths``.
         initial_state: (built-ins only) (h_0, c_0), the ``LSTMModeler``'s
             ``hidden_cell``; zeros when None.
         seed: seeds the cotangents.
 
     Returns:
-        a :class:`ParityReport` (``.ok``, ``.forward``, ``.final_state``,
+        A :class:`ParityReport` (``.ok``, ``.forward``, ``.final_state``,
         ``.gradient``, and ``str()`` a table naming the worst key of each group).
     """
     import torch  # the torch extra

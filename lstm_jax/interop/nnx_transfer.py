@@ -125,8 +125,9 @@ def _torch_shape(leaf: TorchLeaf) -> tuple[int, ...]:
 def state_dict(module: nnx.Module) -> dict[str, np.ndarray]:
     """``module``'s parameters as ``{torch key: numpy array}``, bitwise.
 
-    Load into torch with
-    ``torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
+    Returns:
+        ``{torch key: numpy array}``. Load into torch with
+        ``torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
     """
     return {
         key: np.array(leaf.rule.to_torch(np.asarray(leaf.variable.get_value())))

@@ -73,8 +73,13 @@ class ParityReport:
         return all(d.ok for d in self.differences)
 
     def largest(self, group: str) -> Difference:
-        """The difference of ``group`` ("forward", "final state", "gradient") that is
-        largest relative to its tolerance."""
+        """The difference of one group that is largest relative to its tolerance.
+
+        Args:
+            group: "forward", "final state" or "gradient".
+
+        Returns:
+            That group's worst :class:`Difference` (key, scaled error, tolerance)."""
         members = [d for d in self.differences if d.group == group]
         if not members:
             present = sorted({d.group for d in self.differences})

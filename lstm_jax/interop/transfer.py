@@ -771,8 +771,10 @@ def params_to_torch(
         tied: ``{torch key: key it shares}``: the ties of the torch model whose tensor
             the Flax model holds once; each alias gets the same array.
 
-    Load into torch with
-    ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)``.
+    Returns:
+        ``{torch key: numpy array}``, bitwise the parameters. Load into torch with
+        ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()},
+        strict=True)``.
     """
     params = params_of(variables, "params_to_torch", wrapper_optional=True)
     if isinstance(model, BUILT_IN):  # checked against its options, as apply checks them

@@ -33,16 +33,9 @@ class LSTMCell(nn.Module):
         bias: whether the cell has ``bias_ih`` and ``bias_hh`` (two biases, as torch).
         param_dtype: dtype of the parameters created by ``init``.
 
-    Parameters (``variables["params"]``), I taken from the first input:
-        ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih`` (4H,), ``bias_hh`` (4H,),
-        all drawn from U(-1/sqrt(H), 1/sqrt(H)) as torch does.
-
-    Call ``(x, state=None)``:
-        x: (B, I), or unbatched (I,).
-        state: (h, c), each (B, H) ((H,) unbatched); zeros when None.
-
-    Returns:
-        ``LSTMState(h', c')``, each (B, H) ((H,) unbatched): torch's ``(h_1, c_1)``.
+    The parameters (``variables["params"]``), I taken from the first input, are
+    ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih`` (4H,) and ``bias_hh``
+    (4H,), all drawn from U(-1/sqrt(H), 1/sqrt(H)) as torch does.
     """
 
     hidden_size: int
@@ -57,13 +50,38 @@ class LSTMCell(nn.Module):
         super().__post_init__()
 
     def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
-        """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}``."""
+        """``flax.linen.Module.apply``, with the variables checked first.
+
+        Args:
+            variables: ``{"params": {...}}``.
+            *args: the call's arguments (``__call__``).
+            **kwargs: the call's keywords and ``apply``'s.
+
+        Returns:
+            What ``__call__`` returns.
+
+        Raises:
+            ValueError: ``variables`` without the ``{"params": ...}`` wrapper.
+        """
         if variables != {}:
             params_of(variables, f"{WHO}.apply")
         return super().apply(variables, *args, **kwargs)
 
     @nn.compact
     def __call__(self, x: jax.Array, state: tuple[Any, Any] | None = None) -> LSTMState:
+        """One step, as ``torch.nn.LSTMCell.forward``.
+
+        Args:
+            x: (B, I), or unbatched (I,).
+            state: (h, c), each (B, H) ((H,) unbatched); zeros when None.
+
+        Returns:
+            ``LSTMState(h', c')``, each (B, H) ((H,) unbatched): torch's ``(h_1, c_1)``.
+
+        Raises:
+            ValueError: an input or state whose shape does not fit.
+            TypeError: a state that is not a pair.
+        """
         x, state, _ = host_call_args(WHO, x, state, None)
         dtype = dtype_of(x)
         if self.has_variable("params", "weight_ih"):

@@ -59,21 +59,11 @@ class LSTM(nn.Module):
         unroll, impl, remat: how each layer runs over time (speed and memory knobs;
             the results are the same): explained in :mod:`lstm_jax.core.recurrence`.
 
-    Parameters (``variables["params"]``), for layer k and suffix ``""`` or ``"_reverse"``:
-        ``weight_ih_l{k}`` (4H, I or D*H_out), ``weight_hh_l{k}`` (4H, H_out),
-        ``bias_ih_l{k}`` (4H,), ``bias_hh_l{k}`` (4H,), ``weight_hr_l{k}`` (P, H);
-        all drawn from U(-1/sqrt(H), 1/sqrt(H)) as torch does.
-
-    Call ``(x, initial_state=None, *, deterministic=True, seq_lengths=None)``:
-        x: (T, B, I), (B, T, I) with ``batch_first``, or unbatched (T, I).
-        initial_state: (h_0, c_0) of (D*L, B, H_out) and (D*L, B, H)
-            ((D*L, H_out), (D*L, H) unbatched); zeros when None.
-        seq_lengths: optional (B,) valid lengths, padding at the end: the result of
-            torch's ``pack_padded_sequence`` -> LSTM -> ``pad_packed_sequence``.
-
-    Returns:
-        output (T, B, D*H_out) (batch-first or unbatched as the input) and
-        ``LSTMState(h_n, c_n)`` shaped as the initial state.
+    The parameters (``variables["params"]``) for layer k and suffix ``""`` or
+    ``"_reverse"`` are ``weight_ih_l{k}`` (4H, I or D*H_out), ``weight_hh_l{k}``
+    (4H, H_out), ``bias_ih_l{k}`` (4H,), ``bias_hh_l{k}`` (4H,) and ``weight_hr_l{k}``
+    (P, H), all drawn from U(-1/sqrt(H), 1/sqrt(H)) as torch does. The call is
+    documented at ``__call__`` below.
 
     Arrays may be JAX or numpy arrays or CPU torch tensors (read as numpy). ``init``
     takes I from ``x``; ``apply`` takes it from the variables' ``weight_ih_l0`` and
@@ -108,8 +98,20 @@ class LSTM(nn.Module):
         return LSTMConfig.of(self, self.hidden_size)
 
     def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
-        """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}`` (or
-        empty, for Flax's lazy initialisation with ``mutable=["params"]``)."""
+        """``flax.linen.Module.apply``, with the variables checked first.
+
+        Args:
+            variables: ``{"params": {...}}`` (or empty, for Flax's lazy
+                initialisation with ``mutable=["params"]``).
+            *args: the call's arguments (``__call__``).
+            **kwargs: the call's keywords and ``apply``'s (``rngs=``, ``mutable=``).
+
+        Returns:
+            What ``__call__`` returns (with the updated collections when ``mutable``).
+
+        Raises:
+            ValueError: ``variables`` without the ``{"params": ...}`` wrapper.
+        """
         if variables != {}:
             params_of(variables, "LSTM.apply")
         return super().apply(variables, *args, **kwargs)
@@ -153,6 +155,27 @@ class LSTM(nn.Module):
         deterministic: bool = True,
         seq_lengths: jax.Array | None = None,
     ) -> tuple[jax.Array, LSTMState]:
+        """Run the stack over a sequence, as ``torch.nn.LSTM.forward``.
+
+        Args:
+            x: (T, B, I), (B, T, I) with ``batch_first``, or unbatched (T, I).
+            initial_state: (h_0, c_0) of (D*L, B, H_out) and (D*L, B, H)
+                ((D*L, H_out), (D*L, H) unbatched); zeros when None.
+            deterministic: no dropout when True; False needs ``rngs={"dropout": key}``
+                in ``apply``.
+            seq_lengths: optional (B,) valid lengths, padding at the end: the result of
+                torch's ``pack_padded_sequence`` -> LSTM -> ``pad_packed_sequence``.
+
+        Returns:
+            The pair ``(output, LSTMState(h_n, c_n))``: output (T, B, D*H_out)
+            (batch-first or unbatched as the input), the final state shaped as the
+            initial state.
+
+        Raises:
+            ValueError: a shape that does not fit the options or the parameters, a
+                length outside [1, T], dropout without a ``'dropout'`` rng.
+            TypeError: a non-floating input or state, a state that is not a pair.
+        """
         config = self.config
         x, initial_state, seq_lengths = host_call_args("LSTM", x, initial_state, seq_lengths)
         input_size, source = self._input_size(x)
@@ -200,24 +223,10 @@ class LSTMModeler(nn.Module):
     The LSTM options (and the speed knobs ``unroll``, ``impl``, ``remat``) are
     :class:`LSTM`'s.
 
-    Call ``(x, hidden_cell=None, *, deterministic=True, seq_lengths=None)``:
-        x: as the lecture's ``forward``: a 1-D (T,) or 2-D (T, I) input is one
-            sequence of T steps with batch 1 (``x.view(len(x), 1, -1)``); a 3-D
-            input is a (T, B, I) batch ((B, T, I) with ``batch_first``).
-        hidden_cell: the torch model's stored ``hidden_cell`` made explicit:
-            (h, c) of (D*L, B, H_out), (D*L, B, H); zeros when None; a batch of 1
-            is broadcast to B (the lecture stores (1, 1, H) zeros).
-        seq_lengths: optional (B,) lengths; the prediction is taken at each row's
-            last valid step.
-
-    Returns:
-        the last step's prediction, (O,) for a 1-D/2-D input or (B, O) for a
-        3-D one, and the new ``hidden_cell`` (``LSTMState``): pass it back as
-        ``hidden_cell`` to carry the state across calls, as the lecture's model does.
-
-    As :class:`LSTM`: arrays or CPU torch tensors; ``apply`` checks the whole
-    parameter tree (``lstm.*`` and ``linear.*``) against the options first, and
-    ``init`` checks ``x``'s features against ``input_size``.
+    The call is documented at ``__call__`` below. As :class:`LSTM`: arrays or CPU
+    torch tensors; ``apply`` checks the whole parameter tree (``lstm.*`` and
+    ``linear.*``) against the options first, and ``init`` checks ``x``'s features
+    against ``input_size``.
     """
 
     input_size: int
@@ -249,8 +258,20 @@ class LSTMModeler(nn.Module):
         return LSTMConfig.of(self, self.hidden_layer_size, self.input_size)
 
     def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
-        """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}`` (or
-        empty, for Flax's lazy initialisation with ``mutable=["params"]``)."""
+        """``flax.linen.Module.apply``, with the variables checked first.
+
+        Args:
+            variables: ``{"params": {...}}`` (or empty, for Flax's lazy
+                initialisation with ``mutable=["params"]``).
+            *args: the call's arguments (``__call__``).
+            **kwargs: the call's keywords and ``apply``'s (``rngs=``, ``mutable=``).
+
+        Returns:
+            What ``__call__`` returns (with the updated collections when ``mutable``).
+
+        Raises:
+            ValueError: ``variables`` without the ``{"params": ...}`` wrapper.
+        """
         if variables != {}:
             params_of(variables, "LSTMModeler.apply")
         return super().apply(variables, *args, **kwargs)
@@ -274,6 +295,29 @@ class LSTMModeler(nn.Module):
         deterministic: bool = True,
         seq_lengths: jax.Array | None = None,
     ) -> tuple[jax.Array, LSTMState]:
+        """The lecture's ``forward`` with the carry made explicit.
+
+        Args:
+            x: as the lecture's ``forward``: a 1-D (T,) or 2-D (T, I) input is one
+                sequence of T steps with batch 1 (``x.view(len(x), 1, -1)``); a 3-D
+                input is a (T, B, I) batch ((B, T, I) with ``batch_first``).
+            hidden_cell: the torch model's stored ``hidden_cell`` made explicit:
+                (h, c) of (D*L, B, H_out), (D*L, B, H); zeros when None; a batch of 1
+                is broadcast to B (the lecture stores (1, 1, H) zeros).
+            deterministic: no dropout when True; False needs ``rngs={"dropout": key}``.
+            seq_lengths: optional (B,) lengths; the prediction is taken at each row's
+                last valid step.
+
+        Returns:
+            The pair ``(prediction, hidden_cell)``: the last step's prediction, (O,)
+            for a 1-D/2-D input or (B, O) for a 3-D one, and the new ``hidden_cell``
+            (``LSTMState``): pass it back to carry the state across calls, as the
+            lecture's model does.
+
+        Raises:
+            ValueError: a shape that does not fit the options or the parameters.
+            TypeError: a non-floating input or state, a state that is not a pair.
+        """
         who = "LSTMModeler"
         config = self.config
         x, hidden_cell, seq_lengths = host_call_args(who, x, hidden_cell, seq_lengths)

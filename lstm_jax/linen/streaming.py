@@ -98,6 +98,11 @@ def streaming_step(model: LSTM | LSTMModeler, variables: Mapping[str, Any]) -> S
     Arguments:
         model: a unidirectional :class:`~lstm_jax.LSTM` or :class:`~lstm_jax.LSTMModeler`.
         variables: its ``{"params": ...}`` (e.g. from ``init`` or ``params_from_torch``).
+
+    Returns:
+        A :class:`StreamingStep`: ``step(x_t, state) -> (y_t, state)`` with x_t (B, I),
+        y_t (B, H_out) (the LSTM's output) or (B, O) (the modeler's prediction), and
+        ``step.zero_state(B)`` for the first call.
     """
     params = _params_of(variables)
     if isinstance(model, LSTM | LSTMModeler):

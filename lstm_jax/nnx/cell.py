@@ -23,12 +23,6 @@ class LSTMCell(TorchStateDict, nnx.Module):
 
     Parameters ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih`` and ``bias_hh``
     (4H,) with ``bias``, gates i, f, g, o, drawn from U(-1/sqrt(H), 1/sqrt(H)) as torch.
-
-    Call ``(x, hx=None)``:
-        x: (B, I) or unbatched (I,); hx: (h_0, c_0) each (B, H) or (H,), zeros when None.
-
-    Returns:
-        ``LSTMState(h_1, c_1)``, each shaped as h_0.
     """
 
     def __init__(
@@ -50,6 +44,19 @@ class LSTMCell(TorchStateDict, nnx.Module):
             setattr(self, name, nnx.Param(init(rngs.params(), shape, param_dtype)))
 
     def __call__(self, x: Any, hx: StateLike | None = None) -> LSTMState:
+        """One step, as ``torch.nn.LSTMCell.forward``.
+
+        Args:
+            x: (B, I) or unbatched (I,).
+            hx: (h_0, c_0), each (B, H) or (H,); zeros when None.
+
+        Returns:
+            ``LSTMState(h_1, c_1)``, each shaped as h_0.
+
+        Raises:
+            ValueError: an input or state whose shape does not fit.
+            TypeError: a state that is not a pair.
+        """
         x, hx, _ = host_call_args("LSTMCell", x, hx, None)
         check_cell_call(x, hx, self.input_size, self.hidden_size)
         names = lstm_cell_param_shapes(self.hidden_size, self.input_size, self.bias)

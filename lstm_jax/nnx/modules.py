@@ -116,23 +116,11 @@ class LSTM(TorchStateDict, nnx.Module):
     ``unroll``, ``impl`` and ``remat`` of :class:`lstm_jax.LSTM` (results do not depend
     on them; see :mod:`lstm_jax.core.recurrence`).
 
-    Parameters (attributes, ``nnx.Param``), for layer k and suffix ``""`` or ``"_reverse"``:
-        ``weight_ih_l{k}`` (4H, I or D*H_out), ``weight_hh_l{k}`` (4H, H_out),
-        ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (4H,) with ``bias``, ``weight_hr_l{k}``
-        (P, H) with ``proj_size`` P > 0; all drawn from U(-1/sqrt(H), 1/sqrt(H)) as
-        torch does, with keys from ``rngs.params``.
-
-    Call ``(x, hx=None, *, seq_lengths=None, deterministic=None, rngs=None)``:
-        x: (T, B, I), (B, T, I) with ``batch_first``, or unbatched (T, I).
-        hx: (h_0, c_0) of (D*L, B, H_out) and (D*L, B, H) ((D*L, H_out), (D*L, H)
-            unbatched); zeros when None.
-        seq_lengths: optional (B,) valid lengths, padding at the end: the result of
-            torch's ``pack_padded_sequence`` -> LSTM -> ``pad_packed_sequence``.
-        deterministic, rngs: override the mode and the dropout keys for this call.
-
-    Returns:
-        output (T, B, D*H_out) (batch-first or unbatched as the input) and
-        ``LSTMState(h_n, c_n)`` shaped as ``hx``.
+    The parameters (attributes, ``nnx.Param``) for layer k and suffix ``""`` or
+    ``"_reverse"`` are ``weight_ih_l{k}`` (4H, I or D*H_out), ``weight_hh_l{k}``
+    (4H, H_out), ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (4H,) with ``bias``, and
+    ``weight_hr_l{k}`` (P, H) with ``proj_size`` P > 0; all drawn from
+    U(-1/sqrt(H), 1/sqrt(H)) as torch does, with keys from ``rngs.params``.
     """
 
     def __init__(
@@ -180,7 +168,11 @@ class LSTM(TorchStateDict, nnx.Module):
         self.rngs = rngs.dropout.fork() if needs_stream else nnx.data(None)  # None: see call
 
     def params(self) -> dict[str, jax.Array]:
-        """The parameters as ``{torch name: array}`` (the core's ``params`` mapping)."""
+        """The parameters, as the core takes them.
+
+        Returns:
+            ``{torch name: array}`` (the core's ``params`` mapping).
+        """
         return {name: getattr(self, name).get_value() for name in self.config.param_shapes()}
 
     def __call__(
@@ -192,6 +184,27 @@ class LSTM(TorchStateDict, nnx.Module):
         deterministic: bool | None = None,
         rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
     ) -> tuple[jax.Array, LSTMState]:
+        """Run the stack over a sequence, as ``torch.nn.LSTM.forward``.
+
+        Args:
+            x: (T, B, I), (B, T, I) with ``batch_first``, or unbatched (T, I).
+            hx: (h_0, c_0) of (D*L, B, H_out) and (D*L, B, H) ((D*L, H_out), (D*L, H)
+                unbatched); zeros when None.
+            seq_lengths: optional (B,) valid lengths, padding at the end: the result of
+                torch's ``pack_padded_sequence`` -> LSTM -> ``pad_packed_sequence``.
+            deterministic: overrides the module's mode (``train()`` / ``eval()``) for
+                this call.
+            rngs: the dropout keys for this call (``nnx.Rngs``, a stream or a key).
+
+        Returns:
+            The pair ``(output, LSTMState(h_n, c_n))``: output (T, B, D*H_out)
+            (batch-first or unbatched as the input), the final state shaped as ``hx``.
+
+        Raises:
+            ValueError: a shape that does not fit the module, a length outside
+                [1, T], dropout in training mode without a ``'dropout'`` stream.
+            TypeError: a non-floating input or state, a state that is not a pair.
+        """
         config = self.config
         x, hx, seq_lengths = host_call_args("LSTM", x, hx, seq_lengths)
         call = check_call(config, x, hx, seq_lengths, self.input_size)
@@ -286,23 +299,12 @@ class LSTMModeler(TorchStateDict, nnx.Module):
     :class:`LSTM`'s ``param_dtype``, ``unroll``, ``impl``, ``remat``.
 
     Attributes:
-        lstm: :class:`LSTM`; linear: :class:`Linear` (O, D*H_out); so ``state_dict()``
-            has the torch model's keys ``lstm.*`` and ``linear.*``.
+        lstm: the :class:`LSTM`, so ``state_dict()`` has the torch model's ``lstm.*`` keys.
+        linear: the head, a :class:`Linear` (O, D*H_out): ``linear.*``.
         hidden_cell: the stored state, as the lecture's attribute: (h, c) of
             (D*L, 1, H_out) and (D*L, 1, H) zeros at first; assign ``(h, c)`` (or None
             for zeros) before a call and read the new state after it, also inside
             ``nnx.jit`` / ``nnx.grad`` (it is module state, a :class:`HiddenCell`).
-
-    Call ``(x, *, seq_lengths=None)``, as the lecture's ``forward``:
-        x: a 1-D (T,) or 2-D (T, I) input is one sequence of T steps with batch 1
-            (``x.view(len(x), 1, -1)``); a 3-D input is a (T, B, I) batch ((B, T, I)
-            with ``batch_first``). A stored batch of 1 is broadcast to B.
-        seq_lengths: optional (B,) lengths; the prediction is taken at each row's
-            last valid step.
-
-    Returns:
-        the last step's prediction, (O,) for a 1-D/2-D input or (B, O) for a 3-D one;
-        the new state is stored in ``hidden_cell``.
     """
 
     def __init__(
@@ -365,12 +367,37 @@ class LSTMModeler(TorchStateDict, nnx.Module):
         self._hidden_cell.set_value(stored_hidden_cell(value))
 
     def zero_hidden_cell(self, batch_size: int = 1) -> LSTMState:
-        """Zeros (h, c) of (D*L, B, H_out) and (D*L, B, H) in the parameters' dtype."""
+        """Zeros for ``hidden_cell``.
+
+        Args:
+            batch_size: B.
+
+        Returns:
+            ``LSTMState(h, c)`` of zeros, (D*L, B, H_out) and (D*L, B, H), in the
+            parameters' dtype.
+        """
         dtype = self.lstm.params()["weight_ih_l0"].dtype
         h_shape, c_shape = self.config.state_shapes(batch_size)
         return LSTMState(jnp.zeros(h_shape, dtype), jnp.zeros(c_shape, dtype))
 
     def __call__(self, x: Any, *, seq_lengths: Any = None) -> jax.Array:
+        """The lecture's ``forward``: from the stored ``hidden_cell``, which it replaces.
+
+        Args:
+            x: a 1-D (T,) or 2-D (T, I) input is one sequence of T steps with batch 1
+                (``x.view(len(x), 1, -1)``); a 3-D input is a (T, B, I) batch
+                ((B, T, I) with ``batch_first``). A stored batch of 1 is broadcast to B.
+            seq_lengths: optional (B,) lengths; the prediction is taken at each row's
+                last valid step.
+
+        Returns:
+            The last step's prediction, (O,) for a 1-D/2-D input or (B, O) for a 3-D
+            one; the new state is stored in ``hidden_cell``.
+
+        Raises:
+            ValueError: a shape that does not fit the module or the stored state.
+            TypeError: a non-floating input.
+        """
         config, who = self.config, "LSTMModeler"
         x, _, seq_lengths = host_call_args(who, x, None, seq_lengths)
         single_sequence = np.ndim(x) < 3

@@ -253,9 +253,11 @@ def make_train_step(
     ``batch_first``: the layout of a model without its own ``batch_first``, used
     only to check it; ``x`` arrives in the model's layout.
 
-    Returns ``(variables, opt_state, loss)``; ``loss`` is ``(loss, aux)`` when the
-    callable loss returns an aux; with ``stateful=True`` the model's new carry comes
-    fourth: ``(variables, opt_state, loss, carry)``, to pass as ``carry=`` next.
+    Returns:
+        The step function. It returns ``(variables, opt_state, loss)``; ``loss`` is
+        ``(loss, aux)`` when the callable loss returns an aux; with ``stateful=True`` the
+        model's new carry comes fourth: ``(variables, opt_state, loss, carry)``, to pass
+        as ``carry=`` next.
     """
     train_model = as_train_model(model, batch_first)
     opt = with_extra_args(as_optax(optimizer))

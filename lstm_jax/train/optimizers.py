@@ -17,9 +17,16 @@ from lstm_jax.common.optim import SGD, TORCH_CLIP_EPS, Adam, OptimizerSpec, is_s
 
 
 def as_optax(optimizer: Any) -> optax.GradientTransformation:
-    """An :mod:`lstm_jax.common.optim` spec (-> its paired Optax chain), an
-    ``optax.MultiSteps`` (-> its ``init`` and ``update``, extra arguments passed on; the same
-    object for the same MultiSteps) or an Optax ``GradientTransformation`` (returned as is)."""
+    """The Optax transformation that ``lstm_jax.fit`` runs for an optimizer.
+
+    Args:
+        optimizer: an :mod:`lstm_jax.common.optim` spec, an ``optax.MultiSteps`` or an
+            Optax ``GradientTransformation``.
+
+    Returns:
+        For a spec, its paired Optax chain (the same object for equal specs); for an
+        ``optax.MultiSteps``, its ``init`` and ``update`` with extra arguments passed on
+        (the same object for the same MultiSteps); a ``GradientTransformation`` as is."""
     if is_spec(optimizer):
         return spec_to_optax(optimizer)
     if isinstance(optimizer, optax.MultiSteps):

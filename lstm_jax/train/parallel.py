@@ -21,8 +21,8 @@ matter: :class:`DataParallel` rebuilds it with ``Auto`` axes over the same devic
 as the sharding constraints inside ``fit``'s program need.
 
 Several processes: :func:`lstm_jax.train.distributed.initialize_distributed` first,
-then the same ``fit`` call in every process (see the README, "Several processes
-and hosts").
+then the same ``fit`` call in every process (see the documentation's guide
+"Data-parallel and several processes", ``docs/guides/data-parallel.md``).
 """
 
 from __future__ import annotations
