@@ -107,7 +107,7 @@ def test_params_alone_are_refused_naming_the_batch_norm():
         lstm_jax.params_to_torch({"params": variables["params"]}, FlaxClassifier())
     with pytest.raises(ValueError, match="batch_stats"):
         lstm_jax.params_to_torch(variables["params"], FlaxClassifier(), example=(x,))
-    with pytest.raises(ValueError, match="bn.running_mean"):  # parameters only: buffers missing
+    with pytest.raises(ValueError, match=r"bn\.running_mean"):  # parameters only: buffers missing
         lstm_jax.params_from_torch(dict(tm.named_parameters()), FlaxClassifier(), example=(x,))
 
 
@@ -138,7 +138,7 @@ def test_a_flax_layer_without_a_rule_is_named():
     x = np.ones((1, 5, 2), np.float32)
     variables = Odd().init(jax.random.key(0), x)
     for kw in ({}, {"example": (x,)}):
-        with pytest.raises(ValueError, match="up/kernel.*ConvTranspose"):
+        with pytest.raises(ValueError, match=r"up/kernel.*ConvTranspose"):
             lstm_jax.params_to_torch(variables, Odd(), **kw)
 
 

@@ -224,13 +224,15 @@ def load_state_dict(
         common = [key for key in expected if key in actual]
         check_param_shapes({k: expected[k] for k in common}, {k: actual[k] for k in common}, what)
     _check_dtypes({key: arrays[key] for key in expected if key in arrays})
-    held = [k for k in expected if leaves[k].variable is not None]
+    holding = [k for k in expected if leaves[k].variable is not None]
     warn_flax_batch_norm_layers(
         [k for k in expected if leaves[k].variable is None], "load_state_dict"
     )
-    values = {key: _converted(key, leaves[key], arrays[key]) for key in held if key in arrays}
+    values = {key: _converted(key, leaves[key], arrays[key]) for key in holding if key in arrays}
     for key, value in values.items():
-        leaves[key].variable.set_value(value)
+        variable = leaves[key].variable
+        assert variable is not None  # holding
+        variable.set_value(value)
     return IncompatibleKeys(missing, unexpected)
 
 

@@ -349,7 +349,8 @@ def key_map(
         layer = layers.get(path)
         rules = leaf_rules.layer_rules(None if layer is None else layer.layer_type, leaves)
         if layer is not None and _flax_layer_without_rule(layer.layer_type):
-            unruled.extend("/".join((*path, k)) + f" ({layer.layer_type.__name__})" for k in leaves)
+            kind = getattr(layer.layer_type, "__name__", "?")
+            unruled.extend("/".join((*path, k)) + f" ({kind})" for k in leaves)
         prefix = leaf_rules.torch_prefix(torch_path)
         for name, value in node.items():
             if isinstance(value, Mapping):

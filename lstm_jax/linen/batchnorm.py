@@ -37,7 +37,7 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "check_batch_norm_input", "check_batch_
 
 def counter_dtype() -> Any:
     """``num_batches_tracked``'s dtype: int64 with x64 on (as torch), else int32."""
-    return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+    return jnp.int64 if jax.config.read("jax_enable_x64") else jnp.int32
 
 
 def check_batch_norm_options(
@@ -134,22 +134,22 @@ class _BatchNorm(nn.Module):
             if not self.is_initializing():
                 values_per_channel(who, x.shape)
             return normalize(x, mean, var, weight, bias, self.eps)
-        stats = RunningStats(
+        holders = (
             self.variable("batch_stats", "running_mean", jnp.zeros, features, self.param_dtype),
             self.variable("batch_stats", "running_var", jnp.ones, features, self.param_dtype),
             self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), counter_dtype()),
         )
         if eval_mode:
-            mean, var = stats.running_mean.value, stats.running_var.value
+            mean, var = holders[0].value, holders[1].value
             return normalize(x, mean.astype(dtype), var.astype(dtype), weight, bias, self.eps)
         mean, var = batch_moments(x)
         if not self.is_initializing():  # init gives torch's fresh buffers
             count = values_per_channel(who, x.shape)
             new = update_running_stats(
-                RunningStats(*(v.value for v in stats)), mean, var, count, self.momentum
+                RunningStats(*(v.value for v in holders)), mean, var, count, self.momentum
             )
             if self.is_mutable_collection("batch_stats"):
-                for holder, value in zip(stats, new, strict=True):
+                for holder, value in zip(holders, new, strict=True):
                     holder.value = value
         return normalize(x, mean, var, weight, bias, self.eps)
 
