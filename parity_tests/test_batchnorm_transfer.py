@@ -185,3 +185,58 @@ def test_counter_beyond_int32_is_refused_without_x64():
     with jax.enable_x64(), warnings.catch_warnings():
         variables = lstm_jax.params_from_torch(sd, FlaxClassifier(), example=(x,))
         assert int(variables["batch_stats"]["bn"]["num_batches_tracked"]) == 2**40
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compare_with_torch_covers_buffers_and_a_training_step(dtype):
+    tm, x = _trained_torch()
+    tm = tm.to(torch.float64) if dtype == np.float64 else tm
+    x = x.astype(dtype)
+    with jax.enable_x64(dtype == np.float64):
+        variables = lstm_jax.params_from_torch(tm.state_dict(), FlaxClassifier(), example=(x,))
+        report = lstm_jax.compare_with_torch(tm, FlaxClassifier(), variables, x, train_step=True)
+    groups = {d.group for d in report.differences}
+    assert {"forward", "gradient", "buffers", "train forward", "train buffers"} <= groups
+    assert report.ok, report
+    assert int(tm.bn.num_batches_tracked) == 3 and not tm.training  # torch's model untouched
+    names = {d.name for d in report.differences if d.group == "train buffers"}
+    assert names == {"bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}
+
+    # a wrong buffer is caught: running_var off by 1%
+    bad = jax.tree.map(lambda a: a, variables)
+    bad["batch_stats"]["bn"]["running_var"] = bad["batch_stats"]["bn"]["running_var"] * 1.01
+    with jax.enable_x64(dtype == np.float64):
+        report = lstm_jax.compare_with_torch(tm, FlaxClassifier(), bad, x)
+    assert not report.ok
+    assert not report.largest("buffers").ok
+
+
+def test_flax_batch_norm_is_refused_for_the_training_step():
+    """Flax's nn.BatchNorm transfers and matches in eval mode, but its training update is
+    not torch's: the training-step comparison refuses it."""
+
+    class FlaxBN(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            out, _ = lstm_jax.LSTM(6, batch_first=True, name="lstm")(x)
+            h = nn.BatchNorm(use_running_average=not train, momentum=0.9, name="bn")(out[:, -1])
+            return nn.Dense(2, name="fc")(nn.Dropout(0.3, deterministic=not train)(h))
+
+    tm, x = _trained_torch()
+    with pytest.warns(UserWarning, match="Flax's"):
+        variables = lstm_jax.params_from_torch(tm.state_dict(), FlaxBN(), example=(x,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert lstm_jax.compare_with_torch(tm, FlaxBN(), variables, x).ok  # eval mode: exact
+        with pytest.raises(ValueError, match="bn is Flax's BatchNorm, whose training update"):
+            lstm_jax.compare_with_torch(tm, FlaxBN(), variables, x, train_step=True)
+
+
+def test_nnx_compare_covers_buffers_and_a_training_step():
+    tm, x = _trained_torch()
+    model = NnxClassifier(nnx.Rngs(0))
+    lstm_jax.nnx.load_state_dict(model, tm.state_dict())
+    report = lstm_jax.compare_with_torch(tm, model, x, train_step=True)
+    assert {"buffers", "train forward", "train buffers"} <= {d.group for d in report.differences}
+    assert report.ok, report
+    assert int(model.bn.num_batches_tracked.get_value()) == 3  # the module untouched
