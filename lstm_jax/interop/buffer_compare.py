@@ -21,6 +21,7 @@ import numpy as np
 
 from lstm_jax.common.tolerances import FORWARD
 from lstm_jax.interop.parity import Difference, _difference
+from lstm_jax.interop.transfer import BUFFER_NAMES
 from lstm_jax.linen.modules import LSTM
 
 # the keywords that put a Flax model in training mode, and their training values
@@ -36,7 +37,14 @@ def buffer_differences(
     jax_buffers: Mapping[str, Any], torch_buffers: Mapping[str, np.ndarray], group: str = "buffers"
 ) -> list[Difference]:
     """One row per torch buffer (``running_mean``, ...), against the JAX side's
-    ``{torch key: array}``; an error names a buffer that one side lacks."""
+    ``{torch key: array}``; an error names a BatchNorm buffer that one side lacks (a
+    buffer of one's own, a constant such as a positional table, that the Flax model
+    computes instead of holding is not compared)."""
+    torch_buffers = {
+        k: v
+        for k, v in torch_buffers.items()
+        if k in jax_buffers or k.rsplit(".", 1)[-1] in BUFFER_NAMES
+    }
     missing = sorted(set(torch_buffers) ^ set(jax_buffers))
     if missing:
         raise ValueError(

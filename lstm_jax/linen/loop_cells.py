@@ -28,6 +28,7 @@ project's (h, c) order, not Flax's (c, h)); ``y`` is the new ``h``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -91,4 +92,4 @@ def loop_cell(cell_class: type[nn.Module]) -> type[nn.Module]:
 
 def _fields(cell_class: type) -> list[str]:
     """The dataclass fields a linen module is constructed with (not parent/name)."""
-    return [f for f in cell_class.__dataclass_fields__ if f not in ("parent", "name")]
+    return [f.name for f in dataclasses.fields(cell_class) if f.name not in ("parent", "name")]
