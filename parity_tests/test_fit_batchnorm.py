@@ -256,3 +256,27 @@ def test_nnx_model_with_list_attributes_trains_as_nnx_jit_takes_it():
         for _ in range(2)
     ]
     assert_close(losses, np.array(total), TRAINING[np.dtype(np.float32)], "losses")
+
+
+def test_batch_statistics_resume_from_a_checkpoint(tmp_path):
+    """A run stopped after 2 epochs and resumed to 4 ends bitwise as 4 epochs at once,
+    running statistics included (they are saved with the parameters)."""
+    xs, ys = _data()
+    xs = xs.astype(np.float32)
+    model = LinenBN()
+    variables = model.init(jax.random.key(0), xs[:2])
+    options = dict(
+        optimizer=lstm_jax.SGD(0.1),
+        batch_size=4,
+        shuffle_seed=1,
+        loss="cross_entropy",
+        batch_first=True,
+    )
+    whole, _ = lstm_jax.fit(model, variables, xs, ys, epochs=4, **options)
+    lstm_jax.fit(model, variables, xs, ys, epochs=2, checkpoint_dir=tmp_path, **options)
+    resumed, _ = lstm_jax.fit(
+        model, variables, xs, ys, epochs=4, checkpoint_dir=tmp_path, **options
+    )
+    assert int(resumed["batch_stats"]["bn"]["num_batches_tracked"]) == 12
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
