@@ -21,6 +21,8 @@ _EXPORTS = {
     "LSTMModeler": "lstm_jax.linen.modules",
     "Linear": "lstm_jax.linen.modules",
     "LSTMCell": "lstm_jax.linen.cell",
+    "BatchNorm1d": "lstm_jax.linen.batchnorm",
+    "BatchNorm2d": "lstm_jax.linen.batchnorm",
     "LSTMConfig": "lstm_jax.common.config",
     "params_from_torch": "lstm_jax.interop.transfer",
     "params_to_torch": "lstm_jax.interop.transfer",
@@ -56,6 +58,8 @@ __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
     "LSTMModeler",
     "Linear",
     "LSTMCell",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "LSTMConfig",
     "params_from_torch",
     "params_to_torch",
@@ -97,6 +101,7 @@ if TYPE_CHECKING:
     from lstm_jax.interop.compare_training import TrainingReport, compare_training
     from lstm_jax.interop.leaf_rules import LeafRule, register_layer
     from lstm_jax.interop.transfer import params_from_torch, params_to_torch
+    from lstm_jax.linen.batchnorm import BatchNorm1d, BatchNorm2d
     from lstm_jax.linen.cell import LSTMCell
     from lstm_jax.linen.modules import LSTM, Linear, LSTMModeler
     from lstm_jax.linen.streaming import streaming_step

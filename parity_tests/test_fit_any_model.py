@@ -563,8 +563,9 @@ class BatchNormed(nn.Module):
 
 def test_models_fit_cannot_train_are_refused_clearly() -> None:
     """A model drawing dropout keys without an rng, one drawing from another stream and
-    one updating batch_stats get ValueError/TypeError naming the cause, in fit,
-    make_train_step and update (Flax's InvalidRngError / ModifyScopeVariableError before)."""
+    one updating batch_stats in update() get ValueError/TypeError naming the cause (Flax's
+    InvalidRngError / ModifyScopeVariableError before); fit and make_train_step now carry
+    batch_stats (issue 22)."""
     xs, ys = regression_data()
     keys = {"params": jax.random.key(1), "dropout": jax.random.key(2)}
     draws = DrawsDropout()
@@ -579,14 +580,23 @@ def test_models_fit_cannot_train_are_refused_clearly() -> None:
     normed = BatchNormed()
     stats = normed.init(jax.random.key(1), xs[:2])
     rest, batch = {"batch_stats": stats["batch_stats"]}, (xs[:2], ys[:2])
-    message = "BatchNormed updates a variable collection in training"
-    with pytest.raises(TypeError, match=message):
-        _call(model=normed, variables=stats)
+    # issue 22: batch_stats are updated in training mode (fit, make_train_step); update(),
+    # which returns params only, refuses rather than drop them
+    trained, _ = lstm_jax.fit(
+        normed, stats, xs, ys, optimizer=optax.sgd(0.1), epochs=1, batch_size=5, batch_first=True
+    )
+    moved = jax.tree.map(
+        lambda a, b: bool(np.any(a != b)), trained["batch_stats"], rest["batch_stats"]
+    )
+    assert all(jax.tree.leaves(moved))
     step = lstm_jax.make_train_step(normed, optax.sgd(0.1), batch_first=True)
-    with pytest.raises(TypeError, match=message):
-        step(stats, optax.sgd(0.1).init(stats["params"]), *batch)
-    with pytest.raises(TypeError, match=message):
-        lstm_jax.train.update(normed, optax.sgd(0.1), "mse", stats["params"], rest, (), *batch)
+    stepped, _, _ = step(stats, optax.sgd(0.1).init(stats["params"]), *batch)
+    assert "batch_stats" in stepped
+    with pytest.raises(TypeError, match="update: BatchNormed updates a variable collection"):
+        opt_state = optax.sgd(0.1).init(stats["params"])
+        lstm_jax.train.update(
+            normed, optax.sgd(0.1), "mse", stats["params"], rest, opt_state, *batch
+        )
     with pytest.raises(ValueError, match="expected the variables of this BatchNormed"):
         _call(model=normed, variables={"params": stats["params"]})  # no batch_stats at all
 
@@ -733,10 +743,23 @@ def test_a_train_flag_is_set_with_an_rng() -> None:
         updates, state = optimizer.update(grads, state, params)
         params, expected = optax.apply_updates(params, updates), expected + float(value)
     assert_close(losses, [expected], TRAINING[F32], "train flag: losses")
+    # no rng: refused (issue 22: it trained with train=False in silence); eval mode when asked
+    with pytest.raises(ValueError, match="expected an rng"):
+        lstm_jax.fit(
+            model, variables, xs, ys, optimizer=optimizer, epochs=1, batch_size=4, batch_first=True
+        )
     _, without = lstm_jax.fit(
-        model, variables, xs, ys, optimizer=optimizer, epochs=1, batch_size=4, batch_first=True
+        model,
+        variables,
+        xs,
+        ys,
+        optimizer=optimizer,
+        epochs=1,
+        batch_size=4,
+        batch_first=True,
+        deterministic=True,
     )
-    assert scaled_error(without, losses) > 1e2 * TRAINING[F32]  # no rng: train=False
+    assert scaled_error(without, losses) > 1e2 * TRAINING[F32]  # train=False
     with pytest.raises(TypeError, match="to take a carry after x"):
         _call(model=model, variables=variables, stateful=True)
 

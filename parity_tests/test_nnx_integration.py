@@ -91,13 +91,15 @@ def test_fit_of_an_nnx_module_uses_fits_rng_for_dropout() -> None:
         _, model = pair(2, 5, 1, num_layers=3, dropout=0.5)
         options = {"optimizer": SGD(0.01), "epochs": 3, "batch_size": 3}
         rng_key = None if key is None else jax.random.key(key)
-        runs[name] = lstm_jax.fit(model, None, xs, ys, rng=rng_key, **options)[1]
+        mode = {"deterministic": True} if key is None else {}  # eval mode, asked for
+        runs[name] = lstm_jax.fit(model, None, xs, ys, rng=rng_key, **options, **mode)[1]
     assert np.array_equal(runs["a"], runs["b"])  # the same key, the same masks
     assert not np.allclose(runs["a"], runs["c"])
     assert not np.allclose(runs["a"], runs["eval"])
     _, model = pair(2, 5, 1, num_layers=3, dropout=0.5)
-    no_dropout = lstm_jax.fit(model, None, xs, ys, optimizer=SGD(0.01), epochs=3, batch_size=3)[1]
-    assert np.array_equal(no_dropout, runs["eval"])  # without rng: eval mode
+    # without rng: refused (issue 22; before, eval mode in silence)
+    with pytest.raises(ValueError, match="the model has dropout"):
+        lstm_jax.fit(model, None, xs, ys, optimizer=SGD(0.01), epochs=3, batch_size=3)
 
 
 # --- checkpoints ----------------------------------------------------------------------------

@@ -289,13 +289,23 @@ def test_nnx_sequential_and_tied_weights_follow_torchs_keys(tmp_path: object) ->
     assert bitwise_equal(torch_arrays(fresh), torch_arrays(torch_model))
 
 
-def test_batch_statistics_are_refused_not_silently_dropped() -> None:
+def test_batch_statistics_are_torch_buffers_not_silently_dropped() -> None:
+    """Flax's nnx.BatchNorm: its statistics are torch's buffers (issue 22), with a warning
+    that its training convention is not torch's (its counter is written as 0)."""
+
     class WithBatchNorm(nnx.Module):
         def __init__(self, rngs: nnx.Rngs) -> None:
             self.bn = nnx.BatchNorm(3, rngs=rngs)
 
-    with pytest.raises(TypeError, match=r"bn.mean holds batch statistics"):
-        lstm_jax.nnx.state_dict(WithBatchNorm(nnx.Rngs(0)))
+    with pytest.warns(UserWarning, match="bn is Flax's BatchNorm"):
+        sd = lstm_jax.nnx.state_dict(WithBatchNorm(nnx.Rngs(0)))
+    assert sorted(sd) == [
+        "bn.bias",
+        "bn.num_batches_tracked",
+        "bn.running_mean",
+        "bn.running_var",
+        "bn.weight",
+    ]
 
 
 def test_hidden_cell_and_rng_state_stay_out_of_the_state_dict() -> None:

@@ -16,7 +16,8 @@ to, so a file loads without the user repeating the configuration::
                       batch_first, dropout, bidirectional, proj_size;
                       LSTMModeler: input_size, hidden_layer_size, output_size
                       and the same LSTM options
-    dtype             "float32" or "float64" (every tensor)
+    dtype             "float32" or "float64" (every floating tensor; a BatchNorm's
+                      ``num_batches_tracked`` buffer stays an integer, int64 as torch's)
     lstm_jax_version  the package version that wrote the file
     sha256            digest of the tensors (names, dtypes, shapes, bytes)
 
@@ -251,12 +252,25 @@ def header_from_options(kind: str, options: Mapping[str, Any], dtype: Any) -> Ch
     return CheckpointHeader(kind, config, options.get("output_size"), np.dtype(dtype))
 
 
+# torch's integer buffer (BatchNorm's batch counter, int64): kept an integer in files
+COUNTER = "num_batches_tracked"
+
+
+def is_integer_buffer(key: str, array: np.ndarray) -> bool:
+    """Whether ``key`` is a BatchNorm counter held as an integer (exempt from the dtype)."""
+    return key.rsplit(".", 1)[-1] == COUNTER and np.issubdtype(np.dtype(array.dtype), np.integer)
+
+
 def common_dtype(arrays: Mapping[str, np.ndarray], who: str) -> np.dtype:
-    """The one float32/float64 dtype every array has, or a ``TypeError`` saying which differ."""
-    dtypes = {np.dtype(a.dtype) for a in arrays.values()}
+    """The one float32/float64 dtype every floating array has (integer buffers, BatchNorm's
+    ``num_batches_tracked``, aside), or a ``TypeError`` saying which differ."""
+    floating = {k: a for k, a in arrays.items() if not is_integer_buffer(k, a)}
+    dtypes = {np.dtype(a.dtype) for a in floating.values()}
     if len(dtypes) != 1:
-        listing = ", ".join(f"{k}: {a.dtype}" for k, a in arrays.items())
-        raise TypeError(f"{who}: expected one dtype for every parameter, got {listing}")
+        listing = ", ".join(f"{k}: {a.dtype}" for k, a in floating.items())
+        raise TypeError(
+            f"{who}: expected one dtype for every parameter and floating buffer, got {listing}"
+        )
     (dtype,) = dtypes
     if dtype not in DTYPES:
         raise TypeError(f"{who}: checkpoints hold float32 or float64 parameters, got {dtype}")
@@ -342,7 +356,11 @@ def array_problems(header: CheckpointHeader, arrays: Mapping[str, np.ndarray]) -
             )
         except ValueError as err:
             return str(err)
-    wrong = [f"{k}: {a.dtype}" for k, a in arrays.items() if np.dtype(a.dtype) != header.dtype]
+    wrong = [
+        f"{k}: {a.dtype}"
+        for k, a in arrays.items()
+        if np.dtype(a.dtype) != header.dtype and not is_integer_buffer(k, a)
+    ]
     if wrong:
         return f"dtype {header.dtype} expected, but tensors are {', '.join(wrong)}"
     return None
@@ -363,7 +381,10 @@ def save(path: PathLike, arrays: Mapping[str, np.ndarray], header: CheckpointHea
                 f"{key} but holds other values"
             )
     arrays = {
-        key: np.ascontiguousarray(array) for key, array in arrays.items() if key not in header.tied
+        # np.require, not ascontiguousarray: that makes a 0-d buffer (num_batches_tracked) 1-d
+        key: np.require(array, requirements="C")
+        for key, array in arrays.items()
+        if key not in header.tied
     }
     problem = array_problems(header, arrays)
     if problem is not None:

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import jax
@@ -33,6 +34,13 @@ from flax.errors import FlaxError
 
 from lstm_jax.common.arrays import to_numpy
 from lstm_jax.common.config import check_param_shapes, params_of
+from lstm_jax.interop.buffer_compare import (
+    buffer_differences,
+    flax_train_step,
+    output_differences,
+    torch_buffers,
+    torch_train_step,
+)
 from lstm_jax.interop.parity import (
     Difference,
     ParityReport,
@@ -46,6 +54,7 @@ from lstm_jax.interop.parity import (
 )
 from lstm_jax.interop.precision import pinned_precision
 from lstm_jax.interop.transfer import (
+    TORCH_ONLY,
     check_flax_params,
     flatten,
     flax_params_to_torch,
@@ -71,6 +80,7 @@ def compare_with_torch(
     *args: Any,
     initial_state: tuple[Any, Any] | None = None,
     seed: int = 0,
+    train_step: bool = False,
     **kwargs: Any,
 ) -> ParityReport:
     """Run both models on the same arguments and report the largest differences.
@@ -108,6 +118,15 @@ def compare_with_torch(
         initial_state: (built-ins only) (h_0, c_0), the ``LSTMModeler``'s
             ``hidden_cell``; zeros when None.
         seed: seeds the cotangents.
+        train_step: also run one training-mode forward on both sides (a model of one's
+            own: the Flax model gets ``train=True`` or ``deterministic=False``, whichever
+            its ``__call__`` takes, and ``batch_stats`` mutable; an NNX module
+            ``.train()``; torch a copy in ``.train()``), dropout off on both (its masks
+            cannot match), and compare its outputs (group ``"train forward"``) and the
+            running statistics it leaves (``"train buffers"``).
+
+    Buffers (BatchNorm's ``running_mean``, ``running_var``, ``num_batches_tracked``)
+    are compared too (group ``"buffers"``): the eval-mode forward uses them.
 
     Returns:
         A :class:`ParityReport` (``.ok``, ``.forward``, ``.final_state``,
@@ -133,6 +152,7 @@ def compare_with_torch(
             kwargs,
             initial_state=initial_state,
             seed=seed,
+            train_step=train_step,
         )
 
     pairs = ((torch.nn.LSTM, LSTM, "LSTM"), (TorchModeler, LSTMModeler, "LSTMModeler"))
@@ -147,7 +167,7 @@ def compare_with_torch(
         if kind == "LSTM" and args and _is_packed(args[0]):  # nn.LSTM's packed input
             padded, lengths = _unpacked(args[0], torch_model.batch_first, lengths)
             args = (padded, *args[1:])
-        if kind is None or len(args) != 1 or kwargs:
+        if kind is None or len(args) != 1 or kwargs or train_step:
             raise TypeError(
                 f"expected torch.nn.LSTM with lstm_jax.LSTM, or lstm_torch.LSTMModeler with "
                 f"lstm_jax.LSTMModeler, called with x (and initial_state, or (h_0, c_0) after "
@@ -169,6 +189,8 @@ def compare_with_torch(
         )
     dtype = _torch_dtype(torch_model)
     params = params_of(variables, "compare_with_torch", wrapper_optional=True)
+    wrapped = isinstance(variables, Mapping) and "params" in variables
+    batch_stats = variables.get("batch_stats") if wrapped else None
     with _x64_if(dtype), pinned_precision():
         call = _Call.of(args, kwargs, dtype)
         entries = model_key_map(
@@ -177,15 +199,21 @@ def compare_with_torch(
             example_kwargs=call.numpy_kwargs,
             what="compare_with_torch: the call's arguments",
         )
-        check_flax_params(params, entries, "compare_with_torch")
-        held = _torch_held(torch_model, entries)
-        jax_params = flax_params_to_torch(params, entries)
+        check_flax_params(params, entries, "compare_with_torch", batch_stats)
+        param_entries = [e for e in entries if e.collection == "params"]
+        held = _torch_held(torch_model, param_entries)
+        jax_params = flax_params_to_torch(params, param_entries)
+        buffer_entries = [e for e in entries if e.collection == "batch_stats"]
+        buffers = flax_params_to_torch(params, buffer_entries, batch_stats)
+        # Flax's BatchNorm keeps no counter: torch's is not compared (it is only read)
+        flax_bn = [e.torch_key for e in entries if e.collection == TORCH_ONLY]
+        others = {} if batch_stats is None else {"batch_stats": batch_stats}
 
         def jax_call(p: Mapping[str, jax.Array], inputs: Mapping[str, jax.Array]) -> Any:
-            tree = torch_params_to_flax(p, entries)
+            tree = torch_params_to_flax(p, param_entries)
             a, k = call.rebuild(inputs, jnp.asarray)
             try:
-                return flax_model.apply({"params": tree}, *a, **k)
+                return flax_model.apply({"params": tree, **others}, *a, **k)
             except (TypeError, ValueError, FlaxError) as err:
                 raise _apply_error(flax_model, err) from err
 
@@ -194,7 +222,7 @@ def compare_with_torch(
             a, k = call.rebuild(inputs, lambda v: torch.from_numpy(v.copy()).to(device))
             return torch_model(*a, **k)
 
-        return compare_function_with_torch(
+        report = compare_function_with_torch(
             torch_model,
             torch_call,
             jax_call,
@@ -204,6 +232,31 @@ def compare_with_torch(
             kind=type(flax_model).__name__,
             seed=seed,
         )
+        torch_held = {k: v for k, v in torch_buffers(torch_model).items() if k not in flax_bn}
+        rows = buffer_differences(buffers, torch_held)
+        if train_step and flax_bn:
+            raise ValueError(
+                f"compare_with_torch(train_step=True): "
+                f"{', '.join(k.removesuffix('.num_batches_tracked') for k in flax_bn)} is "
+                f"Flax's BatchNorm, whose training update is not torch's (momentum weights the "
+                f"old value, biased variance, no counter): expected lstm_jax.BatchNorm1d / "
+                f"BatchNorm2d, which train as torch's, for a training-mode comparison"
+            )
+        if train_step:
+            a, k = call.rebuild({n: jnp.asarray(v) for n, v in call.floating.items()}, jnp.asarray)
+            out, updated = flax_train_step(flax_model, {"params": params, **others}, a, k)
+            after = flax_params_to_torch(
+                params, buffer_entries, updated.get("batch_stats", batch_stats)
+            )
+            device = next(torch_model.parameters()).device
+            ta, tk = call.rebuild(
+                {n: torch.from_numpy(np.array(v)).to(device) for n, v in call.floating.items()},
+                lambda v: torch.from_numpy(v.copy()).to(device),
+            )
+            torch_out, torch_after = torch_train_step(torch_model, lambda m: m(*ta, **tk))
+            rows += output_differences(out, torch_out, dtype, "train forward")
+            rows += buffer_differences(after, torch_after, "train buffers")
+        return replace(report, differences=report.differences + tuple(rows))
 
 
 def _apply_error(flax_model: Any, err: Exception) -> Exception:

@@ -16,9 +16,20 @@ kind               Flax leaf       torch key            array
                    ``bias``        ``bias``             as is
 ``conv``           ``kernel``      ``weight``           axes permuted: (K…, in, out) ↔ (out, in, K…)
                    ``bias``        ``bias``             as is
+``batch_norm``     ``scale``       ``weight``           as is (Flax's ``nn.BatchNorm``,
+                   ``bias``        ``bias``             ``nnx.BatchNorm``)
+                   ``mean``        ``running_mean``     as is (``batch_stats``)
+                   ``var``         ``running_var``      as is (``batch_stats``)
 ``torch_named``    any             the same name        as is (``lstm_jax.LSTM``,
-                                                        ``Linear``, ``LSTMCell``)
+                                                        ``Linear``, ``LSTMCell``,
+                                                        ``BatchNorm1d``/``2d``)
 =================  ==============  ===================  ===========================
+
+Buffers: the ``batch_stats`` collection pairs with torch's buffers by the same rules
+(``lstm_jax.BatchNorm1d``'s ``running_mean``, ``running_var``, ``num_batches_tracked``
+keep their names). Flax's own BatchNorm has no ``num_batches_tracked``: torch's counter
+is read and left aside, and written as 0 (with a warning: Flax's momentum weights the
+old value and its running variance is biased, so only eval-mode outputs match torch).
 
 Linen's ``nn.Dense``, ``nn.Embed``, ``nn.LayerNorm`` (and ``nn.GroupNorm``,
 ``nn.RMSNorm`` as layer_norm), ``nn.Conv`` and lstm_jax's own modules are registered
@@ -97,6 +108,12 @@ KIND_RULES: dict[str, dict[str, LeafRule]] = {
         "kernel": LeafRule("weight", conv_kernel_to_torch, conv_kernel_from_torch),
         "bias": LeafRule("bias"),
     },
+    "batch_norm": {
+        "scale": LeafRule("weight"),
+        "bias": LeafRule("bias"),
+        "mean": LeafRule("running_mean"),
+        "var": LeafRule("running_var"),
+    },
     TORCH_NAMED: {},  # every leaf keeps its name and layout
 }
 
@@ -110,7 +127,7 @@ def register_layer(layer_type: type, kind: str | Mapping[str, LeafRule]) -> None
     Arguments:
         layer_type: a linen or NNX module class.
         kind: one of :data:`KIND_RULES`' kinds (``"dense"``, ``"embed"``,
-            ``"layer_norm"``, ``"conv"``, ``"torch_named"``), or the layer's own
+            ``"layer_norm"``, ``"conv"``, ``"batch_norm"``, ``"torch_named"``), or the layer's own
             ``{flax leaf name: LeafRule}``; leaves it does not name keep their name.
     """
     if not isinstance(layer_type, type):
@@ -149,6 +166,8 @@ def kind_from_leaves(leaves: Mapping[str, tuple[int, ...]]) -> str:
         return "embed"
     if "kernel" in leaves:
         return "dense" if len(leaves["kernel"]) == 2 else "conv"
+    if "mean" in leaves or "var" in leaves:
+        return "batch_norm"
     if "scale" in leaves:
         return "layer_norm"
     return TORCH_NAMED
@@ -175,3 +194,16 @@ def leaf_rule(rules: Mapping[str, LeafRule], flax_name: str) -> LeafRule:
 def torch_prefix(segments: Iterable[str]) -> str:
     """Torch's module prefix (``"a.b."``) from the torch names of a layer's path."""
     return "".join(f"{s}." for s in segments)
+
+
+# Flax layers' leaf names that torch names otherwise: a leaf of these names reaching torch
+# unchanged means its layer has no rule (Flax's name, Flax's layout).
+FLAX_LEAF_NAMES = ("kernel", "embedding", "scale", "mean", "var")
+COUNTER = "num_batches_tracked"
+
+
+def is_flax_batch_norm(rules: Mapping[str, LeafRule]) -> bool:
+    """Whether ``rules`` are Flax's BatchNorm's (``mean`` -> ``running_mean``): a layer
+    without torch's ``num_batches_tracked`` and with Flax's momentum convention."""
+    rule = rules.get("mean")
+    return rule is not None and rule.torch_name == "running_mean"

@@ -14,8 +14,11 @@ give ``layers.0.weight`` as ``nn.ModuleList`` does.
 
 Only ``nnx.Param`` leaves are torch parameters: the stored ``hidden_cell``,
 rng streams and other state stay out, as torch keeps a plain attribute out of
-its ``state_dict``. Batch statistics (``nnx.BatchNorm``) have no rule and are
-refused with a clear error rather than silently left out.
+its ``state_dict``. Batch statistics (``nnx.BatchStat``) are torch's buffers:
+``lstm_jax.nnx.BatchNorm1d``'s keep torch's names (``running_mean``, ``running_var``,
+``num_batches_tracked``, the counter int64 on torch's side), Flax's ``nnx.BatchNorm``'s
+``mean``/``var`` map to ``running_mean``/``running_var`` (its missing counter is read
+and left aside, written as 0, with a warning: its training convention is not torch's).
 
 :func:`load_state_dict` is all or nothing: every key, shape and dtype is checked
 before any parameter changes. Values keep the module's dtype and are bitwise
@@ -35,7 +38,13 @@ from flax import nnx
 from lstm_jax.common.config import check_param_shapes
 from lstm_jax.common.ties import find_ties
 from lstm_jax.interop import leaf_rules
-from lstm_jax.interop.transfer import _check_dtypes, state_dict_array
+from lstm_jax.interop.transfer import (
+    _check_dtypes,
+    counter_from_torch,
+    counter_to_torch,
+    state_dict_array,
+    warn_flax_batch_norm_layers,
+)
 
 Path = tuple[Any, ...]
 
@@ -46,6 +55,7 @@ for _layer, _kind in (
     (nnx.RMSNorm, "layer_norm"),  # torch's nn.RMSNorm: weight
     (nnx.GroupNorm, "layer_norm"),  # torch's nn.GroupNorm: weight, bias
     (nnx.Conv, "conv"),
+    (nnx.BatchNorm, "batch_norm"),  # Flax's conventions: see leaf_rules
 ):
     if leaf_rules.rules_for_type(_layer) is None:
         leaf_rules.register_layer(_layer, _kind)
@@ -59,10 +69,11 @@ class IncompatibleKeys(NamedTuple):
 
 
 class TorchLeaf(NamedTuple):
-    """One torch parameter of an NNX model: its ``nnx.Param``, its leaf rule and its path
-    in the module (as ``nnx.split`` / ``nnx.iter_graph`` give it)."""
+    """One torch parameter or buffer of an NNX model: its ``nnx.Param`` or
+    ``nnx.BatchStat`` (None for a Flax ``nnx.BatchNorm``'s counter, which it lacks), its
+    leaf rule and its path in the module (as ``nnx.split`` / ``nnx.iter_graph`` give it)."""
 
-    variable: nnx.Variable
+    variable: nnx.Variable | None
     rule: leaf_rules.LeafRule
     path: Path
 
@@ -77,18 +88,12 @@ def _rank(parent: Any, key: Any) -> int:
 def torch_leaves(module: nnx.Module) -> dict[str, TorchLeaf]:
     """Every ``nnx.Param`` of ``module`` under its torch key, in assignment order.
 
-    Raises:
-        TypeError: for batch statistics (``nnx.BatchStat``), which have no torch rule here.
+    Buffers (``nnx.BatchStat``) come with the parameters, as in torch's ``state_dict``.
     """
     nodes: dict[Path, Any] = {}
     variables: dict[Path, nnx.Variable] = {}
     for path, value in nnx.iter_graph(module):
-        if isinstance(value, nnx.BatchStat):
-            raise TypeError(
-                f"state_dict: {'.'.join(map(str, path))} holds batch statistics "
-                f"(nnx.BatchStat), which have no torch rule; expected only nnx.Param leaves"
-            )
-        if isinstance(value, nnx.Param):
+        if isinstance(value, nnx.Param | nnx.BatchStat):
             variables[tuple(path)] = value
         elif isinstance(value, nnx.Pytree):
             nodes[tuple(path)] = value
@@ -109,14 +114,24 @@ def torch_leaves(module: nnx.Module) -> dict[str, TorchLeaf]:
             for i, part in enumerate(path[:-1])
             if not (part == "layers" and isinstance(nodes.get(path[:i]), nnx.Sequential))
         ]
-        key = leaf_rules.torch_prefix(segments) + rule.torch_name
+        prefix = leaf_rules.torch_prefix(segments)
+        key = prefix + rule.torch_name
         if key in leaves:
             raise ValueError(f"state_dict: two parameters map to the torch key {key!r}")
         leaves[key] = TorchLeaf(variables[path], rule, path)
+        if str(path[-1]) == "mean" and leaf_rules.is_flax_batch_norm(rules):
+            counter = prefix + leaf_rules.COUNTER  # torch's, which Flax's BatchNorm lacks
+            leaves[counter] = TorchLeaf(None, leaf_rules.LeafRule(leaf_rules.COUNTER), path)
     return leaves
 
 
+def _is_counter(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] == leaf_rules.COUNTER
+
+
 def _torch_shape(leaf: TorchLeaf) -> tuple[int, ...]:
+    if leaf.variable is None:
+        return ()
     value = leaf.variable.get_value()
     spec = jax.ShapeDtypeStruct(np.shape(value), value.dtype)
     return tuple(jax.eval_shape(leaf.rule.to_torch, spec).shape)
@@ -129,14 +144,26 @@ def state_dict(module: nnx.Module) -> dict[str, np.ndarray]:
         ``{torch key: numpy array}``. Load into torch with
         ``torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
     """
-    return {
-        key: np.array(leaf.rule.to_torch(np.asarray(leaf.variable.get_value())))
-        for key, leaf in torch_leaves(module).items()
-    }
+    leaves = torch_leaves(module)
+    warn_flax_batch_norm_layers(
+        [k for k, leaf in leaves.items() if leaf.variable is None], "state_dict"
+    )
+    out = {}
+    for key, leaf in leaves.items():
+        if leaf.variable is None:
+            out[key] = np.array(0, np.int64)
+        elif _is_counter(key):
+            out[key] = counter_to_torch(leaf.variable.get_value())
+        else:
+            out[key] = np.array(leaf.rule.to_torch(np.asarray(leaf.variable.get_value())))
+    return out
 
 
 def _converted(key: str, leaf: TorchLeaf, array: np.ndarray) -> jax.Array:
     """The torch array in the leaf's layout and dtype, or an error naming the key."""
+    assert leaf.variable is not None
+    if _is_counter(key):
+        return jnp.array(counter_from_torch(key, array), copy=True)
     target = np.dtype(leaf.variable.get_value().dtype)
     if not np.can_cast(array.dtype, target, casting="safe"):
         raise TypeError(
@@ -198,9 +225,15 @@ def load_state_dict(
         common = [key for key in expected if key in actual]
         check_param_shapes({k: expected[k] for k in common}, {k: actual[k] for k in common}, what)
     _check_dtypes({key: arrays[key] for key in expected if key in arrays})
-    values = {key: _converted(key, leaves[key], arrays[key]) for key in expected if key in arrays}
+    holding = [k for k in expected if leaves[k].variable is not None]
+    warn_flax_batch_norm_layers(
+        [k for k in expected if leaves[k].variable is None], "load_state_dict"
+    )
+    values = {key: _converted(key, leaves[key], arrays[key]) for key in holding if key in arrays}
     for key, value in values.items():
-        leaves[key].variable.set_value(value)
+        variable = leaves[key].variable
+        assert variable is not None  # holding
+        variable.set_value(value)
     return IncompatibleKeys(missing, unexpected)
 
 

@@ -15,6 +15,7 @@ mapping of arrays works (tensors go through numpy).
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,11 +40,15 @@ from lstm_jax.common.config import (
 from lstm_jax.common.ties import find_ties
 from lstm_jax.core.dtypes import check_float64_allowed
 from lstm_jax.interop import leaf_rules
-from lstm_jax.interop.leaf_rules import LeafRule
+from lstm_jax.interop.leaf_rules import COUNTER, LeafRule
+from lstm_jax.linen.batchnorm import BatchNorm1d, BatchNorm2d, counter_dtype
 from lstm_jax.linen.cell import LSTMCell
 from lstm_jax.linen.modules import LSTM, Linear, LSTMModeler
 
 Path = tuple[str, ...]
+# the variable collections that map to torch: parameters, and buffers (BatchNorm's)
+COLLECTIONS = ("params", "batch_stats")
+TORCH_ONLY = ""  # a KeyEntry's collection for a torch buffer the Flax layer lacks
 BUILT_IN = (LSTM, LSTMModeler, LSTMCell)
 
 for _layer, _kind in (
@@ -53,6 +58,9 @@ for _layer, _kind in (
     (nn.RMSNorm, "layer_norm"),  # torch's nn.RMSNorm: weight
     (nn.GroupNorm, "layer_norm"),  # torch's nn.GroupNorm: weight, bias
     (nn.Conv, "conv"),
+    (nn.BatchNorm, "batch_norm"),  # Flax's conventions: see leaf_rules
+    (BatchNorm1d, leaf_rules.TORCH_NAMED),
+    (BatchNorm2d, leaf_rules.TORCH_NAMED),
     (LSTM, leaf_rules.TORCH_NAMED),
     (Linear, leaf_rules.TORCH_NAMED),
     (LSTMCell, leaf_rules.TORCH_NAMED),
@@ -105,20 +113,24 @@ class KeyEntry:
     """One Flax leaf paired with its torch key.
 
     Attributes:
-        flax_path: the leaf's path in ``variables["params"]``.
+        flax_path: the leaf's path in ``variables[collection]``.
         torch_key: the torch ``state_dict`` key.
         rule: its array conversions.
         shape: the Flax leaf's shape.
+        collection: ``"params"`` (a torch parameter), ``"batch_stats"`` (a torch
+            buffer), or :data:`TORCH_ONLY` (Flax's BatchNorm's missing counter).
     """
 
     flax_path: Path
     torch_key: str
     rule: LeafRule
     shape: tuple[int, ...]
+    collection: str = "params"
 
     @property
     def flax_name(self) -> str:
-        return "/".join(self.flax_path)
+        name = "/".join(self.flax_path)
+        return name if self.collection == "params" else f"{self.collection or 'none'}:{name}"
 
     def torch_shape(self) -> tuple[int, ...]:
         """The shape the torch tensor must have."""
@@ -176,7 +188,20 @@ def _container_item(held: Any, rest: str) -> tuple[Path, Any] | None:
     return None
 
 
-def bound_layers(model: nn.Module, params: Mapping[str, Any]) -> dict[Path, Layer]:
+def _merged(a: Mapping[str, Any], b: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Two variable collections' module trees as one (for walking the modules)."""
+    out = dict(a)
+    for key, value in (b or {}).items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(out[key], value)
+        else:
+            out.setdefault(key, value)
+    return out
+
+
+def bound_layers(
+    model: nn.Module, params: Mapping[str, Any], batch_stats: Mapping[str, Any] | None = None
+) -> dict[Path, Layer]:
     """``{flax module path: Layer}`` for the submodules ``model`` holds as attributes
     (declared in ``setup``), found by binding it to ``params``; those created inside
     ``@compact`` methods are not seen (their leaves decide their rules)."""
@@ -194,10 +219,11 @@ def bound_layers(model: nn.Module, params: Mapping[str, Any]) -> dict[Path, Laye
             visit(child, value, (*path, name), (*torch_path, *segments))
 
     def walk(root: nn.Module) -> None:
-        visit(root, params, (), ())
+        visit(root, _merged(params, batch_stats), (), ())
 
+    bound = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
     try:
-        model.apply({"params": params}, method=walk)
+        model.apply(bound, method=walk)
     except Exception:  # a model whose setup needs more than its params: leaves decide
         return {(): Layer(type(model), ())}
     return found
@@ -228,7 +254,12 @@ def discover_layers(
     arguments in the error when the model refuses them.
 
     Returns:
-        the params' shapes (a tree of ``jax.ShapeDtypeStruct``) and ``{flax module path: Layer}``.
+        ``{collection: its shapes}`` (trees of ``jax.ShapeDtypeStruct``; "params" and,
+        for a model with BatchNorm, "batch_stats") and ``{flax module path: Layer}``.
+
+    Raises:
+        ValueError: a variable collection other than params and batch_stats, which has
+            no torch counterpart.
     """
     if not isinstance(example, tuple | list):
         raise TypeError(
@@ -274,32 +305,52 @@ def discover_layers(
             f"(its init's after the rng), got ({', '.join(given)}), on which its init "
             f"raised {type(err).__name__}: {err}"
         ) from err
-    others = sorted(set(shapes) - {"params"})
+    check_collections(shapes, type(model).__name__)
+    return {c: dict(shapes[c]) for c in COLLECTIONS if c in shapes}, found
+
+
+def check_collections(variables: Mapping[str, Any], who: str) -> None:
+    """Refuse variable collections torch has no counterpart of (naming them): only
+    ``params`` (parameters) and ``batch_stats`` (buffers) map to a torch ``state_dict``."""
+    others = sorted(str(c) for c in set(variables) - set(COLLECTIONS))
     if others:
         raise ValueError(
-            f"{type(model).__name__}: only the 'params' collection maps to torch parameters, "
-            f"the model also has {others}"
+            f"{who}: expected variable collections among {list(COLLECTIONS)} (torch's "
+            f"parameters and buffers), got also {others}, which no torch state_dict holds"
         )
-    return dict(shapes.get("params", {})), found
 
 
 def key_map(
-    params: Mapping[str, Any], layers: Mapping[Path, Layer] | None = None
+    params: Mapping[str, Any],
+    layers: Mapping[Path, Layer] | None = None,
+    batch_stats: Mapping[str, Any] | None = None,
 ) -> list[KeyEntry]:
-    """Pair every leaf of ``params`` (a nested mapping of arrays or shapes) with its torch key.
+    """Pair every leaf of ``params`` and ``batch_stats`` (nested mappings of arrays or
+    shapes) with its torch key.
 
     Arguments:
         params: ``variables["params"]`` or its ``jax.eval_shape``.
         layers: ``{flax module path: Layer}`` (:func:`discover_layers`); modules not in
             it keep their Flax names and are ruled by their leaves.
+        batch_stats: ``variables["batch_stats"]`` (torch's buffers), or None.
+
+    Raises:
+        ValueError: two leaves paired with one torch key, or a leaf with a Flax layer's
+            name (``kernel``, ``scale``, ``mean``, ...) that no rule renames: its layer
+            needs one (:func:`lstm_jax.register_layer`).
     """
     layers = layers or {}
     entries: list[KeyEntry] = []
+    unruled: list[str] = []
+    collection = "params"
 
     def visit(node: Mapping[str, Any], path: Path, torch_path: Path) -> None:
         leaves = {k: tuple(np.shape(v)) for k, v in node.items() if not isinstance(v, Mapping)}
         layer = layers.get(path)
         rules = leaf_rules.layer_rules(None if layer is None else layer.layer_type, leaves)
+        if layer is not None and _flax_layer_without_rule(layer.layer_type):
+            kind = getattr(layer.layer_type, "__name__", "?")
+            unruled.extend("/".join((*path, k)) + f" ({kind})" for k in leaves)
         prefix = leaf_rules.torch_prefix(torch_path)
         for name, value in node.items():
             if isinstance(value, Mapping):
@@ -309,11 +360,28 @@ def key_map(
             else:
                 rule = leaf_rules.leaf_rule(rules, name)
                 entries.append(
-                    KeyEntry((*path, name), prefix + rule.torch_name, rule, leaves[name])
+                    KeyEntry(
+                        (*path, name), prefix + rule.torch_name, rule, leaves[name], collection
+                    )
                 )
+                if collection == "batch_stats" and leaf_rules.is_flax_batch_norm(rules):
+                    counter = prefix + COUNTER
+                    if name == "mean" and counter not in {e.torch_key for e in entries}:
+                        entries.append(
+                            KeyEntry((*path, COUNTER), counter, LeafRule(COUNTER), (), TORCH_ONLY)
+                        )
 
     root = layers.get(())
     visit(params, (), () if root is None else root.torch_path)
+    if batch_stats:
+        collection = "batch_stats"
+        visit(batch_stats, (), () if root is None else root.torch_path)
+    if unruled:
+        raise ValueError(
+            f"no torch rule for the Flax leaves {', '.join(unruled[:8])}: their layer is not "
+            f"one lstm_jax knows (Dense, Embed, LayerNorm, Conv, BatchNorm, ...); say how it "
+            f"maps with lstm_jax.register_layer(its class, kind or rules)"
+        )
     keys = [e.torch_key for e in entries]
     clashes = sorted({k for k in keys if keys.count(k) > 1})
     if clashes:
@@ -327,6 +395,18 @@ def key_map(
     return entries
 
 
+def _flax_layer_without_rule(layer_type: type | None) -> bool:
+    """A layer of Flax's own library (its leaves carry Flax's names and layouts) that no
+    rule maps: its leaves would reach torch under Flax's names. A user's module without
+    a rule keeps its (torch) names by design."""
+    return (
+        layer_type is not None
+        and layer_type.__module__.startswith("flax.")
+        and leaf_rules.rules_for_type(layer_type) is None
+        and layer_type not in (nn.Module, nn.Sequential)
+    )
+
+
 def _set(tree: dict[str, Any], path: Path, value: Any) -> None:
     for part in path[:-1]:
         tree = tree.setdefault(part, {})
@@ -336,10 +416,21 @@ def _set(tree: dict[str, Any], path: Path, value: Any) -> None:
 def torch_params_to_flax(arrays: Mapping[str, Any], entries: Sequence[KeyEntry]) -> dict[str, Any]:
     """``{torch key: array}`` -> the Flax params tree, each leaf through its rule
     (JAX-traceable: gradients come back in torch's layout)."""
-    tree: dict[str, Any] = {}
+    return torch_to_flax_variables(arrays, entries).get("params", {})
+
+
+def torch_to_flax_variables(
+    arrays: Mapping[str, Any], entries: Sequence[KeyEntry]
+) -> dict[str, Any]:
+    """``{torch key: array}`` -> ``{"params": ..., "batch_stats": ...}`` (the latter only
+    when ``entries`` hold buffers); torch's counter is left aside for Flax's BatchNorm."""
+    variables: dict[str, Any] = {}
     for entry in entries:
+        if entry.collection == TORCH_ONLY or entry.torch_key not in arrays:
+            continue
+        tree = variables.setdefault(entry.collection, {})
         _set(tree, entry.flax_path, entry.rule.from_torch(arrays[entry.torch_key]))
-    return tree
+    return variables
 
 
 def check_state_dict(
@@ -379,6 +470,51 @@ def check_state_dict(
         raise ValueError(f"{err}{hint}") from None
 
 
+def counter_from_torch(key: str, array: np.ndarray) -> np.ndarray:
+    """torch's int64 ``num_batches_tracked`` in JAX's counter dtype (int32 unless x64),
+    exactly, or a ``ValueError`` for a count int32 cannot hold."""
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{key}: expected an integer counter (torch's int64), got {array.dtype}")
+    dtype = np.dtype(counter_dtype())
+    if np.any(array > np.iinfo(dtype).max) or np.any(array < 0):
+        raise ValueError(
+            f"{key}: expected a count that {dtype} holds (JAX runs in 32-bit mode), got "
+            f"{int(array)}: enable jax_enable_x64 for int64 counters"
+        )
+    return array.astype(dtype)
+
+
+def counter_to_torch(array: Any) -> np.ndarray:
+    """A JAX counter as torch's int64 ``num_batches_tracked``."""
+    return np.asarray(array).astype(np.int64)
+
+
+def warn_flax_batch_norm(entries: Sequence[KeyEntry], who: str) -> None:
+    """Say where a Flax ``nn.BatchNorm`` / ``nnx.BatchNorm`` stands for a torch BatchNorm:
+    its statistics transfer, its training does not match torch's."""
+    warn_flax_batch_norm_layers(
+        [e.torch_key for e in entries if e.collection == TORCH_ONLY], who, stacklevel=4
+    )
+
+
+def warn_flax_batch_norm_layers(counters: Sequence[str], who: str, stacklevel: int = 3) -> None:
+    """The warning of :func:`warn_flax_batch_norm`, given the torch counter keys of the
+    Flax BatchNorm layers."""
+    layers = [key.removesuffix(COUNTER) for key in counters]
+    if layers:
+        warnings.warn(
+            f"{who}: {', '.join(p.rstrip('.') or 'the model' for p in layers)} is Flax's "
+            f"BatchNorm standing for torch's: weight/bias and running_mean/running_var "
+            f"transfer (eval-mode outputs match), but Flax's momentum weights the old value "
+            f"(torch's momentum=0.1 is Flax's 0.9), its running variance is the biased one "
+            f"and it has no num_batches_tracked (read and left aside, written as 0), so "
+            f"training-mode statistics differ from torch's; use lstm_jax.BatchNorm1d / "
+            f"BatchNorm2d for exact training parity",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+
+
 BUFFER_NAMES = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -408,8 +544,16 @@ def _naming_hints(missing: Sequence[str], unexpected: Sequence[str]) -> str:
     buffers = [k for k in unexpected if k.rsplit(".", 1)[-1] in BUFFER_NAMES]
     if buffers:
         hints.append(
-            f"; {', '.join(buffers[:4])}: BatchNorm's running statistics are torch buffers, "
-            f"not parameters (Flax keeps them in batch_stats): the transfer maps parameters only"
+            f"; {', '.join(buffers[:4])}: BatchNorm's running statistics are torch buffers "
+            f"(Flax keeps them in batch_stats): the Flax layer in that place must be a "
+            f"BatchNorm that keeps them (lstm_jax.BatchNorm1d, nn.BatchNorm)"
+        )
+    missing_buffers = [k for k in missing if k.rsplit(".", 1)[-1] in BUFFER_NAMES]
+    if missing_buffers:
+        hints.append(
+            f"; {', '.join(missing_buffers[:4])}: buffers the Flax model keeps (batch_stats) "
+            f"and the state dict lacks: pass the whole state_dict() (buffers included), "
+            f"not named_parameters()"
         )
     return "".join(hints)
 
@@ -448,6 +592,8 @@ def _copied(array: np.ndarray) -> jax.Array:
 
 def _check_dtypes(arrays: Mapping[str, np.ndarray]) -> None:
     for key, array in arrays.items():
+        if key.rsplit(".", 1)[-1] == COUNTER and np.issubdtype(array.dtype, np.integer):
+            continue  # torch's int64 counter: converted exactly (counter_from_torch)
         if not np.issubdtype(array.dtype, np.floating):
             raise TypeError(f"{key}: expected a floating point array, got dtype {array.dtype}")
         check_float64_allowed(array.dtype, key, ", or convert the state dict to float32 first")
@@ -628,18 +774,29 @@ def check_nested(params: Mapping[str, Any], who: str) -> None:
         )
 
 
-def check_flax_params(params: Mapping[str, Any], entries: Sequence[KeyEntry], who: str) -> None:
+def check_flax_params(
+    params: Mapping[str, Any],
+    entries: Sequence[KeyEntry],
+    who: str,
+    batch_stats: Mapping[str, Any] | None = None,
+) -> None:
     """Strictness on the Flax side: every leaf of the model (``entries``) present in
-    ``params`` with its shape, and no other leaf. The error names each Flax leaf (with
-    its torch key) and both shapes."""
+    ``params`` (and ``batch_stats``) with its shape, and no other leaf. The error names
+    each Flax leaf (with its torch key) and both shapes."""
     check_nested(params, who)
-    expected = {e.flax_name: e.shape for e in entries}
+    expected = {e.flax_name: e.shape for e in entries if e.collection != TORCH_ONLY}
     actual = {k.replace(".", "/"): tuple(np.shape(v)) for k, v in flatten(params).items()}
+    actual |= {
+        "batch_stats:" + k.replace(".", "/"): tuple(np.shape(v))
+        for k, v in flatten(batch_stats or {}).items()
+    }
     try:
         check_param_shapes(expected, actual, f"{who}'s params (Flax leaves)")
     except ValueError as err:
         pairs = ", ".join(
-            f"{e.flax_name} -> {e.torch_key}" for e in entries if actual.get(e.flax_name) != e.shape
+            f"{e.flax_name} -> {e.torch_key}"
+            for e in entries
+            if e.collection != TORCH_ONLY and actual.get(e.flax_name) != e.shape
         )
         raise ValueError(
             f"{err} (Flax leaf -> torch key: {pairs})" if pairs else str(err)
@@ -652,19 +809,21 @@ def model_key_map(
     params: Any = None,
     example_kwargs: Mapping[str, Any] | None = None,
     what: str = "example",
+    batch_stats: Any = None,
 ) -> list[KeyEntry]:
-    """The key map of a Flax model: exact with ``example`` (the classes and list-held
-    submodules are seen), else read off ``params``' own leaves."""
+    """The key map of a Flax model, buffers (``batch_stats``) included: exact with
+    ``example`` (the classes and list-held submodules are seen), else read off
+    ``params``' (and ``batch_stats``') own leaves."""
     check_flax_model(model)
     if example is not None:
         shapes, layers = discover_layers(model, example, example_kwargs, what)
-        return key_map(shapes, layers)
+        return key_map(shapes.get("params", {}), layers, shapes.get("batch_stats"))
     if params is None:
         raise ValueError(
             f"{type(model).__name__} is not an lstm_jax built-in: pass example=(...), the "
             f"positional arguments of its init (only their shapes and dtypes are used)"
         )
-    return key_map(params, bound_layers(model, params))
+    return key_map(params, bound_layers(model, params, batch_stats), batch_stats)
 
 
 def params_from_torch(
@@ -691,8 +850,12 @@ def params_from_torch(
             not show (a checkpoint's record); ties among torch tensors are found by memory.
 
     Returns:
-        ``{"params": {...}}`` ready for ``model.apply``; values bitwise equal to the input
-        (in the Flax layout of each leaf's rule).
+        ``{"params": {...}}`` ready for ``model.apply``, with ``"batch_stats"`` (torch's
+        buffers ``running_mean``, ``running_var``, ``num_batches_tracked``) for a model
+        with BatchNorm; values bitwise equal to the input (in the Flax layout of each
+        leaf's rule; the int64 counter as int32 unless x64 is on, exactly). A Flax
+        ``nn.BatchNorm`` in the model takes the statistics but not torch's counter or
+        training convention: a ``UserWarning`` says so.
 
     Raises:
         ValueError: naming each missing or unexpected key and each shape mismatch (with
@@ -744,10 +907,14 @@ def params_from_torch(
         return _builtin_from_torch(arrays, model)
     entries = model_key_map(model, example)
     check_state_dict(arrays, entries, ties, f"state_dict for {type(model).__name__}")
-    used = {e.torch_key: arrays[e.torch_key] for e in entries}
+    warn_flax_batch_norm(entries, "params_from_torch")
+    used = {e.torch_key: arrays[e.torch_key] for e in entries if e.collection != TORCH_ONLY}
     _check_dtypes(used)
-    copied = {key: _copied(array) for key, array in used.items()}
-    return {"params": torch_params_to_flax(copied, entries)}
+    copied = {
+        key: _copied(counter_from_torch(key, a) if key.endswith(COUNTER) else a)
+        for key, a in used.items()
+    }
+    return {"params": {}, **torch_to_flax_variables(copied, entries)}
 
 
 def params_to_torch(
@@ -777,6 +944,15 @@ def params_to_torch(
         strict=True)``.
     """
     params = params_of(variables, "params_to_torch", wrapper_optional=True)
+    wrapped = isinstance(variables, Mapping) and "params" in variables
+    batch_stats = variables.get("batch_stats") if wrapped else None
+    if wrapped:
+        check_collections(variables, "params_to_torch: variables")
+    if batch_stats is not None and (model is None or isinstance(model, BUILT_IN)):
+        raise ValueError(
+            "params_to_torch: the variables hold batch_stats (torch buffers), which only a "
+            "model of one's own has: pass model=<the Flax model> (and example=)"
+        )
     if isinstance(model, BUILT_IN):  # checked against its options, as apply checks them
         flat = flatten(params)
         first = flat.get("weight_ih_l0", flat.get("weight_ih", 0))
@@ -788,10 +964,12 @@ def params_to_torch(
         out = {key: np.array(value) for key, value in flatten(params).items()}
     else:
         check_nested(params, "params_to_torch")
-        entries = model_key_map(model, example, params)
+        entries = model_key_map(model, example, params, batch_stats=batch_stats)
         if example is not None:  # the model's own shapes: strict, as from_torch is
-            check_flax_params(params, entries, "params_to_torch")
-        out = flax_params_to_torch(params, entries)
+            check_flax_params(params, entries, "params_to_torch", batch_stats)
+        check_buffers_given(model, params, entries, batch_stats, "params_to_torch")
+        warn_flax_batch_norm(entries, "params_to_torch")
+        out = flax_params_to_torch(params, entries, batch_stats)
     for alias, source in check_tied(tied).items():
         if source not in out:
             raise ValueError(f"tied: {alias!r} shares {source!r}, which the params lack")
@@ -835,19 +1013,82 @@ def check_tied(tied: Any) -> dict[str, str]:
     return dict(tied)
 
 
+def check_buffers_given(
+    model: Any,
+    params: Mapping[str, Any],
+    entries: Sequence[KeyEntry],
+    batch_stats: Mapping[str, Any] | None,
+    who: str,
+) -> None:
+    """Refuse params alone where the model keeps buffers (a BatchNorm tracking running
+    statistics): they would be dropped in silence."""
+    if batch_stats is not None or any(e.collection == "batch_stats" for e in entries):
+        return
+    layers = bound_layers(model, params)
+    keeping = [
+        "/".join(path) or "the model"
+        for path, layer in layers.items()
+        if layer.layer_type is not None
+        and (
+            issubclass(layer.layer_type, nn.BatchNorm)
+            or (
+                issubclass(layer.layer_type, BatchNorm1d | BatchNorm2d)
+                and _attribute(_module_at(model, path, params), "track_running_stats") is not False
+            )
+        )
+    ]
+    if keeping:
+        raise ValueError(
+            f"{who}: {', '.join(keeping)} keeps running statistics (torch buffers, Flax's "
+            f"batch_stats), which the variables lack: expected the whole variables "
+            f'{{"params": ..., "batch_stats": ...}}, got the params alone'
+        )
+
+
+def _module_at(model: nn.Module, path: Path, params: Mapping[str, Any]) -> Any:
+    """The bound submodule at ``path`` (for reading its attributes), or None."""
+    found: list[Any] = []
+
+    def walk(root: nn.Module) -> None:
+        node: Any = root
+        for part in path:
+            held = child_of(node, part)
+            if held is None:
+                return
+            node = held[1]
+        found.append(node)
+
+    try:
+        model.apply({"params": params}, method=walk)
+    except Exception:  # a model whose setup needs more than its params
+        return None
+    return found[0] if found else None
+
+
 def flax_params_to_torch(
-    params: Mapping[str, Any], entries: Sequence[KeyEntry]
+    params: Mapping[str, Any],
+    entries: Sequence[KeyEntry],
+    batch_stats: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The Flax params tree -> ``{torch key: numpy array}`` (C order, writable), each leaf
-    through its rule, bitwise."""
+    """The Flax params (and ``batch_stats``) trees -> ``{torch key: numpy array}`` (C order,
+    writable), each leaf through its rule, bitwise; counters as torch's int64 (0 for a
+    Flax BatchNorm, which keeps none)."""
     out: dict[str, np.ndarray] = {}
+    trees = {"params": params, "batch_stats": batch_stats}
     for entry in entries:
-        leaf: Any = params
+        if entry.collection == TORCH_ONLY:
+            out[entry.torch_key] = np.array(0, np.int64)
+            continue
+        leaf: Any = trees[entry.collection]
         for part in entry.flax_path:
             if not isinstance(leaf, Mapping) or part not in leaf:
                 raise ValueError(
-                    f"params lack the leaf {entry.flax_name} (torch key {entry.torch_key})"
+                    f"{entry.collection} lack the leaf {entry.flax_name} (torch key "
+                    f"{entry.torch_key})"
                 )
             leaf = leaf[part]
+        if entry.torch_key.endswith(COUNTER):
+            out[entry.torch_key] = counter_to_torch(leaf)
+            continue
         out[entry.torch_key] = np.array(entry.rule.to_torch(np.asarray(leaf)), order="C")
     return out

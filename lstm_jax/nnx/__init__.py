@@ -6,6 +6,7 @@ model whose attributes carry torch's names; ``from_linen`` / ``to_linen`` betwee
 linen variables and NNX modules of the same configuration.
 """
 
+from lstm_jax.nnx.batchnorm import BatchNorm1d, BatchNorm2d
 from lstm_jax.nnx.cell import LSTMCell
 from lstm_jax.nnx.convert import from_linen, to_linen
 from lstm_jax.nnx.modules import LSTM, HiddenCell, Linear, LSTMModeler
@@ -13,6 +14,8 @@ from lstm_jax.nnx.state_dict import IncompatibleKeys, load_state_dict, state_dic
 
 __all__ = [
     "LSTM",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "HiddenCell",
     "IncompatibleKeys",
     "LSTMCell",

@@ -31,6 +31,7 @@ the last finite variables.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -82,6 +83,7 @@ from lstm_jax.train.state import (
     finish,
     first_epoch,
     start_from,
+    updated_collections,
 )
 
 Array = jax.Array
@@ -95,14 +97,16 @@ __all__ = ["fit", "loss_value", "make_train_step", "step_update", "update"]
 
 class StepResult(NamedTuple):
     """One step's results: new params and optimizer state, the batch loss (before the
-    step), the loss's aux (None for a plain loss) and the model's new carry (None
-    unless stateful)."""
+    step), the loss's aux (None for a plain loss), the model's new carry (None
+    unless stateful) and the collections the step updated (``{"batch_stats": ...}`` in
+    training mode; None without)."""
 
     params: PyTree
     opt_state: PyTree
     loss: Array
     aux: Any
     carry: PyTree
+    updates: Any = None
 
 
 def _floating(a: Any) -> bool:
@@ -119,10 +123,11 @@ def _forward(
     stateful: bool,
     seq_lengths: Array | None,
     rng: Array | None,
-) -> tuple[Array, PyTree | None]:
-    """The prediction (in the parameters' dtype) and the new carry for one batch."""
+) -> tuple[Array, PyTree | None, dict[str, Any] | None]:
+    """The prediction (in the parameters' dtype), the new carry and the updated
+    collections (training mode: batch_stats) for one batch."""
     if compute_dtype is None:
-        return model.prediction(
+        return model.prediction_and_updates(
             {**rest, "params": params},
             x,
             carry,
@@ -133,7 +138,8 @@ def _forward(
     master = jax.tree.leaves(params)[0].dtype
     low = jax.tree.map(lambda a: a.astype(compute_dtype) if _floating(a) else a, params)
     forward = model.clone_with_param_dtype(compute_dtype) if model.clone_with_param_dtype else model
-    prediction, carry = forward.prediction(
+    forward = dataclasses.replace(forward, training=model.training)
+    prediction, carry, updates = forward.prediction_and_updates(
         {**rest, "params": low},
         x.astype(compute_dtype) if _floating(x) else x,
         carry,
@@ -141,7 +147,7 @@ def _forward(
         seq_lengths=seq_lengths,
         rng=rng,
     )
-    return (prediction.astype(master) if _floating(prediction) else prediction), carry
+    return (prediction.astype(master) if _floating(prediction) else prediction), carry, updates
 
 
 def step_update(
@@ -201,20 +207,21 @@ def step_update(
     if carry is not None:
         carry = lax.stop_gradient(carry)  # as repackage_hidden: no gradient into the past
 
-    def objective(p: PyTree) -> tuple[Array, tuple[Any, PyTree]]:
-        prediction, new_carry = _forward(
+    def objective(p: PyTree) -> tuple[Array, tuple[Any, PyTree, Any]]:
+        prediction, new_carry, updates = _forward(
             model, compute_dtype, p, rest, x, carry, stateful, seq_lengths, rng
         )
         value, aux = loss_and_aux(loss, prediction, y)
-        return value, (aux, new_carry)
+        return value, (aux, new_carry, updates)
 
-    (value, (aux, new_carry)), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    updates, opt_state = with_extra_args(as_optax(optimizer)).update(
+    (value, (aux, new_carry, updates)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    param_updates, opt_state = with_extra_args(as_optax(optimizer)).update(
         grads, opt_state, params, value=value, grad=grads, value_fn=lambda p: objective(p)[0]
     )
     if new_carry is not None:
         new_carry = lax.stop_gradient(new_carry)
-    return StepResult(optax.apply_updates(params, updates), opt_state, value, aux, new_carry)
+    new_params = optax.apply_updates(params, param_updates)
+    return StepResult(new_params, opt_state, value, aux, new_carry, lax.stop_gradient(updates))
 
 
 def update(
@@ -229,8 +236,19 @@ def update(
     rng: Array | None = None,
     compute_dtype: Any = None,
 ) -> tuple[PyTree, PyTree, Array]:
-    """:func:`step_update` without carry: (new params, new opt_state, the batch loss)."""
+    """:func:`step_update` without carry: (new params, new opt_state, the batch loss).
+
+    Raises:
+        TypeError: a model that updates ``batch_stats`` in training (their update would
+            be dropped here: :func:`step_update` and :func:`make_train_step` return it).
+    """
     result = step_update(model, optimizer, loss, params, rest, opt_state, x, y, rng, compute_dtype)
+    if result.updates:
+        raise TypeError(
+            f"update: {as_train_model(model).name} updates a variable collection in training "
+            f"({', '.join(result.updates)}), which update's (params, opt_state, loss) would "
+            f"drop: use step_update (its .updates) or make_train_step (its variables)"
+        )
     return result.params, result.opt_state, result.loss
 
 
@@ -297,7 +315,7 @@ def make_train_step(
             seq_lengths=seq_lengths,
         )
         value = result.loss if result.aux is None else (result.loss, result.aux)
-        out = ({**rest, "params": result.params}, result.opt_state, value)
+        out = ({**rest, **(result.updates or {}), "params": result.params}, result.opt_state, value)
         return (*out, result.carry) if stateful else out
 
     return train_step
@@ -412,7 +430,7 @@ def _train_run(
             optimizer,
             loss,
             run.params,
-            data.rest,
+            {**data.rest, **(run.stats or {})},
             run.opt_state,
             x,
             y,
@@ -440,6 +458,7 @@ def _train_run(
             ok=ok,
             bad_step=jnp.where(first_bad, run.step, run.bad_step),
             bad_loss=jnp.where(first_bad, result.loss.astype(run.bad_loss.dtype), run.bad_loss),
+            stats=run.stats if result.updates is None else _select(ok, result.updates, run.stats),
         )
         return BatchCarry(new_run, result.carry, c.total + jnp.where(ok, result.loss, 0))
 
@@ -599,6 +618,8 @@ def _fingerprint(
 
 def _saved_state(carry: RunCarry, rng: Array | None) -> dict[str, Any]:
     state = {"params": carry.params, "opt_state": carry.opt_state, "step": carry.step}
+    if carry.stats is not None:  # BatchNorm's running statistics resume too
+        state["stats"] = carry.stats
     if rng is not None:
         state["rng"] = key_data(rng)
     return state
@@ -615,6 +636,7 @@ def _initial_carry(start: Start, dtype: np.dtype) -> RunCarry:
         ok=cast(Array, np.asarray(True)),
         bad_step=cast(Array, np.asarray(-1, np.int32)),
         bad_loss=cast(Array, np.asarray(np.nan, dtype)),
+        stats=updated_collections(start.rest),
     )
 
 
@@ -647,6 +669,7 @@ def fit(
     checkpoint_every: int | None = None,
     keep_checkpoints: int = KEEP_CHECKPOINTS,
     progress: bool = False,
+    deterministic: bool = False,
 ) -> tuple[Any, np.ndarray]:
     """Train any Flax linen model with Optax; in-memory data, compiled epochs.
 
@@ -726,6 +749,12 @@ def fit(
         keep_checkpoints: how many of the latest checkpoints to keep.
         progress: a tqdm bar over epochs, advancing per chunk of epochs
             (``checkpoint_every``, or about 1/20 of the run), with the last loss.
+        deterministic: False (default): training mode, as torch's ``model.train()``:
+            the model gets ``deterministic=False`` / ``train=True`` (an NNX module
+            ``.train()``), BatchNorm normalizes with batch statistics and its running
+            statistics (``batch_stats``) are updated and returned; a model that draws
+            dropout needs ``rng`` and is refused without. True: eval mode on purpose
+            (no dropout, running statistics used and kept).
 
     Returns:
         (trained variables, or the TrainState continued; (epochs,) float64 per-epoch
@@ -759,8 +788,13 @@ def fit(
             checkpoint_every=checkpoint_every,
             keep_checkpoints=keep_checkpoints,
             progress=progress,
+            deterministic=deterministic,
         )
     train_model = as_train_model(model, batch_first)
+    # training mode (dropout, BatchNorm's batch statistics updated) unless asked otherwise
+    train_model = dataclasses.replace(
+        train_model, training=not check_flag("deterministic", deterministic)
+    )
     start = start_from(variables, optimizer)
     epochs = check_positive_int("epochs", epochs)
     loss = check_jax_loss(loss)
@@ -794,10 +828,11 @@ def fit(
             f"rng: expected a JAX PRNG key such as jax.random.key(0), got "
             f"{type(rng).__name__} of shape {np.shape(rng)}"
         )
-    if rng is None and train_model.dropout:
+    if rng is None and train_model.dropout and not deterministic:
         raise ValueError(
-            "the model has dropout between layers: pass rng=jax.random.key(...) to train "
-            "with it (training mode, as torch's model.train())"
+            "the model has dropout: pass rng=jax.random.key(...) to train with it (training "
+            "mode, as torch's model.train()), or fit(..., deterministic=True) to train in "
+            "eval mode on purpose"
         )
     compute_dtype = _compute_dtype(compute_dtype, dtype)
     data = RunData(start.rest, x, y, lengths, rng if train_model.uses_rng(rng) else None)
@@ -906,7 +941,10 @@ def _resume(
             f"{epoch - first} or another checkpoint_dir"
         )
     restored = carry._replace(
-        params=state["params"], opt_state=state["opt_state"], step=state["step"]
+        params=state["params"],
+        opt_state=state["opt_state"],
+        step=state["step"],
+        stats=state.get("stats", carry.stats),
     )
     if mesh is not None:
         restored = mesh.replicate(restored)

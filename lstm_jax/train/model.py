@@ -14,6 +14,13 @@ The calling convention training uses:
 - ``kw``: ``deterministic=`` (when the module's ``__call__`` takes it), ``train=``
   (its negation, Flax's other convention, when ``__call__`` names it),
   ``seq_lengths=`` (when given), ``rngs={"dropout": key}`` (with an ``rng``).
+
+Training mode is the default (``deterministic=False``, ``train=True``, as torch's
+``model.train()``), with or without an rng: a model that then draws dropout needs one
+and is refused without (as is a dropout layer left deterministic in training mode,
+which would train without it in silence); ``fit(..., deterministic=True)`` trains in
+eval mode on purpose. In training mode the ``batch_stats`` collection is mutable and
+its updates (BatchNorm's running statistics) are carried from step to step.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import unfreeze
 
 from lstm_jax.linen.modules import LSTM, LSTMModeler
 
@@ -52,6 +60,9 @@ class TrainModel:
         name: the model's class name, for messages.
         clone_with_param_dtype: the same model computing in another dtype (mixed
             precision), or None when the model has no ``param_dtype``.
+        training: training mode (the default) or eval mode (``fit(deterministic=True)``).
+        mode_keyword: ``apply`` takes ``training=`` itself (an NNX model's ``apply``).
+        updated: the variable collections updated in training mode, where present.
     """
 
     identity: Hashable
@@ -64,9 +75,12 @@ class TrainModel:
     dropout: bool | None
     name: str
     clone_with_param_dtype: Callable[[Any], TrainModel] | None = field(default=None, compare=False)
+    training: bool = True
+    mode_keyword: bool = False
+    updated: tuple[str, ...] = ("batch_stats",)
 
     def uses_rng(self, rng: jax.Array | None) -> bool:
-        return rng is not None and self.dropout is not False
+        return rng is not None and self.dropout is not False and self.training
 
     def takes(self, keyword: str) -> bool:
         return "*" in self.keywords or keyword in self.keywords
@@ -82,24 +96,53 @@ class TrainModel:
         rng: jax.Array | None = None,
     ) -> tuple[jax.Array, PyTree | None]:
         """(prediction, the new carry or None) for one batch ``x`` (model layout)."""
+        prediction, new_carry, _ = self.prediction_and_updates(
+            variables, x, carry, stateful=stateful, seq_lengths=seq_lengths, rng=rng
+        )
+        return prediction, new_carry
+
+    def prediction_and_updates(
+        self,
+        variables: PyTree,
+        x: jax.Array,
+        carry: PyTree | None = None,
+        *,
+        stateful: bool = False,
+        seq_lengths: jax.Array | None = None,
+        rng: jax.Array | None = None,
+    ) -> tuple[jax.Array, PyTree | None, dict[str, Any] | None]:
+        """As :meth:`prediction`, and the collections the step updated (training mode:
+        ``{"batch_stats": ...}``), or None."""
+        training = self.training
         kw: dict[str, Any] = {}
+        if self.mode_keyword:
+            kw["training"] = training
         if self.takes("deterministic"):
-            kw["deterministic"] = rng is None
+            kw["deterministic"] = not training
         if "train" in self.keywords:  # named only: not sent into a **kwargs
-            kw["train"] = rng is not None
-        if rng is not None:
+            kw["train"] = training
+        if rng is not None and training:
             kw["rngs"] = {"dropout": rng}
         if seq_lengths is not None:
             kw["seq_lengths"] = seq_lengths
+        mutable = [c for c in self.updated if c in variables] if training else []
+        if mutable:
+            kw["mutable"] = mutable
         args = (x, carry) if stateful else (x,)
         try:
-            out = self.apply(variables, *args, **kw)
+            if training:
+                with nn.intercept_methods(_silent_dropout_refused(self.name)):
+                    out = self.apply(variables, *args, **kw)
+            else:
+                out = self.apply(variables, *args, **kw)
         except flax.errors.InvalidRngError as error:
             if rng is None and 'for "dropout"' in str(error):
                 raise ValueError(
                     f"{self.name} draws random numbers in training (Flax: {_first_line(error)}): "
                     f"expected an rng (fit(rng=jax.random.key(...)), a train_step's fifth "
-                    f"argument), passed to apply as rngs={{'dropout': key}}, got none"
+                    f"argument), passed to apply as rngs={{'dropout': key}}, got none; "
+                    f"to train in eval mode (no dropout, BatchNorm's running statistics "
+                    f"fixed) on purpose: fit(..., deterministic=True)"
                 ) from None
             raise ValueError(
                 f"{self.name} draws from an rng stream other than 'dropout' (Flax: "
@@ -109,10 +152,10 @@ class TrainModel:
         except flax.errors.ModifyScopeVariableError as error:
             raise TypeError(
                 f"{self.name} updates a variable collection in training (Flax: "
-                f"{_first_line(error)}): fit, make_train_step and update keep every collection "
-                f"other than 'params' as given; expected a model that changes none in training "
-                f"(e.g. nn.BatchNorm(use_running_average=True) or nn.LayerNorm), got one that "
-                f"does; a loop of your own can apply it with mutable=[...]"
+                f"{_first_line(error)}): fit, make_train_step and update update 'batch_stats' "
+                f"(in training mode) and keep every other collection as given; expected a "
+                f"model that changes no other collection, got one that does; a loop of your "
+                f"own can apply it with mutable=[...]"
             ) from None
         except (
             flax.errors.ScopeParamNotFoundError,
@@ -123,14 +166,53 @@ class TrainModel:
                 f"variables: expected the variables of this {self.name} ({self.name}().init(key, "
                 f"x)), got variables that do not fit it (Flax: {_first_line(error)})"
             ) from None
+        updates = None
+        if mutable:
+            out, changed = out
+            updates = {k: unfreeze(changed[k]) for k in mutable if k in changed}
         if not stateful:
-            return (out[0] if isinstance(out, tuple) else out), None
+            return (out[0] if isinstance(out, tuple) else out), None, updates
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError(
                 f"stateful training: expected {self.name} to return (prediction, carry), "
                 f"got {f'a tuple of {len(out)}' if isinstance(out, tuple) else type(out).__name__}"
             )
-        return out[0], out[1]
+        return out[0], out[1], updates
+
+
+def _silent_dropout_refused(name: str) -> Callable[..., Any]:
+    """An ``nn.intercept_methods`` interceptor for training mode: a dropout layer (Flax's
+    ``nn.Dropout``, lstm_jax's ``LSTM``/``LSTMModeler`` with dropout between layers)
+    called deterministic would train without its dropout and without a word."""
+
+    def check(next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
+        module = context.module
+        if context.method_name == "__call__":
+            silent = None
+            if isinstance(module, nn.Dropout) and module.rate > 0:
+                flag = kwargs.get("deterministic", args[1] if len(args) > 1 else None)
+                silent = module.deterministic if flag is None else flag
+                what = f"nn.Dropout({module.rate})"
+            elif isinstance(module, LSTM | LSTMModeler) and uses_dropout(module):
+                silent = kwargs.get("deterministic", True)
+                what = f"{type(module).__name__}(dropout={module.dropout})"
+            if silent is True:
+                where = "/".join(module.path) or "the model"
+                raise ValueError(
+                    f"{name} in training mode: {where}, an {what}, is called "
+                    f"deterministic=True, so training would run without its dropout and "
+                    f"without a word: expected the model's training flag passed on to it "
+                    f"(e.g. deterministic=not train), or fit(..., deterministic=True) to "
+                    f"train in eval mode on purpose"
+                )
+        return next_fun(*args, **kwargs)
+
+    return check
+
+
+def uses_dropout(module: Any) -> bool:
+    """An lstm_jax LSTM/LSTMModeler with dropout between its layers."""
+    return float(module.dropout) > 0 and module.num_layers > 1
 
 
 def _first_line(error: Exception) -> str:
@@ -199,7 +281,7 @@ def as_train_model(model: Any, batch_first: bool | None = None) -> TrainModel:
     lecture = isinstance(model, LSTMModeler)
     dropout = None  # another model's own dropout: an rng given is passed on
     if isinstance(model, LSTM | LSTMModeler):  # dropout between layers only
-        dropout = float(model.dropout) > 0 and model.num_layers > 1
+        dropout = uses_dropout(model)
 
     def clone(dtype: Any) -> TrainModel:
         return as_train_model(model.clone(param_dtype=dtype), batch_first)

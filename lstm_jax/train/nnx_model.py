@@ -3,11 +3,15 @@ program as a linen model is, and the result written back into the module (in pla
 
 Generic over ``flax.nnx``: nothing here knows lstm_jax's own NNX modules. The module
 is reduced to a :class:`~lstm_jax.train.model.TrainModel` over the variables
-``{"params": its nnx.Param values (a pure nnx.State), "nnx_state": the rest}``; each batch merges
-them (``nnx.merge``) and calls the module:
+``{"params": its nnx.Param values (a pure nnx.State), "batch_stats": its nnx.BatchStat
+values (BatchNorm's running statistics, when it has any), "nnx_state": the rest}``; each
+batch merges them (``nnx.merge``) and calls the module:
 
-- training mode (``module.train()``) with fit's ``rng``, which reseeds the module's rng
-  streams for that step (fit folds it with the global step); ``module.eval()`` without;
+- training mode (``module.train()``, the default: BatchNorm's statistics are updated and
+  carried as the linen ``batch_stats`` are), fit's ``rng`` reseeding the module's rng
+  streams for that step (fit folds it with the global step); a module with dropout
+  (``nnx.Dropout``, an LSTM with dropout between layers) needs that ``rng`` and is
+  refused without; ``module.eval()`` with ``fit(..., deterministic=True)``;
 - a module with a ``hidden_cell`` attribute (the lecture's stored state) has it reset
   to None (zeros) before every batch, as ``lstm_torch.fit`` resets its model's; with
   ``stateful=True`` that attribute is the carry from batch to batch;
@@ -29,7 +33,48 @@ from lstm_jax.common.errors import TrainingDiverged
 from lstm_jax.train.model import TrainModel, _call_signature
 
 REST = "nnx_state"
+STATS = "batch_stats"
 _NO_CARRY = object()
+
+
+class StatsTrainState(TrainState):
+    """A TrainState that also carries the module's batch statistics (None without)."""
+
+    batch_stats: Any = None
+
+
+class StaticGraph:
+    """An ``nnx.GraphDef`` as a static argument of the compiled run, also when the module
+    holds unhashable attributes (``nnx.Conv(padding=[(2, 2)])``: lists), as ``nnx.jit``
+    accepts them: hashed by its printed form, compared by equality."""
+
+    def __init__(self, graphdef: Any) -> None:
+        self.graphdef = graphdef
+        try:
+            self._hash = hash(graphdef)
+        except TypeError:  # a list-valued attribute: its printed form is hashable
+            self._hash = hash(repr(graphdef))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StaticGraph) and bool(self.graphdef == other.graphdef)
+
+    def __repr__(self) -> str:
+        return repr(self.graphdef)
+
+
+def has_dropout(module: nnx.Module) -> bool:
+    """Whether ``module`` draws dropout in training mode: an ``nnx.Dropout`` of positive
+    rate, or a recurrent layer with ``dropout`` between its ``num_layers`` > 1 layers."""
+    for _, node in nnx.iter_graph(module):
+        if isinstance(node, nnx.Dropout) and node.rate > 0:
+            return True
+        rate, layers = getattr(node, "dropout", None), getattr(node, "num_layers", None)
+        if isinstance(rate, int | float) and isinstance(layers, int) and rate > 0 and layers > 1:
+            return True
+    return False
 
 
 def is_nnx_module(model: Any) -> bool:
@@ -62,8 +107,10 @@ def _reseed(module: nnx.Module, key: jax.Array) -> None:
 def nnx_train_model(
     module: nnx.Module, batch_first: bool | None = None
 ) -> tuple[TrainModel, dict[str, Any]]:
-    """``module`` as a :class:`TrainModel` and its variables ``{"params", "nnx_state"}``."""
-    graphdef, params, rest = nnx.split(module, nnx.Param, ...)  # type: ignore[misc]
+    """``module`` as a :class:`TrainModel` and its variables ``{"params", "batch_stats"
+    (when it has any), "nnx_state"}``."""
+    split = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
+    graphdef, params, stats, rest = split  # type: ignore[misc]
     keywords, takes_carry = _call_signature(module)  # type: ignore[arg-type]
     stores_state = hasattr(module, "hidden_cell")
     # the NNX LSTMModeler (not importable here): its stored hidden_cell and sizes; a model
@@ -71,48 +118,74 @@ def nnx_train_model(
     sizes = ("input_size", "output_size")
     lecture = stores_state and all(isinstance(getattr(module, a, None), int) for a in sizes)
 
-    def apply(variables: dict[str, Any], x: jax.Array, carry: Any = _NO_CARRY, **kw: Any) -> Any:
+    def apply(
+        variables: dict[str, Any],
+        x: jax.Array,
+        carry: Any = _NO_CARRY,
+        *,
+        training: bool = False,
+        mutable: Any = None,
+        **kw: Any,
+    ) -> Any:
         # the rest rides in the variables; a TrainState carries params only: the module's
-        model: Any = nnx.merge(graphdef, variables["params"], variables.get(REST, rest), copy=True)
+        model: Any = nnx.merge(
+            graphdef,
+            variables["params"],
+            variables.get(STATS, stats),
+            variables.get(REST, rest),
+            copy=True,
+        )
         rngs = kw.pop("rngs", None)
-        if rngs is None:
-            model.eval()
-        else:
+        if training:
             model.train()
-            _reseed(model, rngs["dropout"])
+            if rngs is not None:
+                _reseed(model, rngs["dropout"])
+        else:
+            model.eval()
         if stores_state:
             model.hidden_cell = None if carry is _NO_CARRY else carry
             out = model(x, **kw)
-            return out if carry is _NO_CARRY else (out, model.hidden_cell)
-        return model(x, **kw) if carry is _NO_CARRY else model(x, carry, **kw)
+            out = out if carry is _NO_CARRY else (out, model.hidden_cell)
+        else:
+            out = model(x, **kw) if carry is _NO_CARRY else model(x, carry, **kw)
+        if mutable:
+            return out, {STATS: nnx.as_pure(nnx.state(model, nnx.BatchStat))}
+        return out
 
     train_model = TrainModel(
-        identity=graphdef,
+        identity=StaticGraph(graphdef),
         apply=apply,
         batch_first=_layout(module, batch_first),
         keywords=keywords,
         takes_carry=stores_state or takes_carry,
         input_size=getattr(module, "input_size", None) if lecture else None,
         output_size=getattr(module, "output_size", None) if lecture else None,
-        dropout=None,
+        dropout=has_dropout(module),
         name=type(module).__name__,
+        mode_keyword=True,
     )
-    return train_model, {"params": nnx.as_pure(params), REST: rest}
+    variables = {"params": nnx.as_pure(params), REST: rest}
+    if len(jax.tree.leaves(stats)):
+        variables[STATS] = nnx.as_pure(stats)
+    return train_model, variables
 
 
-def _train_state(optimizer: nnx.Optimizer, train_model: TrainModel, params: Any) -> TrainState:
+def _train_state(
+    optimizer: nnx.Optimizer, train_model: TrainModel, params: Any, batch_stats: Any = None
+) -> TrainState:
     """An ``nnx.Optimizer``'s transformation, state and step as a TrainState over ``params``."""
     if optimizer.wrt is not nnx.Param:
         raise ValueError(
             f"variables: expected an nnx.Optimizer(model, tx, wrt=nnx.Param), got "
             f"wrt={optimizer.wrt!r}"
         )
-    return TrainState(
+    return StatsTrainState(
         step=int(optimizer.step.get_value()),
         apply_fn=train_model.apply,
         params=params,
         tx=optimizer.tx,
         opt_state=nnx.as_pure(optimizer.opt_state),
+        batch_stats=batch_stats,
     )
 
 
@@ -122,6 +195,18 @@ def _continue(optimizer: nnx.Optimizer, state: TrainState) -> None:
     for holder, value in zip(holders, jax.tree.leaves(state.opt_state), strict=True):
         holder.set_value(value)
     optimizer.step.set_value(jnp.asarray(state.step, optimizer.step.get_value().dtype))
+
+
+def _write_back(module: nnx.Module, trained: Any) -> None:
+    """The trained parameters (and batch statistics) into ``module``, in place."""
+    if isinstance(trained, TrainState):
+        nnx.update(module, trained.params)
+        stats = getattr(trained, "batch_stats", None)
+    else:
+        nnx.update(module, trained["params"])
+        stats = trained.get(STATS)
+    if stats is not None:
+        nnx.update(module, stats)
 
 
 def fit_nnx(
@@ -151,17 +236,16 @@ def fit_nnx(
         )
     train_model, state = nnx_train_model(module, batch_first)
     start: Any = (
-        state if variables is None else _train_state(variables, train_model, state["params"])
+        state
+        if variables is None
+        else _train_state(variables, train_model, state["params"], state.get(STATS))
     )
     try:
         trained, losses = fit(train_model, start, xs, ys, **options)
     except TrainingDiverged as err:
-        params = err.variables.params if variables is not None else err.variables["params"]
-        nnx.update(module, params)
+        _write_back(module, err.variables)
         raise
-    if variables is None:
-        nnx.update(module, trained["params"])
-    else:
-        nnx.update(module, trained.params)
+    _write_back(module, trained)
+    if variables is not None:
         _continue(variables, trained)
     return module, losses

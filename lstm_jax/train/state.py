@@ -33,6 +33,8 @@ class RunCarry(NamedTuple):
         ok: () bool, no step has failed yet (later steps are not applied once one has).
         bad_step: () int32, the first failing global step, -1 while none.
         bad_loss: () the loss of that step (NaN while none).
+        stats: the collections the model updates in training (``{"batch_stats": ...}``:
+            BatchNorm's running statistics), carried from step to step; None without.
     """
 
     params: PyTree
@@ -41,6 +43,18 @@ class RunCarry(NamedTuple):
     ok: jax.Array
     bad_step: jax.Array
     bad_loss: jax.Array
+    stats: PyTree = None
+
+
+# the variable collections training updates (in training mode) instead of passing through
+UPDATED_COLLECTIONS = ("batch_stats",)
+
+
+def updated_collections(rest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The collections of ``rest`` that training updates (:data:`UPDATED_COLLECTIONS`), or
+    None when it has none."""
+    found = {k: rest[k] for k in UPDATED_COLLECTIONS if k in rest}
+    return found or None
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,8 @@ class Start:
 def start_from(variables: Any, optimizer: Any) -> Start:
     """Read the starting point from ``variables`` (Flax variables or a TrainState)."""
     if isinstance(variables, TrainState):
+        # a TrainState subclass with batch_stats (Flax's BatchNorm recipe) carries them
+        held = getattr(variables, "batch_stats", None)
         if optimizer is not None and optimizer is not variables.tx:
             raise ValueError(
                 "optimizer: a TrainState carries its own optimizer (state.tx); pass "
@@ -79,7 +95,7 @@ def start_from(variables: Any, optimizer: Any) -> Start:
         step = int(np.asarray(variables.step))
         return Start(
             params=variables.params,
-            rest={},
+            rest={} if held is None else {"batch_stats": held},
             opt_state=variables.opt_state,
             step=step,
             optimizer=with_extra_args(tx),
@@ -156,11 +172,13 @@ def _kind(tree: Any) -> str:
 
 def finish(start: Start, carry: RunCarry) -> Any:
     """What ``fit`` returns: variables, or the TrainState continued."""
+    stats = carry.stats or {}
     if start.train_state is not None:
+        extra = {"batch_stats": stats["batch_stats"]} if "batch_stats" in stats else {}
         return start.train_state.replace(
-            step=int(carry.step), params=carry.params, opt_state=carry.opt_state
+            step=int(carry.step), params=carry.params, opt_state=carry.opt_state, **extra
         )
-    return {**start.rest, "params": carry.params}
+    return {**start.rest, **stats, "params": carry.params}
 
 
 def first_epoch(start: Start, steps_per_epoch: int) -> int:
