@@ -2,13 +2,14 @@
 
 This module imports only numpy, so ``lstm_torch`` can use it without JAX.
 
-Parameter layout (PyTorch's, gate order i, f, g, o)::
+Parameter layout (PyTorch's; G gates: 4 for the LSTM (i, f, g, o), 3 for the GRU
+(r, z, n), 1 for the plain RNN)::
 
-    weight_ih_l{k}{sfx}  (4*H, I)         I = input_size for k = 0, else D*H_out
-    weight_hh_l{k}{sfx}  (4*H, H_out)
-    bias_ih_l{k}{sfx}    (4*H,)           only with bias=True
-    bias_hh_l{k}{sfx}    (4*H,)           only with bias=True
-    weight_hr_l{k}{sfx}  (P, H)           only with proj_size P > 0
+    weight_ih_l{k}{sfx}  (G*H, I)         I = input_size for k = 0, else D*H_out
+    weight_hh_l{k}{sfx}  (G*H, H_out)
+    bias_ih_l{k}{sfx}    (G*H,)           only with bias=True
+    bias_hh_l{k}{sfx}    (G*H,)           only with bias=True
+    weight_hr_l{k}{sfx}  (P, H)           only with proj_size P > 0 (LSTM only)
 
 with ``sfx`` = ``""`` for the forward direction and ``"_reverse"`` for the
 backward one, ``D`` = 2 if bidirectional else 1 and ``H_out`` = P if P > 0 else H.
@@ -17,10 +18,11 @@ States are ordered ``index = layer * D + direction`` along their first axis.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -32,14 +34,33 @@ DIRECTION_SUFFIXES = ("", "_reverse")
 LSTM_OPTIONS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size")
 # those of them that the parameters' shapes tell (not batch_first, not dropout)
 SHAPE_OPTIONS = tuple(o for o in LSTM_OPTIONS if o not in ("batch_first", "dropout"))
+# torch's recurrent modes (``torch.nn.RNNBase.mode``) and their gate counts G.
+GATE_COUNTS = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+MODES = tuple(GATE_COUNTS)
+# the module each mode is (for messages): nn.LSTM, nn.GRU, nn.RNN
+MODULE_NAMES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
+# ``torch.nn.RNN``'s nonlinearity -> mode
+RNN_MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
+
+
+def rnn_mode(nonlinearity: object, who: str = "RNN") -> str:
+    """``torch.nn.RNN``'s ``nonlinearity`` ("tanh" or "relu") -> its mode, else ValueError."""
+    if not isinstance(nonlinearity, str) or nonlinearity not in RNN_MODES:
+        raise ValueError(
+            f"{who}: expected nonlinearity 'tanh' or 'relu', got {nonlinearity!r} "
+            f"(torch: Unknown nonlinearity {nonlinearity!r}. Select from 'tanh' or 'relu'.)"
+        )
+    return RNN_MODES[nonlinearity]
 
 
 @dataclass(frozen=True)
 class LSTMConfig:
-    """The options of ``torch.nn.LSTM``, validated on construction.
+    """The options of ``torch.nn.LSTM`` (or, with ``mode``, of ``nn.GRU`` / ``nn.RNN``),
+    validated on construction.
 
     ``input_size`` may be ``None`` where it is only known from the data
-    (the Flax module infers it at ``init``).
+    (the Flax module infers it at ``init``). ``mode`` is torch's ``RNNBase.mode``:
+    "LSTM", "GRU", "RNN_TANH" or "RNN_RELU"; ``proj_size`` is the LSTM's only.
     """
 
     hidden_size: int
@@ -50,8 +71,12 @@ class LSTMConfig:
     dropout: float = 0.0
     bidirectional: bool = False
     proj_size: int = 0
+    # torch's mode; a field of :class:`RecurrentConfig` (the LSTM's fields stay torch's)
+    mode: ClassVar[str] = "LSTM"
 
     def __post_init__(self) -> None:
+        if self.mode not in GATE_COUNTS:
+            raise ValueError(f"expected mode in {MODES}, got {self.mode!r}")
         check_int("hidden_size", self.hidden_size)
         if self.input_size is not None:
             check_int("input_size", self.input_size)
@@ -59,6 +84,11 @@ class LSTMConfig:
         if not isinstance(self.proj_size, int) or isinstance(self.proj_size, bool):
             raise TypeError(
                 f"proj_size should be of type int, got: {type(self.proj_size).__name__}"
+            )
+        if self.proj_size and self.mode != "LSTM":
+            raise ValueError(
+                f"{self.module_name}: proj_size argument is only supported for LSTM, not RNN "
+                f"or GRU, got proj_size={self.proj_size}"
             )
         if self.proj_size < 0:
             raise ValueError(
@@ -89,11 +119,26 @@ class LSTMConfig:
     def of(cls, owner: Any, hidden_size: int, input_size: int | None = None) -> LSTMConfig:
         """The config of any object carrying ``LSTM_OPTIONS`` as attributes (the modules)."""
         options = {name: getattr(owner, name) for name in LSTM_OPTIONS}
-        return cls(hidden_size=hidden_size, input_size=input_size, **options)
+        return checked_config(hidden_size=hidden_size, input_size=input_size, **options)
 
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
+
+    @property
+    def gates(self) -> int:
+        """G: the gates stacked in each weight's rows (4 LSTM, 3 GRU, 1 RNN)."""
+        return GATE_COUNTS[self.mode]
+
+    @property
+    def module_name(self) -> str:
+        """ "LSTM", "GRU" or "RNN": the torch module these options are of."""
+        return MODULE_NAMES.get(self.mode, "LSTM")
+
+    @property
+    def has_cell(self) -> bool:
+        """Whether the state is a pair (h, c) (the LSTM) rather than h alone."""
+        return self.mode == "LSTM"
 
     @property
     def output_size(self) -> int:
@@ -109,19 +154,20 @@ class LSTMConfig:
         return size
 
     def param_shapes(self, input_size: int | None = None) -> dict[str, tuple[int, ...]]:
-        """Torch's ``nn.LSTM`` parameter names mapped to their shapes, in torch's order."""
-        H, P, H_out = self.hidden_size, self.proj_size, self.output_size
+        """Torch's ``nn.LSTM`` (``nn.GRU``, ``nn.RNN``) parameter names mapped to their
+        shapes, in torch's order."""
+        H, P, H_out, G = self.hidden_size, self.proj_size, self.output_size, self.gates
         shapes: dict[str, tuple[int, ...]] = {}
         for layer in range(self.num_layers):
             for sfx in DIRECTION_SUFFIXES[: self.num_directions]:
                 shapes[f"weight_ih_l{layer}{sfx}"] = (
-                    4 * H,
+                    G * H,
                     self.layer_input_size(layer, input_size),
                 )
-                shapes[f"weight_hh_l{layer}{sfx}"] = (4 * H, H_out)
+                shapes[f"weight_hh_l{layer}{sfx}"] = (G * H, H_out)
                 if self.bias:
-                    shapes[f"bias_ih_l{layer}{sfx}"] = (4 * H,)
-                    shapes[f"bias_hh_l{layer}{sfx}"] = (4 * H,)
+                    shapes[f"bias_ih_l{layer}{sfx}"] = (G * H,)
+                    shapes[f"bias_hh_l{layer}{sfx}"] = (G * H,)
                 if P > 0:
                     shapes[f"weight_hr_l{layer}{sfx}"] = (P, H)
         return shapes
@@ -132,6 +178,42 @@ class LSTMConfig:
         if batch_size is not None:
             lead = (*lead, batch_size)
         return (*lead, self.output_size), (*lead, self.hidden_size)
+
+
+@dataclass(frozen=True)
+class RecurrentConfig(LSTMConfig):
+    """:class:`LSTMConfig` for any of torch's recurrent modules: ``mode`` "LSTM", "GRU",
+    "RNN_TANH" or "RNN_RELU" (torch's ``RNNBase.mode``); ``proj_size`` stays 0 but for
+    the LSTM."""
+
+    mode: str = "LSTM"  # type: ignore[misc]
+
+
+def _typed_key(options: Mapping[str, Any]) -> tuple:
+    """A hashable key telling ``True`` from ``1`` (equal and equally hashed otherwise)."""
+    return tuple((name, type(value), value) for name, value in sorted(options.items()))
+
+
+def _config(**options: Any) -> LSTMConfig:
+    return RecurrentConfig(**options) if "mode" in options else LSTMConfig(**options)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_config(key: tuple) -> LSTMConfig:
+    return _config(**{name: value for name, _, value in key})
+
+
+def checked_config(**options: Any) -> LSTMConfig:
+    """``LSTMConfig(**options)`` (a :class:`RecurrentConfig` with ``mode``), validated once
+    per distinct set of options (a module's options are checked when it is built; the
+    clones Flax makes on every ``init`` and ``apply`` then find the validated config
+    instead of checking again)."""
+    try:
+        key = _typed_key(options)
+        hash(key)
+    except TypeError:  # an unhashable option value: let the constructor say what is wrong
+        return _config(**options)
+    return _cached_config(key)
 
 
 @dataclass(frozen=True)
@@ -194,19 +276,28 @@ def check_state(
     config: LSTMConfig,
     layout: InputLayout,
     h_shape: Sequence[int],
-    c_shape: Sequence[int],
+    c_shape: Sequence[int] | None,
     who: str = "LSTM",
 ) -> None:
-    """Check an initial state (h_0, c_0) against the input's layout."""
+    """Check an initial state (h_0, c_0) against the input's layout (h_0 alone, with
+    ``c_shape`` None, for a GRU or RNN)."""
     expected_h, expected_c = config.state_shapes(layout.batch_size)
-    for name, expected, got in (("h_0", expected_h, h_shape), ("c_0", expected_c, c_shape)):
+    pairs = [("h_0", expected_h, h_shape)]
+    if c_shape is not None:
+        pairs.append(("c_0", expected_c, c_shape))
+    for name, expected, got in pairs:
         if tuple(got) != expected:
             raise ValueError(
                 f"{who}: expected {name} of shape {expected} "
                 f"(num_directions*num_layers, {'batch, ' if layout.batch_size else ''}"
-                f"{'proj_size or hidden_size' if name == 'h_0' else 'hidden_size'}), "
+                f"{_state_width(config, name)}), "
                 f"got {tuple(got)}"
             )
+
+
+def _state_width(config: LSTMConfig, name: str) -> str:
+    """The last axis of state ``name`` ("h_0", "c_0"), for the message."""
+    return "proj_size or hidden_size" if name == "h_0" and config.has_cell else "hidden_size"
 
 
 def check_seq_lengths_layout(
@@ -390,18 +481,20 @@ def modeler_param_shapes(config: LSTMConfig, output_size: int) -> dict[str, tupl
 
 
 def lstm_cell_param_shapes(
-    hidden_size: int, input_size: int | None, bias: bool = True
+    hidden_size: int, input_size: int | None, bias: bool = True, gates: int = 4
 ) -> dict[str, tuple[int, ...]]:
-    """``torch.nn.LSTMCell``'s parameter names (no layer suffix) mapped to their shapes."""
+    """``torch.nn.LSTMCell``'s parameter names (no layer suffix) mapped to their shapes;
+    with ``gates`` 3 ``nn.GRUCell``'s, with 1 ``nn.RNNCell``'s."""
     check_int("hidden_size", hidden_size)
     if input_size is None:
         raise ValueError("input_size is unknown: pass it or infer it from the input")
+    rows = gates * hidden_size
     shapes: dict[str, tuple[int, ...]] = {
-        "weight_ih": (4 * hidden_size, input_size),
-        "weight_hh": (4 * hidden_size, hidden_size),
+        "weight_ih": (rows, input_size),
+        "weight_hh": (rows, hidden_size),
     }
     if bias:
-        shapes |= {"bias_ih": (4 * hidden_size,), "bias_hh": (4 * hidden_size,)}
+        shapes |= {"bias_ih": (rows,), "bias_hh": (rows,)}
     return shapes
 
 
