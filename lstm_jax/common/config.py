@@ -354,7 +354,44 @@ def check_param_shapes(
     if mismatched:
         problems.append("size mismatch for " + "; ".join(mismatched))
     if problems:
-        raise ValueError(f"Error(s) in {what}: " + ". ".join(problems))
+        raise ValueError(
+            f"Error(s) in {what}: " + ". ".join(problems) + kind_hint(expected, actual)
+        )
+
+
+# a weight_hh's rows per column -> the module; how to say what came
+_MODULE_OF_RATIO = {4: "LSTM", 3: "GRU", 1: "RNN"}
+_ROWS_SAID = {"LSTM": "an LSTM's (4H rows)", "GRU": "a GRU's (3H rows)", "RNN": "an RNN's (H rows)"}
+
+
+def module_of_shape(shape: Sequence[int]) -> str | None:
+    """ "LSTM", "GRU" or "RNN": the module whose ``weight_hh`` (G*H, H) has this shape
+    (no projection), or None."""
+    if len(shape) != 2 or shape[1] == 0 or shape[0] % shape[1]:
+        return None
+    return _MODULE_OF_RATIO.get(shape[0] // shape[1])
+
+
+def kind_hint(expected: Mapping[str, Sequence[int]], actual: Mapping[str, Sequence[int]]) -> str:
+    """When ``actual``'s recurrent weights are another kind's than ``expected``'s (a GRU's
+    state dict given to an LSTM, ...), a sentence saying what came and what to use; else ""."""
+    for key in expected:
+        if not key.endswith(("weight_hh_l0", "weight_hh")) or key not in actual:
+            continue
+        prefix = key[: -len("weight_hh_l0")] if key.endswith("_l0") else key[: -len("weight_hh")]
+        if f"{prefix}weight_hr_l0" in actual or f"{prefix}weight_hr_l0" in expected:
+            continue
+        mine, theirs = module_of_shape(expected[key]), module_of_shape(actual[key])
+        if mine is None or theirs is None or mine == theirs:
+            continue
+        cell = "Cell" if key.endswith("weight_hh") else ""
+        rows = _ROWS_SAID
+        return (
+            f". The state dict is another kind's: {key} of shape {tuple(actual[key])} looks like "
+            f"{rows[theirs]}, where {rows[mine]} (shape {tuple(expected[key])}) was expected: "
+            f"use lstm_jax.{theirs}{cell}"
+        )
+    return ""
 
 
 def dropout_warning(config: LSTMConfig) -> str | None:
@@ -498,13 +535,18 @@ def lstm_cell_param_shapes(
     return shapes
 
 
-def infer_config(shapes: Mapping[str, Sequence[int]]) -> tuple[LSTMConfig, int | None]:
-    """Read an ``nn.LSTM`` or ``LSTMModeler`` configuration off a ``{key: shape}`` map.
+def infer_config(
+    shapes: Mapping[str, Sequence[int]], mode: str = "LSTM"
+) -> tuple[LSTMConfig, int | None]:
+    """Read an ``nn.LSTM`` or ``LSTMModeler`` configuration off a ``{key: shape}`` map
+    (an ``nn.GRU``'s or ``nn.RNN``'s with ``mode`` "GRU", "RNN_TANH", "RNN_RELU").
 
     Returns the config (with ``input_size``) and the head's output size (None for a
     bare LSTM). Raises ``ValueError`` when the keys are not an LSTM's; whether every
     key and shape fits the config is :func:`check_param_shapes`'s job.
     """
+    if mode != "LSTM":
+        return _infer_family_config(shapes, mode), None
     prefix = "lstm." if any(k.startswith("lstm.") for k in shapes) else ""
     first_ih, first_hh = f"{prefix}weight_ih_l0", f"{prefix}weight_hh_l0"
     if first_ih not in shapes or first_hh not in shapes:
@@ -517,6 +559,7 @@ def infer_config(shapes: Mapping[str, Sequence[int]]) -> tuple[LSTMConfig, int |
         raise ValueError(
             f"{first_hh}: expected shape (4*hidden_size, hidden_size or proj_size) with the "
             f"gates i, f, g, o stacked, got {tuple(shapes[first_hh])} (a GRU or RNN state dict?)"
+            + _family_remedy(shapes[first_hh])
         )
     hr = shapes.get(f"{prefix}weight_hr_l0")
     layers = 1 + max(
@@ -537,10 +580,57 @@ def infer_config(shapes: Mapping[str, Sequence[int]]) -> tuple[LSTMConfig, int |
         raise ValueError(
             f"{first_hh}: expected {config.output_size} columns (hidden_size or proj_size), "
             f"got shape {tuple(shapes[first_hh])}"
-            + ("" if hr is not None else " (a GRU or RNN state dict?)")
+            + (
+                ""
+                if hr is not None
+                else " (a GRU or RNN state dict?)" + _family_remedy(shapes[first_hh])
+            )
         )
     head = shapes.get("linear.weight")
     output_size = int(head[0]) if prefix and head is not None else None
     if prefix and output_size is None:
         output_size = int(shapes["linear.bias"][0]) if "linear.bias" in shapes else 1
     return config, output_size
+
+
+def _family_remedy(weight_hh: Sequence[int]) -> str:
+    """How to convert a GRU's or RNN's state dict, when ``weight_hh``'s shape says it is one."""
+    module = module_of_shape(weight_hh)
+    if module not in ("GRU", "RNN"):
+        return ""
+    kind = "'GRU'" if module == "GRU" else "'RNN_TANH' or 'RNN_RELU'"
+    return f": it looks like {_ROWS_SAID[module]}; pass kind={kind} or model=lstm_jax.{module}(...)"
+
+
+def layer_count(shapes: Mapping[str, Sequence[int]], prefix: str = "") -> int:
+    """L: one more than the largest k of the ``{prefix}weight_ih_l{k}`` keys."""
+    start = f"{prefix}weight_ih_l"
+    found = [k[len(start) :].removesuffix("_reverse") for k in shapes if k.startswith(start)]
+    return 1 + max((int(k) for k in found if k.isdigit()), default=0)
+
+
+def _infer_family_config(shapes: Mapping[str, Sequence[int]], mode: str) -> LSTMConfig:
+    """An ``nn.GRU``'s or ``nn.RNN``'s configuration (``mode``) off a ``{key: shape}`` map."""
+    name = MODULE_NAMES.get(mode, "LSTM")
+    if "weight_ih_l0" not in shapes or "weight_hh_l0" not in shapes:
+        raise ValueError(
+            f"expected an nn.{name} state dict with keys 'weight_ih_l0' and 'weight_hh_l0', "
+            f"got keys {sorted(shapes)[:12]}"
+        )
+    w_ih, w_hh = tuple(shapes["weight_ih_l0"]), tuple(shapes["weight_hh_l0"])
+    gates = GATE_COUNTS[mode]
+    if len(w_hh) != 2 or len(w_ih) != 2 or w_hh[0] != gates * w_hh[1]:
+        rows = "3*hidden_size" if gates == 3 else "hidden_size"
+        theirs = module_of_shape(w_hh)
+        raise ValueError(
+            f"weight_hh_l0: expected an nn.{name}'s shape ({rows}, hidden_size), got {w_hh}"
+            + (f" (this looks like {_ROWS_SAID[theirs]}: use lstm_jax.{theirs})" if theirs else "")
+        )
+    return RecurrentConfig(
+        hidden_size=int(w_hh[1]),
+        input_size=int(w_ih[1]),
+        num_layers=layer_count(shapes),
+        bias="bias_ih_l0" in shapes or "bias_hh_l0" in shapes,
+        bidirectional="weight_ih_l0_reverse" in shapes,
+        mode=mode,
+    )

@@ -37,14 +37,17 @@ _CALL_DOC = """
 """
 
 
+def _validate(module: Any) -> None:
+    """The options of a :class:`GRU` or :class:`RNN`, checked at construction (a function,
+    not a method: Flax intercepts methods, and the module is not bound yet)."""
+    config = module.config
+    check_options(module.impl, module.remat, module.unroll, config.module_name, 0, config.mode)
+    check_param_dtype(module.param_dtype, config.module_name)
+
+
 class _Stack(nn.Module):
     """What :class:`GRU` and :class:`RNN` share: validation at construction, ``apply``'s
     check of the variables, the call."""
-
-    def _validate(self) -> None:
-        config = self.config  # type: ignore[attr-defined]
-        check_options(self.impl, self.remat, self.unroll, config.module_name, 0, config.mode)  # type: ignore[attr-defined]
-        check_param_dtype(self.param_dtype, config.module_name)  # type: ignore[attr-defined]
 
     def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
         """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}`` (or
@@ -104,7 +107,7 @@ class GRU(_Stack):
     remat: int = 0
 
     def __post_init__(self) -> None:
-        self._validate()
+        _validate(self)
         built_by_user = _built_by_user(self)
         super().__post_init__()
         if built_by_user:
@@ -154,7 +157,7 @@ class RNN(_Stack):
     remat: int = 0
 
     def __post_init__(self) -> None:
-        self._validate()
+        _validate(self)
         built_by_user = _built_by_user(self)
         super().__post_init__()
         if built_by_user:
