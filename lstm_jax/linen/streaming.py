@@ -132,7 +132,7 @@ def streaming_step(
         config, head = model.config, None
     else:
         raise TypeError(
-            f"{WHO}: expected an lstm_jax.LSTM, LSTMModeler, GRU or RNN, got "
+            f"{WHO}: expected an lstm_jax.LSTM or LSTMModeler (or a GRU or RNN), got "
             f"{type(model).__module__}.{type(model).__qualname__}"
         )
     input_size = config.input_size or int(np.shape(params.get("weight_ih_l0", ((),)))[-1])
