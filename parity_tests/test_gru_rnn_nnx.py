@@ -80,3 +80,26 @@ def test_nnx_gru_dropout_and_errors() -> None:
         ValueError, match=r"size mismatch for weight_ih_l0: expected \(12, 3\), got \(16, 3\)"
     ):
         lstm_jax.nnx.GRU(3, 4, rngs=nnx.Rngs(0)).load_state_dict(torch.nn.LSTM(3, 4).state_dict())
+
+
+@pytest.mark.parametrize(
+    ("linen_model", "x"),
+    [
+        (lstm_jax.GRU(4, 2, bidirectional=True), np.ones((5, 2, 3), np.float32)),
+        (lstm_jax.RNN(4, nonlinearity="relu", batch_first=True), np.ones((2, 5, 3), np.float32)),
+        (lstm_jax.RNNCell(4, nonlinearity="relu"), np.ones((2, 3), np.float32)),
+    ],
+    ids=["GRU", "RNN", "RNNCell"],
+)
+def test_from_linen_and_to_linen_build_the_twins(linen_model: object, x: np.ndarray) -> None:
+    variables = linen_model.init(jax.random.key(0), x)  # type: ignore[attr-defined]
+    twin = lstm_jax.nnx.from_linen(linen_model, variables)
+    if hasattr(twin, "eval"):
+        twin.eval()
+    back_model, back = lstm_jax.nnx.to_linen(twin)
+    assert type(back_model) is type(linen_model)
+    assert jax.tree.all(jax.tree.map(np.array_equal, back, variables))  # bitwise
+    expected = linen_model.apply(variables, x)  # type: ignore[attr-defined]
+    for got in (twin(x), back_model.apply(back, x)):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_array_equal(a, b)
