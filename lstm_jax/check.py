@@ -249,13 +249,13 @@ def _check_family(args: argparse.Namespace, header: fmt.CheckpointHeader, arrays
                 "bias": config.bias,
                 "bidirectional": config.bidirectional,
             } | extra
-            assert config.input_size is not None
-            torch_model = getattr(torch.nn, name)(config.input_size, config.hidden_size, **options)
+            input_size = int(config.input_size or arrays["weight_ih_l0"].shape[-1])
+            torch_model = getattr(torch.nn, name)(input_size, config.hidden_size, **options)
             jax_model = getattr(lstm_jax, name)(config.hidden_size, **options)
-            x = rng.standard_normal((args.seq_len, args.batch, config.input_size))
+            x = rng.standard_normal((args.seq_len, args.batch, input_size))
             x = x.astype(header.dtype)
             state = rng.standard_normal(config.state_shapes(args.batch)[0]).astype(header.dtype)
-            described = f"{name}(input_size={config.input_size}, hidden_size={config.hidden_size}"
+            described = f"{name}(input_size={input_size}, hidden_size={config.hidden_size}"
             described += "".join(f", {k}={v!r}" for k, v in options.items() if k != "nonlinearity")
         torch_dtype = torch.float64 if header.dtype == np.float64 else torch.float32
         torch_model = torch_model.to(torch_dtype)

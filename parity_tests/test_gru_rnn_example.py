@@ -22,6 +22,7 @@ def test_seq2seq_gru_tiny_run(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up
     spec.loader.exec_module(module)
     result = module.main(["--epochs", "2", "--train", "64", "--test", "16", "--hidden", "16"])
     out = capsys.readouterr().out
@@ -32,3 +33,20 @@ def test_seq2seq_gru_tiny_run(capsys: pytest.CaptureFixture[str]) -> None:
     data = module.make_data(4, 5, np.random.default_rng(0))
     np.testing.assert_array_equal(data[2], data[0][:, ::-1])  # the target is the reversal
     assert (data[1][:, 0] == module.BOS).all()
+
+
+@pytest.mark.slow
+def test_gru_benchmark_smoke() -> None:
+    """``benchmarks/gru_benchmark.py --smoke``: every row ran on both backends (no timing
+    is asserted)."""
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "gru_benchmark", root / "benchmarks" / "gru_benchmark.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(["--smoke"])
+    assert set(results) == {f"{k} impl={i}" for k in ("GRU", "RNN") for i in ("scan", "hoisted")}
+    for row in results.values():
+        assert row["forward ratio"] > 0 and row["train ratio"] > 0

@@ -88,8 +88,7 @@ class _Stack(TorchStateDict, nnx.Module):
         config = self.config
         who = config.module_name
         x, hx, seq_lengths = host_call_args(who, x, hx, seq_lengths)
-        assert config.input_size is not None
-        call = check_call(config, x, hx, seq_lengths, config.input_size, who)
+        call = check_call(config, x, hx, seq_lengths, int(config.input_size or 0), who)
         training = not (self.deterministic if deterministic is None else deterministic)
         uses = uses_dropout(config, training)
         key = dropout_key(self.rngs, rngs, config, who) if uses else None
