@@ -38,7 +38,7 @@ IMPL_TABLE: dict[str, Impl] = {
 }
 IMPLS = tuple(IMPL_TABLE)
 # What "auto" runs for each kind (measured: benchmarks/NOTES.md).
-AUTO = {"LSTM": "custom_vjp", "GRU": "hoisted", "RNN_TANH": "hoisted", "RNN_RELU": "hoisted"}
+AUTO = {"LSTM": "custom_vjp", "GRU": "scan", "RNN_TANH": "scan", "RNN_RELU": "scan"}
 
 
 def supported_impls(mode: str) -> tuple[str, ...]:

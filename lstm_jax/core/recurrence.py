@@ -31,10 +31,11 @@ built.
   layer l+1 at step t-1: T + L - 1 sequential steps instead of L*T); a bidirectional
   layer runs both directions in one scan (L*T steps instead of 2*L*T). Hand-written
   backward, ``seq_lengths``, dropout, projections and ``remat`` as ``"custom_vjp"``.
-- ``"auto"`` (default): ``"custom_vjp"`` for the LSTM, ``"hoisted"`` for the GRU and the
-  RNN (:data:`lstm_jax.core.options.AUTO`), on every backend. It picks another path only
-  once a run recorded in ``benchmarks/`` shows that path correct and faster for the
-  case; no GPU run has been recorded yet, so cuDNN is used only when asked for.
+- ``"auto"`` (default): ``"custom_vjp"`` for the LSTM, ``"scan"`` for the GRU and the
+  RNN (:data:`lstm_jax.core.options.AUTO`; on the 2-core Intel machine the GRU's
+  hoisted form was not faster: ``benchmarks/gru_benchmark.py``), on every backend. It
+  picks another path only once a run recorded in ``benchmarks/`` shows that path correct
+  and faster for the case; no GPU run has been recorded yet, so cuDNN is used only when asked for.
 
 ``remat=K`` (K > 0) rematerializes: the sequence runs in chunks of K steps whose forward
 pass is recomputed during the backward pass, so training keeps only the chunk-boundary

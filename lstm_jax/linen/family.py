@@ -33,7 +33,7 @@ _CALL_DOC = """
     dropout needs ``rngs={"dropout": key}`` (the same keys as :class:`lstm_jax.LSTM`);
     dropout with one layer warns, as torch does. ``unroll``, ``impl``, ``remat``: how
     each layer runs over time (:mod:`lstm_jax.core.recurrence`; the GRU and RNN run
-    ``"scan"`` and ``"hoisted"``, the default ``"auto"`` is ``"hoisted"``).
+    ``"scan"`` and ``"hoisted"``, the default ``"auto"`` is ``"scan"``).
 """
 
 
