@@ -23,6 +23,10 @@ _EXPORTS = {
     "LSTMCell": "lstm_jax.linen.cell",
     "BatchNorm1d": "lstm_jax.linen.batchnorm",
     "BatchNorm2d": "lstm_jax.linen.batchnorm",
+    "GRU": "lstm_jax.linen.family",
+    "RNN": "lstm_jax.linen.family",
+    "GRUCell": "lstm_jax.linen.family_cells",
+    "RNNCell": "lstm_jax.linen.family_cells",
     "LSTMConfig": "lstm_jax.common.config",
     "params_from_torch": "lstm_jax.interop.transfer",
     "params_to_torch": "lstm_jax.interop.transfer",
@@ -60,6 +64,10 @@ __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
     "LSTMCell",
     "BatchNorm1d",
     "BatchNorm2d",
+    "GRU",
+    "RNN",
+    "GRUCell",
+    "RNNCell",
     "LSTMConfig",
     "params_from_torch",
     "params_to_torch",
@@ -103,6 +111,8 @@ if TYPE_CHECKING:
     from lstm_jax.interop.transfer import params_from_torch, params_to_torch
     from lstm_jax.linen.batchnorm import BatchNorm1d, BatchNorm2d
     from lstm_jax.linen.cell import LSTMCell
+    from lstm_jax.linen.family import GRU, RNN
+    from lstm_jax.linen.family_cells import GRUCell, RNNCell
     from lstm_jax.linen.modules import LSTM, Linear, LSTMModeler
     from lstm_jax.linen.streaming import streaming_step
     from lstm_jax.train.distributed import initialize_distributed

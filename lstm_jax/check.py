@@ -81,6 +81,12 @@ def parser() -> argparse.ArgumentParser:
         help="batch size B of the random input",
     )
     p.add_argument(
+        "--nonlinearity",
+        choices=("tanh", "relu"),
+        default="tanh",
+        help="an nn.RNN's or nn.RNNCell's nonlinearity (its file does not record it)",
+    )
+    p.add_argument(
         "--seed",
         type=_int_at_least(0, "a non-negative integer"),
         default=0,
@@ -142,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(option is not None for option in own_options):
         return check_own_models(args, header)
     cell = fmt.lstm_cell_sizes(header, arrays)  # an LSTMCell's keys give the cell
+    if header.kind == fmt.MODEL and header.model_class in FAMILY:  # nn.GRU, nn.RNN, cells
+        return _check_family(args, header, arrays)
     if header.kind == fmt.MODEL and cell is None:  # no configuration to build both models from
         print(
             f"lstm_jax.check: error: {args.checkpoint} holds a model of your own "
@@ -410,6 +418,74 @@ def _compare_own(path: str, torch_model: Any, flax_model: Any, call: tuple[Any, 
             f"the models could not run on the input of shapes {shapes} ({type(err).__name__}: "
             f"{err}); give the shape they take (--input-shape) or their arguments (--example)"
         ) from err
+
+
+# the torch modules of the recurrent family whose file (a state dict) the check rebuilds
+FAMILY = ("GRU", "RNN", "GRUCell", "RNNCell")
+
+
+def _check_family(args: argparse.Namespace, header: fmt.CheckpointHeader, arrays: dict) -> int:
+    """Check an ``nn.GRU``'s, ``nn.RNN``'s or their cells' file: both models built from the
+    keys' shapes (an RNN's nonlinearity from ``--nonlinearity``), a random input and state."""
+    try:
+        import torch
+    except ImportError:
+        print('lstm_jax.check: error: needs torch: pip install "lstm-jax[torch]"', file=sys.stderr)
+        return 2
+    import jax
+
+    import lstm_jax
+    from lstm_jax.common.config import infer_config, rnn_mode
+
+    name = header.model_class or ""
+    gru = name.startswith("GRU")
+    mode = "GRU" if gru else rnn_mode(args.nonlinearity)
+    extra = {} if gru else {"nonlinearity": args.nonlinearity}
+    rng = np.random.default_rng(args.seed)
+    x64 = jax.enable_x64(True) if header.dtype == np.float64 else contextlib.nullcontext()
+    with x64:
+        if name.endswith("Cell"):
+            hidden, inputs = arrays["weight_hh"].shape[1], arrays["weight_ih"].shape[1]
+            bias = "bias_ih" in arrays
+            torch_model = getattr(torch.nn, name)(inputs, hidden, bias=bias, **extra)
+            jax_model = getattr(lstm_jax, name)(hidden, bias=bias, **extra)
+            x = rng.standard_normal((args.batch, inputs)).astype(header.dtype)
+            state = rng.standard_normal((args.batch, hidden)).astype(header.dtype)
+            described = f"{name}(input_size={inputs}, hidden_size={hidden}, bias={bias}"
+        else:
+            config = infer_config({k: a.shape for k, a in arrays.items()}, mode)[0]
+            options = {
+                "num_layers": config.num_layers,
+                "bias": config.bias,
+                "bidirectional": config.bidirectional,
+            } | extra
+            input_size = int(config.input_size or arrays["weight_ih_l0"].shape[-1])
+            torch_model = getattr(torch.nn, name)(input_size, config.hidden_size, **options)
+            jax_model = getattr(lstm_jax, name)(config.hidden_size, **options)
+            x = rng.standard_normal((args.seq_len, args.batch, input_size))
+            x = x.astype(header.dtype)
+            state = rng.standard_normal(config.state_shapes(args.batch)[0]).astype(header.dtype)
+            described = f"{name}(input_size={input_size}, hidden_size={config.hidden_size}"
+            described += "".join(f", {k}={v!r}" for k, v in options.items() if k != "nonlinearity")
+        torch_dtype = torch.float64 if header.dtype == np.float64 else torch.float32
+        torch_model = torch_model.to(torch_dtype)
+        torch_model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()})
+        variables = lstm_jax.params_from_torch(arrays, model=jax_model)
+        report = lstm_jax.compare_with_torch(
+            torch_model, jax_model, variables, x, state, seed=args.seed
+        )
+    if not gru:
+        described += f", nonlinearity={args.nonlinearity!r}"
+    print(f"checkpoint: {args.checkpoint}")
+    print(f"model: {described}), {header.dtype}")
+    print(f"input: {x.shape} and a random initial state of {state.shape}, seed {args.seed}")
+    if not gru:
+        print(
+            "note: the file does not record the RNN's nonlinearity; both backends ran "
+            f"{args.nonlinearity!r} (--nonlinearity)"
+        )
+    print(report)
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":

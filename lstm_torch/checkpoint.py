@@ -36,7 +36,9 @@ __all__ = ["CheckpointError", "load_checkpoint", "model_header", "save_checkpoin
 
 Model = nn.Module  # nn.LSTM, LSTMModeler, or a model of one's own
 # torch layers lstm_jax has no counterpart of: a model holding one cannot be mirrored.
-UNMIRRORED = (nn.GRU, nn.RNN, nn.GRUCell, nn.RNNCell)
+# None today: nn.GRU, nn.RNN and their cells are mirrored (lstm_jax.GRU, ...) and stored
+# as a model of one's own (its state_dict), as any other layer.
+UNMIRRORED: tuple[type[nn.Module], ...] = ()
 
 
 class CheckpointError(fmt.CheckpointError):
@@ -118,7 +120,7 @@ def save_checkpoint(path: PathLike, model: Model) -> None:
             weights once, the tie recorded).
 
     Raises:
-        TypeError: a module holding a GRU or RNN, or parameters of another dtype.
+        TypeError: parameters of another dtype.
         FileNotFoundError: the directory does not exist.
     """
     header = model_header(model)

@@ -68,6 +68,13 @@ class StepWeights(NamedTuple):
         return self.w_cat[self.input_size :]
 
 
+class Residuals(NamedTuple):
+    """What the forward scan keeps for the hand-written backward pass, per step."""
+
+    gates: Array  # (T, B, 4H) activated gates i, f, g, o
+    cells: Array  # (T, B, H) cell states after each step
+
+
 def step_weights(p: CellParams) -> StepWeights:
     """torch's layer-direction weights -> the step's form (once per call, not per step).
 
@@ -133,6 +140,25 @@ def lstm_cell(w: StepWeights, state: LSTMState, x_t: Array) -> tuple[LSTMState, 
         backward step needs besides the cell states).
     """
     return gate_update(w, state, preactivations(w, x_t, state.h))
+
+
+def lstm_scan_step(w: StepWeights, state: LSTMState, x_t: Array) -> tuple[LSTMState, Residuals]:
+    """:func:`lstm_cell` as the scan drivers take a kind's step: the next state and the
+    :class:`Residuals` the hand-written backward keeps."""
+    new, gates = lstm_cell(w, state, x_t)
+    return new, Residuals(gates, new.c)
+
+
+def lstm_input_part(w: StepWeights, x: Array) -> Array:
+    """(…, I) -> (…, 4H): the input's share of the gates, ``x @ W_ih^T + bias``."""
+    x_proj = x @ w.w_ih_t
+    return x_proj if w.bias is None else x_proj + w.bias
+
+
+def lstm_update(w: StepWeights, state: LSTMState, x_proj_t: Array) -> tuple[LSTMState, Residuals]:
+    """The step given the input's share (:func:`lstm_input_part`): one ``h @ W_hh^T``."""
+    new, gates = gate_update(w, state, x_proj_t + state.h @ w.w_hh_t)
+    return new, Residuals(gates, new.c)
 
 
 def cell_backward(

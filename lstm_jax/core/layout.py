@@ -94,16 +94,29 @@ def checked_lengths(
     return jnp.atleast_1d(jnp.asarray(seq_lengths, jnp.int32)), value is not None
 
 
-def poison_invalid_rows(
-    out: Array, final: LSTMState, lengths: Array, seq_len: int
-) -> tuple[Array, LSTMState]:
+def poison_invalid_rows(out: Array, final: Any, lengths: Array, seq_len: int) -> tuple[Array, Any]:
     """NaN in every row whose (traced, unchecked) length lies outside [1, T], so a bad
-    length shows up in the results instead of silently reading padding or wrapping."""
+    length shows up in the results instead of silently reading padding or wrapping.
+    ``final``: an ``LSTMState`` or a GRU's/RNN's h, each (D*L, B, ·)."""
     bad = (lengths < 1) | (lengths > seq_len)  # (B,)
     nan = jnp.array(jnp.nan, out.dtype)
-    return jnp.where(bad[None, :, None], nan, out), LSTMState(
-        jnp.where(bad[None, :, None], nan, final.h), jnp.where(bad[None, :, None], nan, final.c)
-    )
+
+    def poison(a: Array) -> Array:
+        return jnp.where(bad[None, :, None], nan, a)
+
+    return poison(out), jax.tree.map(poison, final)
+
+
+def as_hidden(initial_state: Any, who: str) -> Array:
+    """A GRU's or RNN's h_0: one floating array (not a pair), or a ``TypeError``."""
+    if isinstance(initial_state, tuple | list) or not hasattr(initial_state, "shape"):
+        got = type(initial_state).__name__
+        if isinstance(initial_state, tuple | list):
+            got = f"a {got} of {len(initial_state)}"
+        raise TypeError(f"{who}: expected h as one array (a GRU's or RNN's state), got {got}")
+    if not is_floating(dtype_of(initial_state)):
+        raise TypeError(f"{who}: expected a floating point h, got dtype {dtype_of(initial_state)}")
+    return jnp.asarray(initial_state)
 
 
 class CheckedCall(NamedTuple):
@@ -111,7 +124,7 @@ class CheckedCall(NamedTuple):
     (None for zeros), the (B,) lengths and whether their values were checked."""
 
     layout: InputLayout
-    state: LSTMState | None
+    state: Any  # LSTMState, a GRU's/RNN's h, or None
     seq_lengths: Array | None
     lengths_checked: bool
 
@@ -139,10 +152,13 @@ def check_call(
     layout = check_input(
         config, np.shape(x), str(dtype), is_floating(dtype), input_size, who, input_size_source
     )
-    state = None
-    if initial_state is not None:
+    state: Any = None
+    if initial_state is not None and config.has_cell:
         state = as_state(initial_state, who)
         check_state(config, layout, state.h.shape, state.c.shape, who)
+    elif initial_state is not None:
+        state = as_hidden(initial_state, who)
+        check_state(config, layout, state.shape, None, who)
     lengths, checked = checked_lengths(seq_lengths, layout, who)
     return CheckedCall(layout, state, lengths, checked)
 
@@ -163,8 +179,9 @@ def run_call(
     unroll: int = 1,
     impl: str = "auto",
     remat: int = 0,
-) -> tuple[Array, LSTMState]:
-    """Run a checked call through :func:`lstm_jax.core.lstm` in torch's layouts.
+) -> tuple[Array, Any]:
+    """Run a checked call through :func:`lstm_jax.core.lstm` in torch's layouts (any kind:
+    ``config.mode``).
 
     The computation runs in ``result_type(x.dtype, param_dtype)``.
 
@@ -179,11 +196,11 @@ def run_call(
     batched = call.layout.batch_size is not None
     if not batched:
         x = x[:, None]
-        state = None if state is None else LSTMState(state.h[:, None], state.c[:, None])
+        state = None if state is None else jax.tree.map(lambda a: a[:, None], state)
     elif config.batch_first:
         x = jnp.swapaxes(x, 0, 1)
     if state is not None:
-        state = LSTMState(state.h.astype(compute_dtype), state.c.astype(compute_dtype))
+        state = jax.tree.map(lambda a: a.astype(compute_dtype), state)
     out, final = lstm(
         params,
         x,
@@ -198,7 +215,7 @@ def run_call(
     if not call.lengths_checked and call.seq_lengths is not None:
         out, final = poison_invalid_rows(out, final, call.seq_lengths, call.layout.seq_len)
     if not batched:
-        return out[:, 0], LSTMState(final.h[:, 0], final.c[:, 0])
+        return out[:, 0], jax.tree.map(lambda a: a[:, 0], final)
     if config.batch_first:
         out = jnp.swapaxes(out, 0, 1)
     return out, final
@@ -224,10 +241,17 @@ def broadcast_hidden_cell(state: LSTMState, batch: int) -> LSTMState:
 
 
 def check_cell_call(
-    x: Any, state: Any, input_size: int, hidden_size: int, who: str = "LSTMCell"
+    x: Any,
+    state: Any,
+    input_size: int,
+    hidden_size: int,
+    who: str = "LSTMCell",
+    *,
+    pair: bool = True,
 ) -> tuple[int, ...]:
     """Check a ``torch.nn.LSTMCell`` call: x (B, I) or unbatched (I,), state None or
-    (h, c) each (B, H) or (H,). Returns the state's shape."""
+    (h, c) each (B, H) or (H,); with ``pair=False`` a ``GRUCell``'s or ``RNNCell``'s,
+    whose state is h alone. Returns the state's shape."""
     dtype = dtype_of(x)
     if not is_floating(dtype):
         raise TypeError(f"{who}: expected a floating point input, got dtype {dtype}")
@@ -242,6 +266,14 @@ def check_cell_call(
         )
     expected = (*np.shape(x)[:-1], hidden_size)
     if state is None:
+        return expected
+    if not pair:
+        h = as_hidden(state, who).shape
+        if tuple(h) != expected:
+            raise ValueError(
+                f"{who}: expected h of shape {expected} for input of shape {np.shape(x)}, "
+                f"got {tuple(h)}"
+            )
         return expected
     if not is_pair(state):
         raise TypeError(f"{who}: expected state as a pair (h, c), got {describe_non_pair(state)}")

@@ -1,9 +1,13 @@
-"""How one LSTM layer-direction runs over time: the ``impl`` and ``remat`` knobs, and the
-dispatch to the module that does each.
+"""How one layer-direction of a recurrent kind (LSTM, GRU, plain RNN) runs over time: the
+``impl`` and ``remat`` knobs, and the dispatch to the module that does each.
 
-Every implementation computes the same function, torch's LSTM (up to float rounding);
-the knobs choose speed and memory. This is the one place they are explained; the
-modules and functions that take them link here.
+Every implementation computes the same function, torch's (up to float rounding); the
+knobs choose speed and memory. This is the one place they are explained; the modules
+and functions that take them link here. Which kinds each ``impl`` runs is one table,
+:data:`lstm_jax.core.options.IMPL_TABLE`: the GRU and the RNN run ``"scan"`` and
+``"hoisted"`` (differentiated by JAX; they have no hand-written backward yet), the
+other values are the LSTM's; a module refuses an ``impl`` its kind has not when it is
+built.
 
 ``impl``:
 
@@ -27,9 +31,11 @@ modules and functions that take them link here.
   layer l+1 at step t-1: T + L - 1 sequential steps instead of L*T); a bidirectional
   layer runs both directions in one scan (L*T steps instead of 2*L*T). Hand-written
   backward, ``seq_lengths``, dropout, projections and ``remat`` as ``"custom_vjp"``.
-- ``"auto"`` (default): ``"custom_vjp"``, on every backend. It picks another path only
-  once a run recorded in ``benchmarks/`` shows that path correct and faster for the
-  case; no GPU run has been recorded yet, so cuDNN is used only when asked for.
+- ``"auto"`` (default): ``"custom_vjp"`` for the LSTM, ``"scan"`` for the GRU and the
+  RNN (:data:`lstm_jax.core.options.AUTO`; on the 2-core Intel machine the GRU's
+  hoisted form was not faster: ``benchmarks/gru_benchmark.py``), on every backend. It
+  picks another path only once a run recorded in ``benchmarks/`` shows that path correct
+  and faster for the case; no GPU run has been recorded yet, so cuDNN is used only when asked for.
 
 ``remat=K`` (K > 0) rematerializes: the sequence runs in chunks of K steps whose forward
 pass is recomputed during the backward pass, so training keeps only the chunk-boundary
@@ -45,12 +51,15 @@ The measurements behind these choices are in ``benchmarks/NOTES.md``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.core.cell import step_weights
+from lstm_jax.core import kinds
 from lstm_jax.core.cudnn import cudnn_lstm, why_not_cudnn
-from lstm_jax.core.options import IMPLS, check_options, why_not_cudnn_options
+from lstm_jax.core.kinds import Kind
+from lstm_jax.core.options import AUTO, IMPLS, check_options, why_not_cudnn_options
 from lstm_jax.core.remat import checkpointed_scan
 from lstm_jax.core.scan import BACKWARD_ROWS, scan_layer
 from lstm_jax.core.state import CellParams, LSTMState
@@ -60,11 +69,11 @@ Array = jax.Array
 __all__ = ["IMPLS", "check_options", "layer", "resolve", "valid_mask", "zero_padding"]
 
 
-def resolve(impl: str, proj_size: int, dtype: jnp.dtype, remat: int) -> str:
-    """The implementation ``impl`` stands for ("auto" -> a concrete one); ValueError where
-    ``"cudnn"`` cannot run the options."""
+def resolve(impl: str, proj_size: int, dtype: jnp.dtype, remat: int, mode: str = "LSTM") -> str:
+    """The implementation ``impl`` stands for ("auto" -> the kind's concrete one);
+    ValueError where ``"cudnn"`` cannot run the options."""
     if impl == "auto":
-        return "custom_vjp"
+        return AUTO[mode]
     if impl == "cudnn":
         why = why_not_cudnn_options(proj_size, remat) or why_not_cudnn(dtype)
         if why is not None:
@@ -90,7 +99,7 @@ def zero_padding(x: Array, valid: Array | None) -> Array:
 def layer(
     p: CellParams,
     x: Array,
-    state: LSTMState,
+    state: Any,
     seq_lengths: Array | None,
     valid: Array | None,
     *,
@@ -98,12 +107,13 @@ def layer(
     impl: str,
     remat: int,
     backward_rows: int = BACKWARD_ROWS,
-) -> tuple[Array, LSTMState]:
+    kind: Kind = kinds.LSTM,
+) -> tuple[Array, Any]:
     """One layer-direction over time with a resolved ``impl`` (see the module docstring).
 
     Arguments:
         x: (T, B, I), already zero in the padding (:func:`zero_padding`).
-        state: ((B, H_out), (B, H)).
+        state: the kind's: ``LSTMState`` ((B, H_out), (B, H)), or h (B, H).
         seq_lengths: (B,) or None; ``valid`` its :func:`valid_mask`.
         backward_rows: rows per chunk of the hand-written backward without remat
             (:data:`lstm_jax.core.scan.BACKWARD_ROWS`; ``benchmarks/variants.py`` varies it).
@@ -117,11 +127,16 @@ def layer(
             [p], x, LSTMState(state.h[None], state.c[None]), seq_lengths, bidirectional=False
         )
         return out, LSTMState(final.h[0], final.c[0])
-    w = step_weights(p)  # once per call: the scan's steps share it
-    if impl == "scan" and remat and remat < x.shape[0]:
-        hs, final = checkpointed_scan(w, x, state, valid, unroll=unroll, chunk_steps=remat)
+    w = kind.weights(p)  # once per call: the scan's steps share it
+    by_jax = impl == "scan" or not kind.handwritten  # JAX differentiates the scan
+    if by_jax and remat and remat < x.shape[0]:
+        hs, final = checkpointed_scan(
+            w, x, state, valid, unroll=unroll, chunk_steps=remat, kind=kind,
+            hoisted=impl == "hoisted",
+        )  # fmt: skip
     else:
         hs, final = scan_layer(
-            w, x, state, valid, unroll=unroll, impl=impl, remat=remat, backward_rows=backward_rows
-        )
+            w, x, state, valid, unroll=unroll, impl=impl, remat=remat,
+            backward_rows=backward_rows, kind=kind,
+        )  # fmt: skip
     return zero_padding(hs, valid), final

@@ -8,30 +8,34 @@ knob is explained in :mod:`lstm_jax.core.recurrence`.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lstm_jax.core.cell import StepWeights
+from lstm_jax.core import kinds
+from lstm_jax.core.kinds import Kind
 from lstm_jax.core.scan import forward_scan
-from lstm_jax.core.state import LSTMState
 
 Array = jax.Array
 
 
 def checkpointed_scan(
-    w: StepWeights,
+    w: Any,
     x: Array,
-    state: LSTMState,
+    state: Any,
     valid: Array | None,
     *,
     unroll: int,
     chunk_steps: int,
-) -> tuple[Array, LSTMState]:
+    kind: Kind = kinds.LSTM,
+    hoisted: bool = False,
+) -> tuple[Array, Any]:
     """The autodiff scan in chunks of ``chunk_steps`` steps, each under ``jax.checkpoint``:
     only a chunk's starting state is kept for the backward pass, which recomputes the
     chunk's forward. A last chunk shorter than the others runs on its own (no padding).
+    ``kind`` and ``hoisted``: as :func:`~lstm_jax.core.scan.forward_scan`'s.
 
     Returns:
         the carried h of every step (T, B, H_out) and the final state.
@@ -39,9 +43,11 @@ def checkpointed_scan(
     n, rest = divmod(x.shape[0], chunk_steps)
 
     @functools.partial(jax.checkpoint, prevent_cse=False)
-    def one_chunk(carry: LSTMState, inputs: tuple[Array, Array | None]) -> tuple:
+    def one_chunk(carry: Any, inputs: tuple[Array, Array | None]) -> tuple:
         x_k, valid_k = inputs
-        hs, final, _ = forward_scan(w, x_k, carry, valid_k, unroll=unroll)
+        hs, final, _ = forward_scan(
+            w, x_k, carry, valid_k, unroll=unroll, hoisted=hoisted, kind=kind
+        )
         return final, hs
 
     def whole_chunks(a: Array | None) -> Array | None:

@@ -11,19 +11,15 @@ None (all steps valid). At a masked step the state passes through unchanged.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lstm_jax.core.cell import (
-    StepWeights,
-    cell_backward,
-    gate_update,
-    lstm_cell,
-    weight_gradients,
-)
+from lstm_jax.core import kinds
+from lstm_jax.core.cell import Residuals, StepWeights, cell_backward, weight_gradients
+from lstm_jax.core.kinds import Kind
 from lstm_jax.core.state import LSTMState
 from lstm_jax.core.time_chunks import merge_time, split_time, split_valid, time_chunks
 
@@ -35,63 +31,54 @@ Array = jax.Array
 BACKWARD_ROWS = 256
 
 
-class Residuals(NamedTuple):
-    """What the forward scan keeps for the backward pass, per step."""
-
-    gates: Array  # (T, B, 4H) activated gates i, f, g, o
-    cells: Array  # (T, B, H) cell states after each step
-
-
 def backward_chunk_steps(steps: int, batch: int, rows: int = BACKWARD_ROWS) -> int:
     """Steps per chunk of the backward pass: about ``rows`` rows for a (T, B, ·) input."""
     return max(1, min(steps, rows // max(batch, 1)))
 
 
-def _keep_where_masked(valid_t: Array | None, new: LSTMState, old: LSTMState) -> LSTMState:
+def _keep_where_masked(valid_t: Array | None, new: Any, old: Any) -> Any:
+    """The new state where the step is valid, the old one where it is masked (any kind's
+    state: ``LSTMState`` or h)."""
     if valid_t is None:
         return new
-    return LSTMState(jnp.where(valid_t, new.h, old.h), jnp.where(valid_t, new.c, old.c))
+    return kinds.state_map(lambda n, o: jnp.where(valid_t, n, o), new, old)
 
 
 def forward_scan(
-    w: StepWeights,
+    w: Any,
     x: Array,
-    state: LSTMState,
+    state: Any,
     valid: Array | None,
     *,
     unroll: int = 1,
     hoisted: bool = False,
-) -> tuple[Array, LSTMState, Residuals]:
-    """``lax.scan`` of the cell over x.
+    kind: Kind = kinds.LSTM,
+) -> tuple[Array, Any, Any]:
+    """``lax.scan`` of ``kind``'s step over x.
 
     Arguments:
-        hoisted: compute the input's share of the gates, ``x @ W_ih^T + bias`` (T, B, 4H),
-            for all steps as one product before the loop; each step then does only
-            ``h @ W_hh^T``. Otherwise each step does the fused ``[x_t, h] @ w_cat``.
+        w: ``kind.weights`` of the layer-direction's parameters.
+        state: the kind's state (``LSTMState`` ((B, H_out), (B, H)), or h (B, H)).
+        hoisted: compute the input's share of the pre-activations (``kind.input_part``,
+            (T, B, G*H)) for all steps as one product before the loop; each step then does
+            only the state's product. Otherwise each step takes its x_t (the LSTM's fused
+            ``[x_t, h] @ w_cat``).
 
     Returns:
         the carried h of every step (T, B, H_out) (the state kept at masked steps, not
-        zeros), the final state and the :class:`Residuals`.
+        zeros), the final state and the steps' stacked residuals (the LSTM's
+        :class:`Residuals`; None for the kinds JAX differentiates).
     """
+    one_step = kind.update if hoisted else kind.step
 
-    def fused_step(carry: LSTMState, inputs: tuple) -> tuple[LSTMState, tuple]:
+    def step(carry: Any, inputs: tuple) -> tuple[Any, tuple]:
         x_t, valid_t = inputs
-        new, gates = lstm_cell(w, carry, x_t)
+        new, residual = one_step(w, carry, x_t)
         new = _keep_where_masked(valid_t, new, carry)
-        return new, (new.h, Residuals(gates, new.c))
+        return new, (kind.output(new), residual)
 
-    def hoisted_step(carry: LSTMState, inputs: tuple) -> tuple[LSTMState, tuple]:
-        x_proj_t, valid_t = inputs
-        new, gates = gate_update(w, carry, x_proj_t + carry.h @ w.w_hh_t)
-        new = _keep_where_masked(valid_t, new, carry)
-        return new, (new.h, Residuals(gates, new.c))
-
-    if hoisted:
-        x_proj = x @ w.w_ih_t
-        x_proj = x_proj if w.bias is None else x_proj + w.bias
-        final, (hs, residuals) = lax.scan(hoisted_step, state, (x_proj, valid), unroll=unroll)
-    else:
-        final, (hs, residuals) = lax.scan(fused_step, state, (x, valid), unroll=unroll)
+    xs = kind.input_part(w, x) if hoisted else x
+    final, (hs, residuals) = lax.scan(step, state, (xs, valid), unroll=unroll)
     return hs, final, residuals
 
 
@@ -199,18 +186,21 @@ _handwritten.defvjp(_handwritten_fwd, _handwritten_bwd)
 
 
 def scan_layer(
-    w: StepWeights,
+    w: Any,
     x: Array,
-    state: LSTMState,
+    state: Any,
     valid: Array | None,
     *,
     unroll: int = 1,
     impl: str = "custom_vjp",
     remat: int = 0,
     backward_rows: int = BACKWARD_ROWS,
-) -> tuple[Array, LSTMState]:
+    kind: Kind = kinds.LSTM,
+) -> tuple[Array, Any]:
     """The scan, differentiated by JAX (``impl="scan"``) or by hand (``"custom_vjp"``,
     ``"hoisted"``), the hand-written one rematerializing in chunks of ``remat`` steps.
+    A kind without a hand-written derivative (GRU, RNN) runs ``"hoisted"`` as the
+    hoisted scan differentiated by JAX (its remat: :mod:`lstm_jax.core.remat`).
 
     Arguments:
         backward_rows: rows (steps x batch) per chunk of the hand-written backward
@@ -219,12 +209,13 @@ def scan_layer(
     Returns:
         the carried h of every step (T, B, H_out) and the final state.
     """
-    if impl == "scan":
-        hs, final, _ = forward_scan(w, x, state, valid, unroll=unroll)
+    if impl == "scan" or (impl == "hoisted" and not kind.handwritten):
+        hoisted = impl == "hoisted"
+        hs, final, _ = forward_scan(w, x, state, valid, unroll=unroll, hoisted=hoisted, kind=kind)
         return hs, final
-    if impl not in ("custom_vjp", "hoisted"):
-        expected = ("scan", "custom_vjp", "hoisted")
-        raise ValueError(f"scan_layer: expected impl in {expected}, got {impl!r}")
+    if impl not in ("custom_vjp", "hoisted") or not kind.handwritten:
+        expected = ("scan", "custom_vjp", "hoisted") if kind.handwritten else ("scan", "hoisted")
+        raise ValueError(f"scan_layer: expected impl in {expected} for {kind.name}, got {impl!r}")
     chunk = remat or backward_chunk_steps(x.shape[0], x.shape[1], backward_rows)
     hs, h_n, c_n = _handwritten(
         unroll, impl == "hoisted", chunk, remat > 0, w, x, state.h, state.c, valid

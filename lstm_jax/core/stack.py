@@ -1,4 +1,6 @@
-"""A stack of LSTM layers and directions, exactly ``torch.nn.LSTM``'s forward.
+"""A stack of recurrent layers and directions, exactly ``torch.nn.LSTM``'s forward (and,
+by ``config.mode``, ``torch.nn.GRU``'s and ``torch.nn.RNN``'s: the kinds,
+:mod:`lstm_jax.core.kinds`; a GRU's or RNN's state is h alone, (D*L, B, H)).
 
 Shapes (time-major): ``x`` (T, B, I); states ``h`` (B, H_out), ``c`` (B, H) per
 layer-direction, (D*L, B, ·) for the stack. Per layer and direction the weights are, as
@@ -13,12 +15,13 @@ time (the ``impl``, ``remat`` and ``unroll`` knobs) is :mod:`lstm_jax.core.recur
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from lstm_jax.common.config import LSTMConfig
-from lstm_jax.core import recurrence, wavefront
+from lstm_jax.core import kinds, recurrence, wavefront
 from lstm_jax.core.cudnn import cudnn_lstm
 from lstm_jax.core.sequences import dropout, reverse_padded
 from lstm_jax.core.state import CellParams, LSTMState, cell_params
@@ -56,16 +59,19 @@ def lstm_layer(
     return recurrence.layer(p, x, state, seq_lengths, valid, unroll=unroll, impl=impl, remat=remat)
 
 
-def zero_state(config: LSTMConfig, batch_size: int, dtype: jnp.dtype) -> LSTMState:
-    """Zeros of shape (D*L, B, H_out) and (D*L, B, H)."""
+def zero_state(config: LSTMConfig, batch_size: int, dtype: jnp.dtype) -> Any:
+    """Zeros of shape (D*L, B, H_out) and (D*L, B, H) (an ``LSTMState``); for a GRU or RNN
+    the array h of zeros (D*L, B, H)."""
     h_shape, c_shape = config.state_shapes(batch_size)
+    if not config.has_cell:
+        return jnp.zeros(h_shape, dtype)
     return LSTMState(jnp.zeros(h_shape, dtype), jnp.zeros(c_shape, dtype))
 
 
 def lstm(
     params: Mapping[str, Array],
     x: Array,
-    initial_state: LSTMState | None,
+    initial_state: Any,
     config: LSTMConfig,
     *,
     seq_lengths: Array | None = None,
@@ -74,13 +80,15 @@ def lstm(
     impl: str = "auto",
     remat: int = 0,
 ) -> tuple[Array, LSTMState]:
-    """A stack of (bi)directional LSTM layers, exactly ``torch.nn.LSTM``'s forward.
+    """A stack of (bi)directional LSTM layers, exactly ``torch.nn.LSTM``'s forward; of GRU
+    or RNN layers (``torch.nn.GRU``, ``torch.nn.RNN``) when ``config.mode`` says so.
 
     Arguments:
         params: torch-named weights (``weight_ih_l0``, ``bias_hh_l1_reverse``, …).
         x: (T, B, I) time-major input (the modules handle ``batch_first``/unbatched).
-        initial_state: ``LSTMState`` of (D*L, B, H_out) and (D*L, B, H), or None for zeros.
-        config: the ``LSTMConfig`` the params were made for.
+        initial_state: ``LSTMState`` of (D*L, B, H_out) and (D*L, B, H) (a GRU's or RNN's:
+            h of (D*L, B, H)), or None for zeros.
+        config: the ``LSTMConfig`` the params were made for (its ``mode``: the kind).
         seq_lengths: optional (B,) lengths, padding at the end (packed-sequence semantics).
         dropout_rng: a PRNG key to apply ``config.dropout`` between layers
             (training mode); None means eval mode (no dropout).
@@ -90,10 +98,12 @@ def lstm(
 
     Returns:
         output (T, B, D*H_out) of the last layer, and ``LSTMState(h_n, c_n)``
-        of shapes (D*L, B, H_out) and (D*L, B, H), ordered ``layer * D + direction``.
+        of shapes (D*L, B, H_out) and (D*L, B, H) (a GRU's or RNN's: h_n (D*L, B, H)),
+        ordered ``layer * D + direction``.
     """
-    recurrence.check_options(impl, remat, unroll)
-    impl = recurrence.resolve(impl, config.proj_size, x.dtype, remat)
+    kind = kinds.kind_of(config.mode)
+    recurrence.check_options(impl, remat, unroll, kind.name, config.proj_size, config.mode)
+    impl = recurrence.resolve(impl, config.proj_size, x.dtype, remat, config.mode)
     if initial_state is None:
         initial_state = zero_state(config, x.shape[1], x.dtype)
     valid = recurrence.valid_mask(seq_lengths, x.shape[0])  # once for every layer
@@ -106,7 +116,7 @@ def lstm(
             dropout_rng=dropout_rng, unroll=unroll, remat=remat,
         )  # fmt: skip
     D = config.num_directions
-    h_n, c_n = [], []
+    finals = []
     layer_input = x
     for layer in range(config.num_layers):
         if layer > 0 and dropout_rng is not None and config.dropout > 0:
@@ -115,20 +125,24 @@ def lstm(
         outputs = []
         for direction in range(D):
             index = layer * D + direction
-            state = LSTMState(initial_state.h[index], initial_state.c[index])
+            state = kinds.state_map(lambda a, i=index: a[i], initial_state)
             p = cell_params(params, layer, direction)
             reverse = direction == 1
             inputs = reverse_padded(layer_input, seq_lengths) if reverse else layer_input
-            out, final = recurrence.layer(
-                p, inputs, state, seq_lengths, valid, unroll=unroll, impl=impl, remat=remat
-            )
+            with jax.named_scope(f"{kind.name}_l{layer}{'_reverse' if reverse else ''}"):
+                out, final = recurrence.layer(
+                    p, inputs, state, seq_lengths, valid, unroll=unroll, impl=impl,
+                    remat=remat, kind=kind,
+                )  # fmt: skip
             if reverse:
                 out = reverse_padded(out, seq_lengths)
             outputs.append(out)
-            h_n.append(final.h)
-            c_n.append(final.c)
+            finals.append(final)
         layer_input = outputs[0] if D == 1 else jnp.concatenate(outputs, axis=-1)
-    return layer_input, LSTMState(jnp.stack(h_n), jnp.stack(c_n))
+    return layer_input, kinds.state_map(lambda *a: jnp.stack(a), *finals)
+
+
+recurrent = lstm  # the same stack for every kind, under the family's name
 
 
 def _cudnn_stack(

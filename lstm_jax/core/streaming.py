@@ -8,18 +8,21 @@ program as constants, and each call passes only the input and the state (whose b
 are donated). ``jax.jit(model.apply)`` called per step instead re-flattens the whole
 variables tree and concatenates the weights inside every call.
 
-Shapes: ``x_t`` (B, I); state ``h`` (L, B, H_out), ``c`` (L, B, H).
+Shapes: ``x_t`` (B, I); state ``h`` (L, B, H_out), ``c`` (L, B, H) (a GRU's or RNN's:
+``h`` (L, B, H) alone; the kinds: :mod:`lstm_jax.core.kinds`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from lstm_jax.common.config import LSTMConfig
-from lstm_jax.core.cell import StepWeights, lstm_cell, step_weights
+from lstm_jax.core import kinds
+from lstm_jax.core.kinds import Kind
 from lstm_jax.core.stack import cell_params, linear
 from lstm_jax.core.state import LSTMState
 
@@ -27,33 +30,33 @@ Array = jax.Array
 
 
 def stack_step(
-    weights: tuple[StepWeights, ...], state: LSTMState, x_t: Array
-) -> tuple[Array, LSTMState]:
+    weights: tuple[Any, ...], state: Any, x_t: Array, kind: Kind = kinds.LSTM
+) -> tuple[Array, Any]:
     """One time step through every layer of a unidirectional stack.
 
     Arguments:
-        weights: each layer's :class:`StepWeights`, first layer first.
-        state: (L, B, H_out), (L, B, H).
+        weights: each layer's ``kind.weights`` (the LSTM's :class:`StepWeights`), first
+            layer first.
+        state: the kind's: ``LSTMState`` of (L, B, H_out), (L, B, H), or h (L, B, H).
         x_t: (B, I).
 
     Returns:
         the last layer's output (B, H_out) and the next state (L, B, ·).
     """
-    h, c, layer_input = [], [], x_t
+    finals, layer_input = [], x_t
     for layer, w in enumerate(weights):
-        new, _ = lstm_cell(w, LSTMState(state.h[layer], state.c[layer]), layer_input)
-        h.append(new.h)
-        c.append(new.c)
-        layer_input = new.h
-    return layer_input, LSTMState(jnp.stack(h), jnp.stack(c))
+        new, _ = kind.step(w, kinds.state_map(lambda a, k=layer: a[k], state), layer_input)
+        finals.append(new)
+        layer_input = kind.output(new)
+    return layer_input, kinds.state_map(lambda *a: jnp.stack(a), *finals)
 
 
 def check_streamable(config: LSTMConfig, who: str = "streaming_step") -> None:
     """ValueError for a stack that cannot run one step at a time."""
     if config.bidirectional:
         raise ValueError(
-            f"{who}: expected a unidirectional LSTM, got bidirectional=True (the reverse "
-            "direction's output at step t depends on every later step)"
+            f"{who}: expected a unidirectional {config.module_name}, got bidirectional=True "
+            "(the reverse direction's output at step t depends on every later step)"
         )
 
 
@@ -63,8 +66,9 @@ def make_step(
     head: Callable[[Array], Array] | None = None,
     *,
     who: str = "streaming_step",
-) -> Callable[[Array, Array, Array], tuple[Array, Array, Array]]:
-    """A jitted ``(x_t, h, c) -> (y_t, h', c')`` closing over the stack's weights.
+) -> Callable[..., tuple[Array, ...]]:
+    """A jitted ``(x_t, h, c) -> (y_t, h', c')`` closing over the stack's weights (a GRU's
+    or RNN's, ``config.mode``: ``(x_t, h) -> (y_t, h')``).
 
     Arguments:
         params: torch-named weights of ``config``'s unidirectional stack.
@@ -76,23 +80,39 @@ def make_step(
         Input shapes are checked when a new shape is first traced, not per call.
     """
     check_streamable(config, who)
-    weights = tuple(
-        step_weights(cell_params(params, layer, 0)) for layer in range(config.num_layers)
-    )
-    input_size = weights[0].input_size
+    kind = kinds.kind_of(config.mode)
+    layers = [cell_params(params, layer, 0) for layer in range(config.num_layers)]
+    weights = tuple(kind.weights(p) for p in layers)
+    input_size = layers[0].weight_ih.shape[-1]
+    dtype = layers[0].weight_ih.dtype
     h_shape, c_shape = config.state_shapes(1)
 
-    def step(x_t: Array, h: Array, c: Array) -> tuple[Array, Array, Array]:
+    def check_input(x_t: Array) -> None:
         if not jnp.issubdtype(x_t.dtype, jnp.floating):
             raise TypeError(f"{who}: expected a floating point input, got dtype {x_t.dtype}")
         if x_t.ndim != 2 or x_t.shape[1] != input_size:
             raise ValueError(f"{who}: expected x_t of shape (B, {input_size}), got {x_t.shape}")
+
+    if not kind.has_cell:
+
+        def hidden_step(x_t: Array, h: Array) -> tuple[Array, Array]:
+            check_input(x_t)
+            expected = (h_shape[0], x_t.shape[0], h_shape[2])
+            if h.shape != expected:
+                raise ValueError(f"{who}: expected a state h of shape {expected}, got {h.shape}")
+            out, new = stack_step(weights, h, x_t.astype(dtype), kind)
+            return (out if head is None else head(out)), new
+
+        return jax.jit(hidden_step, donate_argnums=(1,))
+
+    def step(x_t: Array, h: Array, c: Array) -> tuple[Array, Array, Array]:
+        check_input(x_t)
         expected = ((h_shape[0], x_t.shape[0], h_shape[2]), (c_shape[0], x_t.shape[0], c_shape[2]))
         if (h.shape, c.shape) != expected:
             raise ValueError(
                 f"{who}: expected a state (h, c) of shapes {expected}, got {(h.shape, c.shape)}"
             )
-        out, new = stack_step(weights, LSTMState(h, c), x_t.astype(weights[0].w_cat.dtype))
+        out, new = stack_step(weights, LSTMState(h, c), x_t.astype(dtype))
         return (out if head is None else head(out)), new.h, new.c
 
     return jax.jit(step, donate_argnums=(1, 2))

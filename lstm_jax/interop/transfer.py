@@ -29,6 +29,8 @@ from flax.errors import FlaxError
 
 from lstm_jax.common.arrays import flatten, to_numpy
 from lstm_jax.common.config import (
+    GATE_COUNTS,
+    MODES,
     LSTMConfig,
     check_param_shapes,
     check_params,
@@ -43,13 +45,17 @@ from lstm_jax.interop import leaf_rules
 from lstm_jax.interop.leaf_rules import COUNTER, LeafRule
 from lstm_jax.linen.batchnorm import BatchNorm1d, BatchNorm2d, counter_dtype
 from lstm_jax.linen.cell import LSTMCell
+from lstm_jax.linen.family import GRU, RNN
+from lstm_jax.linen.family_cells import GRUCell, RNNCell
 from lstm_jax.linen.modules import LSTM, Linear, LSTMModeler
 
 Path = tuple[str, ...]
 # the variable collections that map to torch: parameters, and buffers (BatchNorm's)
 COLLECTIONS = ("params", "batch_stats")
 TORCH_ONLY = ""  # a KeyEntry's collection for a torch buffer the Flax layer lacks
-BUILT_IN = (LSTM, LSTMModeler, LSTMCell)
+FAMILY = (GRU, RNN, GRUCell, RNNCell)  # torch's nn.GRU, nn.RNN and their cells
+CELLS = (LSTMCell, GRUCell, RNNCell)
+BUILT_IN = (LSTM, LSTMModeler, LSTMCell, *FAMILY)
 
 for _layer, _kind in (
     (nn.Dense, "dense"),
@@ -65,6 +71,7 @@ for _layer, _kind in (
     (Linear, leaf_rules.TORCH_NAMED),
     (LSTMCell, leaf_rules.TORCH_NAMED),
     (LSTMModeler, leaf_rules.TORCH_NAMED),
+    *((_family, leaf_rules.TORCH_NAMED) for _family in FAMILY),
 ):
     leaf_rules.register_layer(_layer, _kind)
 
@@ -84,12 +91,37 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 def expected_shapes(model: Any, input_size: int | None = None) -> dict[str, tuple[int, ...]]:
     """The state_dict names and shapes a built-in model (``lstm_jax.LSTM``,
     ``LSTMModeler`` or ``LSTMCell``) expects."""
-    if isinstance(model, LSTMCell):
-        return lstm_cell_param_shapes(model.hidden_size, input_size, model.bias)
+    if isinstance(model, CELLS):
+        return lstm_cell_param_shapes(model.hidden_size, input_size, model.bias, _cell_gates(model))
     config: LSTMConfig = model.config
     if hasattr(model, "output_size"):
         return modeler_param_shapes(config, model.output_size)
     return config.param_shapes(input_size)
+
+
+def _cell_gates(cell: Any) -> int:
+    """G of a built-in cell: 4 (LSTMCell), 3 (GRUCell), 1 (RNNCell)."""
+    return 4 if isinstance(cell, LSTMCell) else 3 if isinstance(cell, GRUCell) else 1
+
+
+def _kind_shapes(shapes: Mapping[str, tuple[int, ...]], kind: str) -> dict[str, tuple[int, ...]]:
+    """The keys and shapes of an ``nn.GRU`` / ``nn.RNN`` (or its cell, with keys
+    ``weight_ih``, ``weight_hh``) of mode ``kind`` that ``shapes`` describe."""
+    if kind not in MODES:
+        raise ValueError(f"params_from_torch: expected kind in {MODES}, got {kind!r}")
+    if _is_cell_keys(list(shapes)):
+        w_ih, w_hh = shapes["weight_ih"], shapes["weight_hh"]
+        gates = GATE_COUNTS[kind]
+        if len(w_ih) != 2 or len(w_hh) != 2 or w_hh[0] != gates * w_hh[1]:
+            raise ValueError(
+                f"params_from_torch: expected a {kind} cell's weight_hh ({gates}*hidden_size, "
+                f"hidden_size), got {tuple(w_hh)}"
+            )
+        bias = "bias_ih" in shapes or "bias_hh" in shapes
+        return lstm_cell_param_shapes(w_hh[1], w_ih[1], bias, gates)
+    if any("." in k for k in shapes):
+        raise _whole_model_error(shapes, "params_from_torch")
+    return infer_config(shapes, kind)[0].param_shapes()
 
 
 # --- the layers of a Flax model and their torch names --------------------------------------
@@ -711,16 +743,21 @@ def _take_prefix(arrays: dict[str, Any], prefix: str) -> dict[str, Any]:
     return taken
 
 
-def _builtin_from_torch(arrays: dict[str, np.ndarray], model: Any) -> dict[str, Any]:
+def _builtin_from_torch(
+    arrays: dict[str, np.ndarray], model: Any, kind: str | None = None
+) -> dict[str, Any]:
     shapes = {key: array.shape for key, array in arrays.items()}
-    if model is None:
+    if model is None and kind is not None and kind != "LSTM":
+        expected = _kind_shapes(shapes, kind)
+    elif model is None:
         expected = builtin_shapes(shapes)
     elif isinstance(model, LSTMModeler):
         expected = expected_shapes(model)
     else:
-        first = "weight_ih" if isinstance(model, LSTMCell) else LSTM_FIRST_KEY
+        first = "weight_ih" if isinstance(model, CELLS) else LSTM_FIRST_KEY
         if first not in arrays:
-            kind = "nn.LSTMCell" if isinstance(model, LSTMCell) else "nn.LSTM"
+            module = type(model).__name__
+            kind = f"nn.{module}"
             raise ValueError(
                 f"expected an {kind} state dict (keys {first!r}, "
                 f"{first.replace('ih', 'hh')!r}, ...) for {type(model).__name__}, got keys "
@@ -833,6 +870,7 @@ def params_from_torch(
     example: Sequence[Any] | None = None,
     prefix: str | None = None,
     tied: Mapping[str, str] | None = None,
+    kind: str | None = None,
 ) -> dict[str, Any]:
     """A torch ``state_dict`` -> Flax variables, strictly.
 
@@ -848,6 +886,11 @@ def params_from_torch(
             larger model), without it.
         tied: ``{torch key: the key whose tensor it shares}`` for ties that memory does
             not show (a checkpoint's record); ties among torch tensors are found by memory.
+        kind: without ``model``: the state dict is an ``nn.GRU``'s / ``nn.GRUCell``'s
+            (``"GRU"``) or an ``nn.RNN``'s / ``nn.RNNCell``'s (``"RNN_TANH"``, ``"RNN_RELU"``:
+            their parameters are the same), checked against the configuration it
+            describes. Without ``kind`` or ``model`` the keys must be an LSTM's (a GRU's
+            state dict is refused, naming ``kind=``).
 
     Returns:
         ``{"params": {...}}`` ready for ``model.apply``, with ``"batch_stats"`` (torch's
@@ -895,7 +938,12 @@ def params_from_torch(
     if prefix is not None:
         whole = raw
         raw = _take_prefix(raw, prefix)
-        if model is None and "" not in lstm_prefixes(raw) and not _is_modeler_keys(list(raw)):
+        if (
+            model is None
+            and kind in (None, "LSTM")
+            and "" not in lstm_prefixes(raw)
+            and not _is_modeler_keys(list(raw))
+        ):
             raise ValueError(
                 f"params_from_torch: expected the keys under prefix {prefix!r} to be an "
                 f"nn.LSTM's, nn.LSTMCell's or LSTMModeler's, got {sorted(raw)[:8]}; LSTM "
@@ -904,7 +952,7 @@ def params_from_torch(
             )
     arrays = {key: state_dict_array(key, value) for key, value in raw.items()}
     if model is None or isinstance(model, BUILT_IN):
-        return _builtin_from_torch(arrays, model)
+        return _builtin_from_torch(arrays, model, kind)
     entries = model_key_map(model, example)
     check_state_dict(arrays, entries, ties, f"state_dict for {type(model).__name__}")
     warn_flax_batch_norm(entries, "params_from_torch")

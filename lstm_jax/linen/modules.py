@@ -116,36 +116,6 @@ class LSTM(nn.Module):
             params_of(variables, "LSTM.apply")
         return super().apply(variables, *args, **kwargs)
 
-    def _input_size(self, x: Any) -> tuple[int, str]:
-        """I, and where it comes from: ``x`` at ``init``; else the variables'
-        ``weight_ih_l0``, once every parameter is checked against the options."""
-        from_input = int(np.shape(x)[-1]) if np.ndim(x) else 0
-        if _initializing(self):
-            return from_input, ""
-        params = params_of(self.variables, "LSTM")
-        first = params.get("weight_ih_l0")
-        if first is None or np.ndim(first) != 2:
-            check_params(params, self.config.param_shapes(from_input), "LSTM")
-            return from_input, ""  # unreachable: the check names weight_ih_l0
-        input_size = int(np.shape(first)[-1])
-        check_params(params, self.config.param_shapes(input_size), "LSTM")
-        return input_size, f"the variables' weight_ih_l0 of shape {tuple(np.shape(first))}"
-
-    def _dropout_rng(self, training: bool) -> jax.Array | None:
-        if not uses_dropout(self.config, training):
-            return None
-        if not self.has_rng("dropout"):
-            raise ValueError(missing_dropout_rng(self.config, "LSTM"))
-        return self.make_rng("dropout")
-
-    def _params(self, input_size: int) -> dict[str, jax.Array]:
-        expected = self.config.param_shapes(input_size)
-        init = lstm_init(self.hidden_size)
-        return {
-            name: self.param(name, init, shape, self.param_dtype)
-            for name, shape in expected.items()
-        }
-
     @nn.compact
     def __call__(
         self,
@@ -176,23 +146,62 @@ class LSTM(nn.Module):
                 length outside [1, T], dropout without a ``'dropout'`` rng.
             TypeError: a non-floating input or state, a state that is not a pair.
         """
-        config = self.config
-        x, initial_state, seq_lengths = host_call_args("LSTM", x, initial_state, seq_lengths)
-        input_size, source = self._input_size(x)
-        call = check_call(config, x, initial_state, seq_lengths, input_size, "LSTM", source)
-        params = self._params(input_size)
-        rng = self._dropout_rng(not deterministic)
-        return run_call(
-            params,
-            x,
-            call,
-            config,
-            param_dtype=self.param_dtype,
-            dropout_rng=rng,
-            unroll=self.unroll,
-            impl=self.impl,
-            remat=self.remat,
-        )
+        return call_stack(self, self.config, x, initial_state, deterministic, seq_lengths)
+
+
+def stack_input_size(module: nn.Module, x: Any, config: LSTMConfig) -> tuple[int, str]:
+    """I, and where it comes from: ``x`` at ``init``; else the variables'
+    ``weight_ih_l0``, once every parameter is checked against the options."""
+    who = config.module_name
+    from_input = int(np.shape(x)[-1]) if np.ndim(x) else 0
+    if _initializing(module):
+        return from_input, ""
+    params = params_of(module.variables, who)
+    first = params.get("weight_ih_l0")
+    if first is None or np.ndim(first) != 2:
+        check_params(params, config.param_shapes(from_input), who)
+        return from_input, ""  # unreachable: the check names weight_ih_l0
+    input_size = int(np.shape(first)[-1])
+    check_params(params, config.param_shapes(input_size), who)
+    return input_size, f"the variables' weight_ih_l0 of shape {tuple(np.shape(first))}"
+
+
+def call_stack(
+    module: Any,
+    config: LSTMConfig,
+    x: Any,
+    initial_state: Any,
+    deterministic: bool,
+    seq_lengths: Any,
+) -> tuple[jax.Array, Any]:
+    """The call of a stack module (:class:`LSTM`, ``GRU``, ``RNN``) inside its compact
+    ``__call__``: check the call, declare (or read) the torch-named parameters, run the
+    core. ``config``: the module's validated options (computed once per call)."""
+    who = config.module_name
+    x, initial_state, seq_lengths = host_call_args(who, x, initial_state, seq_lengths)
+    input_size, source = stack_input_size(module, x, config)
+    call = check_call(config, x, initial_state, seq_lengths, input_size, who, source)
+    init = lstm_init(config.hidden_size)
+    params = {
+        name: module.param(name, init, shape, module.param_dtype)
+        for name, shape in config.param_shapes(input_size).items()
+    }
+    rng = None
+    if uses_dropout(config, not deterministic):
+        if not module.has_rng("dropout"):
+            raise ValueError(missing_dropout_rng(config, who))
+        rng = module.make_rng("dropout")
+    return run_call(
+        params,
+        x,
+        call,
+        config,
+        param_dtype=module.param_dtype,
+        dropout_rng=rng,
+        unroll=module.unroll,
+        impl=module.impl,
+        remat=module.remat,
+    )
 
 
 class Linear(nn.Module):

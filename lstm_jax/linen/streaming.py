@@ -21,6 +21,7 @@ from lstm_jax.common.config import LSTMConfig, check_param_shapes
 from lstm_jax.common.numbers import check_int
 from lstm_jax.core.state import LSTMState
 from lstm_jax.core.streaming import check_streamable, linear_head, make_step
+from lstm_jax.linen.family import GRU, RNN
 from lstm_jax.linen.modules import LSTM, LSTMModeler
 
 Array = jax.Array
@@ -43,29 +44,42 @@ class StreamingStep:
         self.config = config
         self._dtype = jnp.result_type(*jax.tree.leaves(params))
         self._step = make_step(params, config, head, who=WHO)
-        self._returned: LSTMState | None = None  # the one state the step may donate
+        self._returned: Any = None  # the one state the step may donate
 
-    def zero_state(self, batch_size: int) -> LSTMState:
-        """Zeros of shapes (L, B, H_out) and (L, B, H)."""
+    def zero_state(self, batch_size: int) -> Any:
+        """Zeros of shapes (L, B, H_out) and (L, B, H) (a GRU's or RNN's: h (L, B, H))."""
         batch_size = check_int("batch_size", batch_size, least=0, who=f"{WHO}.zero_state")
         h_shape, c_shape = self.config.state_shapes(batch_size)
+        if not self.config.has_cell:
+            return jnp.zeros(h_shape, self._dtype)
         return LSTMState(jnp.zeros(h_shape, self._dtype), jnp.zeros(c_shape, self._dtype))
 
-    def __call__(self, x_t: Any, state: Any = None) -> tuple[Array, LSTMState]:
+    def __call__(self, x_t: Any, state: Any = None) -> tuple[Array, Any]:
         if state is None or state is not self._returned:
             state = self._copied(x_t, state)
         x_t, _, _ = host_call_args(WHO, x_t, None, None)  # a CPU torch tensor as numpy
         if not hasattr(x_t, "ndim"):  # a Python list
             x_t = np.asarray(x_t)
+        if not self.config.has_cell:
+            y, self._returned = self._step(x_t, state)
+            return y, self._returned
         y, h, c = self._step(x_t, state[0], state[1])
         self._returned = LSTMState(h, c)
         return y, self._returned
 
-    def _copied(self, x_t: Any, state: Any) -> LSTMState:
+    def _copied(self, x_t: Any, state: Any) -> Any:
         """A state of the caller's own (None: zeros), checked and copied: the step
         donates the state it is given."""
         if state is None:
             return self.zero_state(np.shape(x_t)[0])
+        if not self.config.has_cell:
+            _, h, _ = host_call_args(WHO, None, state, None)
+            if isinstance(h, tuple | list) or _donated(h):
+                raise (TypeError if isinstance(h, tuple | list) else ValueError)(
+                    f"{WHO}: expected the state h of the {self.config.module_name} as one "
+                    "array, not donated to an earlier call (pass the state that call returned)"
+                )
+            return jnp.array(h)
         if not is_pair(state):
             raise TypeError(
                 f"{WHO}: expected state as a pair (h, c), got {describe_non_pair(state)}"
@@ -92,11 +106,14 @@ def _params_of(variables: Any) -> Mapping[str, Any]:
     return variables["params"]
 
 
-def streaming_step(model: LSTM | LSTMModeler, variables: Mapping[str, Any]) -> StreamingStep:
+def streaming_step(
+    model: LSTM | LSTMModeler | GRU | RNN, variables: Mapping[str, Any]
+) -> StreamingStep:
     """A lean step function of ``model`` with ``variables`` bound (see :class:`StreamingStep`).
 
     Arguments:
-        model: a unidirectional :class:`~lstm_jax.LSTM` or :class:`~lstm_jax.LSTMModeler`.
+        model: a unidirectional :class:`~lstm_jax.LSTM`, :class:`~lstm_jax.LSTMModeler`,
+            :class:`~lstm_jax.GRU` or :class:`~lstm_jax.RNN` (their state: h alone).
         variables: its ``{"params": ...}`` (e.g. from ``init`` or ``params_from_torch``).
 
     Returns:
@@ -105,7 +122,7 @@ def streaming_step(model: LSTM | LSTMModeler, variables: Mapping[str, Any]) -> S
         ``step.zero_state(B)`` for the first call.
     """
     params = _params_of(variables)
-    if isinstance(model, LSTM | LSTMModeler):
+    if isinstance(model, LSTM | LSTMModeler | GRU | RNN):
         check_streamable(model.config, WHO)
     if isinstance(model, LSTMModeler):
         config, head_params = model.config, params.get("linear", {})
@@ -116,11 +133,11 @@ def streaming_step(model: LSTM | LSTMModeler, variables: Mapping[str, Any]) -> S
             f"{WHO}: linear",
         )
         head = linear_head(head_params["weight"], head_params.get("bias"))
-    elif isinstance(model, LSTM):
+    elif isinstance(model, LSTM | GRU | RNN):
         config, head = model.config, None
     else:
         raise TypeError(
-            f"{WHO}: expected an lstm_jax.LSTM or LSTMModeler, got "
+            f"{WHO}: expected an lstm_jax.LSTM or LSTMModeler (or a GRU or RNN), got "
             f"{type(model).__module__}.{type(model).__qualname__}"
         )
     input_size = config.input_size or int(np.shape(params.get("weight_ih_l0", ((),)))[-1])

@@ -23,18 +23,50 @@ from typing import Any
 from flax import nnx
 
 from lstm_jax.interop.transfer import params_from_torch, params_to_torch
+from lstm_jax.linen import family as linen_family
+from lstm_jax.linen import family_cells as linen_family_cells
 from lstm_jax.linen import modules as linen
 from lstm_jax.linen.cell import LSTMCell as LinenCell
-from lstm_jax.nnx import modules
+from lstm_jax.nnx import family, modules
 from lstm_jax.nnx.cell import LSTMCell
 from lstm_jax.nnx.state_dict import load_state_dict, state_dict
 
 _KNOBS = ("unroll", "impl", "remat")
-LINEN_BUILTINS = (linen.LSTM, linen.LSTMModeler, LinenCell)
-NNX_BUILTINS = (modules.LSTM, modules.LSTMModeler, LSTMCell)
+# the recurrent family's twins, by class name: GRU, RNN, GRUCell, RNNCell
+_FAMILY = ("GRU", "RNN", "GRUCell", "RNNCell")
+LINEN_FAMILY = (
+    linen_family.GRU,
+    linen_family.RNN,
+    linen_family_cells.GRUCell,
+    linen_family_cells.RNNCell,
+)
+NNX_FAMILY = (family.GRU, family.RNN, family.GRUCell, family.RNNCell)
+LINEN_BUILTINS = (linen.LSTM, linen.LSTMModeler, LinenCell, *LINEN_FAMILY)
+NNX_BUILTINS = (modules.LSTM, modules.LSTMModeler, LSTMCell, *NNX_FAMILY)
+
+
+def _family_twin(model: Any, to_nnx: bool, rngs: nnx.Rngs, input_size: int = 0) -> Any:
+    """The other API's GRU, RNN or cell of the same options (``to_nnx``: linen -> NNX)."""
+    name = type(model).__name__
+    options: dict[str, Any] = {"bias": model.bias}
+    if name in ("RNN", "RNNCell"):
+        options["nonlinearity"] = model.nonlinearity
+    if not name.endswith("Cell"):
+        options |= {"num_layers": model.num_layers, "batch_first": model.batch_first,
+                    "dropout": model.dropout, "bidirectional": model.bidirectional}  # fmt: skip
+        options |= {knob: getattr(model, knob) for knob in _KNOBS}
+    if to_nnx:
+        dtype = model.param_dtype
+        return getattr(family, name)(input_size, model.hidden_size, **options,
+                                     param_dtype=dtype, rngs=rngs)  # fmt: skip
+    dtype = model.state_dict()["weight_ih_l0" if not name.endswith("Cell") else "weight_ih"].dtype
+    module = linen_family if not name.endswith("Cell") else linen_family_cells
+    return getattr(module, name)(model.hidden_size, **options, param_dtype=dtype)
 
 
 def _nnx_twin(linen_model: Any, rngs: nnx.Rngs, input_size: int) -> nnx.Module:
+    if isinstance(linen_model, LINEN_FAMILY):
+        return _family_twin(linen_model, True, rngs, input_size)  # type: ignore[no-any-return]
     if isinstance(linen_model, LinenCell):
         return LSTMCell(
             input_size,
@@ -62,6 +94,8 @@ def _nnx_twin(linen_model: Any, rngs: nnx.Rngs, input_size: int) -> nnx.Module:
 
 
 def _linen_twin(module: Any) -> Any:
+    if isinstance(module, NNX_FAMILY):
+        return _family_twin(module, False, nnx.Rngs(0))
     if isinstance(module, LSTMCell):
         dtype = module.state_dict()["weight_ih"].dtype
         return LinenCell(module.hidden_size, module.bias, param_dtype=dtype)
