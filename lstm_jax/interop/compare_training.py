@@ -292,7 +292,7 @@ def compare_training(
     (:func:`~lstm_jax.interop.precision.pinned_precision`); float64 models run
     with ``jax.enable_x64``.
 
-    Arguments:
+    Args:
         torch_model: any ``torch.nn.Module`` (``lstm_torch.fit``'s calling convention).
         flax_model: its Flax port: a linen module whose submodules carry the torch
             attribute names (or a built-in), or an NNX module (then ``variables=None``;
@@ -300,10 +300,16 @@ def compare_training(
         variables: the linen model's variables (e.g. its ``init``): they say which
             model the port is; their ``"params"`` are replaced by the torch weights,
             other collections pass through. None for an NNX module.
-        xs, ys, optimizer, epochs, batch_size, shuffle_seed, batch_first, seq_lengths,
-            stateful: as ``lstm_jax.fit`` and ``lstm_torch.fit`` take them;
-            ``optimizer`` must be an ``lstm_jax.SGD``/``Adam``/``AdamW`` spec (one value
-            configures both sides).
+        xs: the inputs, as ``lstm_jax.fit`` and ``lstm_torch.fit`` take them.
+        ys: the targets, as both ``fit`` take them.
+        optimizer: an ``lstm_jax.SGD``/``Adam``/``AdamW`` spec (one value configures
+            both sides).
+        epochs: passes over the data, as both ``fit`` take them.
+        batch_size: as both ``fit`` take it.
+        shuffle_seed: the seed of the shared per-epoch permutations (None: in order).
+        batch_first: as both ``fit`` take it.
+        seq_lengths: as both ``fit`` take them.
+        stateful: as both ``fit`` take it.
         loss: a name (``"mse"``, ``"cross_entropy"``), or a pair ``(torch_loss,
             jax_loss)`` of the same function written for each backend.
         rng: ``lstm_jax.fit``'s dropout key; required when the torch model draws

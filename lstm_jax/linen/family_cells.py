@@ -86,10 +86,8 @@ class GRUCell(_Cell):
         ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias_ih`` (3H,), ``bias_hh`` (3H,),
         drawn from U(-1/sqrt(H), 1/sqrt(H)) as torch does.
 
-    Call ``(x, h=None)``: x (B, I) or unbatched (I,); h (B, H) or (H,), zeros when None.
-
-    Returns:
-        h' (B, H) ((H,) unbatched), torch's ``GRUCell(x, h)``.
+    The call ``(x, h=None)`` takes x (B, I) or unbatched (I,) and h (B, H) or (H,),
+    zeros when None, and returns h' (B, H) ((H,) unbatched), torch's ``GRUCell(x, h)``.
 
     Unlike ``flax.linen.GRUCell`` (one folded bias, the reset gate applied to h before
     its product) this is torch's function: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
@@ -120,10 +118,8 @@ class RNNCell(_Cell):
     Parameters: ``weight_ih`` (H, I), ``weight_hh`` (H, H), ``bias_ih`` (H,),
     ``bias_hh`` (H,), drawn from U(-1/sqrt(H), 1/sqrt(H)).
 
-    Call ``(x, h=None)``: x (B, I) or (I,); h (B, H) or (H,), zeros when None.
-
-    Returns:
-        h' (B, H) ((H,) unbatched).
+    The call ``(x, h=None)`` takes x (B, I) or (I,) and h (B, H) or (H,), zeros when
+    None, and returns h' (B, H) ((H,) unbatched).
     """
 
     hidden_size: int
