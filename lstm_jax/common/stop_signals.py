@@ -10,7 +10,9 @@ status 143) or :class:`~lstm_jax.common.errors.TrainingInterrupted` (a
 at once (for a save that hangs). On leaving, the previous handlers are restored.
 
 Handlers can only be installed in the main thread: elsewhere (a worker thread)
-the context does nothing and signals keep their usual effect.
+the context does nothing and signals keep their usual effect. A signal ignored
+when the context is entered (``SIG_IGN``: ``nohup``, a shell's background job) stays
+ignored.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class StopRequests:
         if threading.current_thread() is not threading.main_thread():
             return self
         for signum in _SIGNALS:
+            if signal.getsignal(signum) == signal.SIG_IGN:  # ignored on purpose (nohup, &)
+                continue
             self._previous[signum] = signal.signal(signum, self._handle)
         self.active = True
         return self

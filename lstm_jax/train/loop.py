@@ -880,6 +880,7 @@ def fit(
     if directory is not None:
         check_writable(directory)  # refused before anything trains
         lock = _lock(directory)
+    stops = StopRequests().__enter__()  # from here on, SIGTERM and Ctrl-C stop cleanly
     try:
         if directory is not None:
             fingerprint = _fingerprint(
@@ -920,8 +921,10 @@ def fit(
             RunPlan(first, epochs, units, saves, progress, position),
             lambda s: finish(start, s.run if spread is None else spread.hand_back(s.run)),
             place=(lambda a: a) if spread is None else spread.replicate,
+            stops=stops,
         )
     finally:
+        stops.__exit__(None, None, None)
         if lock is not None:
             lock.release()
     carry = state.run if spread is None else spread.hand_back(state.run)
@@ -964,14 +967,15 @@ def _run_windows(
     plan: RunPlan,
     result: Callable[[LoopState], Any],
     place: Callable[[Any], Any],
+    stops: StopRequests,
 ) -> LoopState:
     """Run a call's steps in windows of about :data:`STOP_CHECK_SECONDS`, saving at
     ``plan.saves`` and stopping cleanly on SIGTERM or Ctrl-C (see :func:`fit`).
 
     ``result(state)`` gives what ``fit`` would return at ``state`` (handed to the
     exceptions that stop a run); ``place`` puts a host value where the run's inputs
-    live (replicated over a mesh). Returns the state after the last step (or after a
-    diverged step's window)."""
+    live (replicated over a mesh); ``stops``: the stop requests (installed). Returns
+    the state after the last step (or after a diverged step's window)."""
     total = plan.epochs * plan.units
     position = plan.position
     targets = [(b - plan.first) * plan.units for b in plan.saves]
@@ -986,43 +990,43 @@ def _run_windows(
     )
     peer_lost = False
     failed = False
-    stops = StopRequests()
     try:
-        with stops:
-            while position < total:
-                target = min(t for t in targets if t > position)
-                count = min(window, target - position)
-                began = time.monotonic()
-                with lost_workers_reported():
-                    state = run(state, data, orders, *place((np.int32(position), np.int32(count))))
-                    diverged = int(state.run.bad_step) >= 0  # waits for the window
-                elapsed = time.monotonic() - began
-                position += count
-                if timed or count > 1:
-                    window = _window_for(elapsed / count)
-                timed = True
-                if diverged:
-                    break
-                if position == target:
-                    epoch = position // plan.units
-                    losses = np.asarray(state.losses[:epoch], np.float64)
-                    if checkpoints is not None:
-                        with lost_workers_reported():
-                            checkpoints.save(
-                                plan.first + epoch, _saved_state(state.run, data.rng), losses
-                            )
-                    bar.update(epoch - bar.n)
-                    bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
-                    logger.info("epoch %d of %d: loss %.6g", epoch, plan.epochs, losses[-1])
-                with lost_workers_reported():
-                    requested, window = _agree(stops.requested, window)
-                if requested is not None and position < total:
-                    _stop(requested, stops, state, data, checkpoints, plan, position, result)
-            if checkpoints is not None:
-                checkpoints.finish()  # the last save's failure is raised here, in the try
+        while position < total:
+            target = min(t for t in targets if t > position)
+            count = min(window, target - position)
+            began = time.monotonic()
+            with lost_workers_reported():
+                state = run(state, data, orders, *place((np.int32(position), np.int32(count))))
+                diverged = int(state.run.bad_step) >= 0  # waits for the window
+            elapsed = time.monotonic() - began
+            position += count
+            if timed or count > 1:
+                window = _window_for(elapsed / count)
+            timed = True
+            if diverged:
+                break
+            if position == target:
+                epoch = position // plan.units
+                losses = np.asarray(state.losses[:epoch], np.float64)
+                if checkpoints is not None:
+                    with lost_workers_reported():
+                        checkpoints.save(
+                            plan.first + epoch, _saved_state(state.run, data.rng), losses
+                        )
+                bar.update(epoch - bar.n)
+                bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
+                logger.info("epoch %d of %d: loss %.6g", epoch, plan.epochs, losses[-1])
+            with lost_workers_reported():
+                requested, window = _agree(stops.requested, window)
+            if requested is not None:  # also after the last step: the signal is honoured
+                _stop(requested, stops, state, data, checkpoints, plan, position, result)
+        if checkpoints is not None:
+            checkpoints.finish()  # the last save's failure is raised here, in the try
     except WorkerLost:
         peer_lost = True
         raise
+    except (Preempted, TrainingInterrupted):
+        raise  # its checkpoint is complete: closing waits for nothing
     except CheckpointWriteError as error:
         failed = True
         epoch = position // plan.units
@@ -1078,7 +1082,10 @@ def _stop(
     epoch, unit = divmod(position, plan.units)
     losses = np.asarray(state.losses[:epoch], np.float64)
     path = None
-    if checkpoints is not None:
+    if checkpoints is not None and position == plan.epochs * plan.units:
+        checkpoints.finish()  # the run's end, saved already
+        path = checkpoints.last_complete()
+    elif checkpoints is not None:
         saved = _saved_state(state.run, data.rng)
         if state.model_state is not None:
             saved["model_state"] = state.model_state
