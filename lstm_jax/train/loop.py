@@ -31,11 +31,12 @@ the last finite variables.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, cast
 
 import jax
@@ -808,15 +809,82 @@ def fit(
             keep_checkpoints=keep_checkpoints,
             progress=progress,
         )
+    directory, checkpoint_every, keep = check_checkpointing(
+        checkpoint_dir, checkpoint_every, keep_checkpoints
+    )
+    with _directory_held(directory):  # first: a busy directory is refused at once
+        return _fit_held(
+            model,
+            variables,
+            xs,
+            ys,
+            optimizer=optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle_seed=shuffle_seed,
+            loss=loss,
+            rng=rng,
+            mesh=mesh,
+            batch_axis=batch_axis,
+            process_local=process_local,
+            compute_dtype=compute_dtype,
+            batch_first=batch_first,
+            seq_lengths=seq_lengths,
+            stateful=stateful,
+            directory=directory,
+            checkpoint_every=checkpoint_every,
+            keep=keep,
+            progress=progress,
+        )
+
+
+@contextlib.contextmanager
+def _directory_held(directory: str | None) -> Iterator[None]:
+    """``directory`` checked writable (a probe file) and locked for the body (process
+    0 holds the lock for every process of a run); nothing without a directory."""
+    if directory is None:
+        yield
+        return
+    check_writable(directory)  # refused before anything trains
+    lock = _lock(directory)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit_held(
+    model: Any,
+    variables: Any,
+    xs: Any,
+    ys: Any,
+    *,
+    optimizer: Any,
+    epochs: int,
+    batch_size: int,
+    shuffle_seed: int | None,
+    loss: Any,
+    rng: Array | None,
+    mesh: Mesh | None,
+    batch_axis: str | None,
+    process_local: bool,
+    compute_dtype: Any,
+    batch_first: bool | None,
+    seq_lengths: Any,
+    stateful: bool,
+    directory: str | None,
+    checkpoint_every: int | None,
+    keep: int,
+    progress: bool,
+) -> tuple[Any, np.ndarray]:
+    """:func:`fit` (its arguments; ``checkpoint_dir`` checked, writable and locked)."""
     train_model = as_train_model(model, batch_first)
     start = start_from(variables, optimizer)
     epochs = check_positive_int("epochs", epochs)
     loss = check_jax_loss(loss)
     _check_stateful_model(train_model, stateful)
     progress = check_flag("progress", progress)
-    directory, checkpoint_every, keep = check_checkpointing(
-        checkpoint_dir, checkpoint_every, keep_checkpoints
-    )
     dtype = _param_dtype(start.params)
     parallel.check_host_data(xs=xs, ys=ys, seq_lengths=seq_lengths)
     x, y = prepare_data(
@@ -875,11 +943,7 @@ def fit(
             total=spread.replicate(state.total), losses=spread.replicate(state.losses)
         )
     checkpoints = None
-    lock = None
     position = 0
-    if directory is not None:
-        check_writable(directory)  # refused before anything trains
-        lock = _lock(directory)
     stops = StopRequests().__enter__()  # from here on, SIGTERM and Ctrl-C stop cleanly
     try:
         if directory is not None:
@@ -925,8 +989,6 @@ def fit(
         )
     finally:
         stops.__exit__(None, None, None)
-        if lock is not None:
-            lock.release()
     carry = state.run if spread is None else spread.hand_back(state.run)
     losses = np.asarray(state.losses, np.float64)
     bad = int(carry.bad_step)
