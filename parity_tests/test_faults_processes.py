@@ -288,18 +288,29 @@ def test_a_full_disk_says_so_and_keeps_the_parameters(small_disk: Path) -> None:
     print(message)
     assert "No space left on device" in message or "RESOURCE_EXHAUSTED" in message, message
     assert str(directory) in message and "needs about" in message and "free" in message
-    assert error.needed > error.free  # it would not have fit
+    assert error.free is not None and error.free_after_cleanup is not None
+    assert error.free < error.free_after_cleanup  # the half-written step's space came back
     saved = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
     assert saved and error.last_complete == str(directory / str(saved[-1]))
     assert not [p for p in directory.iterdir() if "tmp" in p.name], list(directory.iterdir())
-    assert error.losses is not None and len(error.losses) == saved[-1] + 1
-    # what was in memory: the run of that many epochs
-    shorter, _ = lstm_jax.fit(model, variables, xs, ys, **{**options, "epochs": saved[-1] + 1})
+    # what was in memory: the run of the epochs done (a save is written while the next
+    # epochs train, so its failure shows at the next save)
+    done = len(error.losses)
+    assert done > saved[-1]
+    shorter, losses = lstm_jax.fit(model, variables, xs, ys, **{**options, "epochs": done})
+    np.testing.assert_array_equal(error.losses, losses)
     for a, b in zip(jax.tree.leaves(error.variables), jax.tree.leaves(shorter), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    # the earlier checkpoints are intact: a run resumes from the last one
-    with pytest.raises(CheckpointWriteError):  # (and fails again at the same save)
-        lstm_jax.fit(model, variables, xs, ys, **options, checkpoint_dir=directory)
+    # the last complete checkpoint is intact: a call of that many epochs resumes from it
+    # and ends as a run of that many epochs
+    last = saved[-1]
+    kept, kept_losses = lstm_jax.fit(
+        model, variables, xs, ys, **{**options, "epochs": last}, checkpoint_dir=directory
+    )
+    np.testing.assert_array_equal(kept_losses, losses[:last])
+    short, _ = lstm_jax.fit(model, variables, xs, ys, **{**options, "epochs": last})
+    for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(short), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_a_read_only_directory_is_refused_before_training(read_only_disk: Path) -> None:

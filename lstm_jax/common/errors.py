@@ -149,7 +149,9 @@ class CheckpointWriteError(OSError):
         directory: the checkpoint directory.
         writing: what was being written (e.g. ``the checkpoint of epoch 12``).
         needed: bytes the checkpoint's arrays take (an estimate: their ``nbytes``).
-        free: bytes free on the directory's filesystem (``shutil.disk_usage``), or None.
+        free: bytes free on the directory's filesystem when the save failed
+            (``shutil.disk_usage``, the half-written checkpoint still there), or None.
+        free_after_cleanup: bytes free once the half-written checkpoint was removed.
         last_complete: the last complete checkpoint's path, or None.
         variables: the in-memory parameters (as ``fit`` would return them), or None.
         losses: per-epoch losses of the epochs completed in this call, or None.
@@ -167,8 +169,10 @@ class CheckpointWriteError(OSError):
         variables: Any = None,
         losses: Any = None,
         before_training: bool = False,
+        free_after_cleanup: int | None = None,
     ) -> None:
         self.directory = directory
+        self.free_after_cleanup = free_after_cleanup
         self.writing = writing
         self.needed = int(needed)
         self.free = None if free is None else int(free)
@@ -177,6 +181,8 @@ class CheckpointWriteError(OSError):
         self.variables = variables
         self.losses = None if losses is None else np.asarray(losses, np.float64)
         free_text = "unknown" if self.free is None else _gib(self.free)
+        if free_after_cleanup is not None and free_after_cleanup != self.free:
+            free_text += f" ({_gib(free_after_cleanup)} once the half-written one was removed)"
         first_line = str(cause).strip().splitlines()[0][:200] if cause and str(cause) else ""
         why = f" ({type(cause).__name__}: {first_line})" if cause else ""
         if before_training:
@@ -204,6 +210,7 @@ class CheckpointWriteError(OSError):
             cause=self.cause,
             variables=variables,
             losses=losses,
+            free_after_cleanup=self.free_after_cleanup,
         )
         return error
 

@@ -248,6 +248,7 @@ class Checkpoints:
         """Remove the half-written step and describe the failure."""
         what, needed = self._pending or ("a checkpoint", 0)
         self._pending = None
+        free_then = free_bytes(self.directory)  # the half-written step still there
         for root in (Path(self.directory), Path(self.directory) / STOPPED):
             for leftover in root.glob(f"*{_TMP_MARKER}*") if root.is_dir() else []:
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -255,7 +256,8 @@ class Checkpoints:
             directory=self.directory,
             writing=what,
             needed=needed,
-            free=free_bytes(self.directory),
+            free=free_then,
+            free_after_cleanup=free_bytes(self.directory),
             last_complete=self.last_complete(),
             cause=error,
         )
