@@ -43,7 +43,7 @@ from lstm_jax.common.resume import (
     logger,
     resumed_message,
 )
-from lstm_torch.resume import TorchCheckpoints
+from lstm_torch.resume import TorchCheckpoints, guarded, position, stop_if_requested
 
 
 def make_optimizer(spec: Any, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
@@ -148,6 +148,7 @@ def _fingerprint(
     }
 
 
+@guarded  # the directory locked; SIGTERM and Ctrl-C stop at a step boundary (resume.py)
 def fit(
     model: nn.Module,
     xs: Any,
@@ -258,6 +259,7 @@ def fit(
     last_finite = [torch.empty_like(p) for p in params]
     losses = np.zeros(epochs)
     done = 0
+    skip, resumed_total, resumed_state = 0, 0.0, None  # a stop's place within its epoch
     checkpoints = None
     if directory is not None:
         fingerprint = _fingerprint(
@@ -276,6 +278,7 @@ def fit(
         payload = checkpoints.latest()
         if payload is not None:
             done, saved = checkpoints.restore(payload, model, opt)
+            skip, resumed_total, resumed_state = position(payload)
             if done > epochs:
                 raise ValueError(
                     f"checkpoint_dir {str(checkpoints.directory)!r}: its latest checkpoint is "
@@ -300,7 +303,11 @@ def fit(
         for epoch in bar:
             total_loss = 0.0
             state = modeler.zero_hidden_cell(plan.batch_size) if stateful else None
+            if epoch == done and skip:  # resumed within this epoch
+                total_loss, state = resumed_total, resumed_state if stateful else None
             for step, index in enumerate(plan.batches(orders[epoch])):
+                if epoch == done and step < skip:
+                    continue
                 idx = torch.from_numpy(index).to(first.device)
                 x = x_all[idx]
                 x = x if batch_first else x.transpose(0, 1).contiguous()
@@ -328,6 +335,10 @@ def fit(
                 if not _all_finite(params):
                     _diverged(model, epoch, step, plan, value, losses, last_finite, params)
                 total_loss += value
+                units = plan.steps_per_epoch
+                stop_if_requested(
+                    checkpoints, model, opt, epoch, step + 1, units, total_loss, state, losses
+                )
             losses[epoch] = total_loss
             bar.set_postfix(loss=f"{total_loss:.4g}", refresh=False)
             finished = epoch + 1

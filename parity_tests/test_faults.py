@@ -283,3 +283,128 @@ def test_stop_requests_leave_ignored_signals_and_other_threads_alone() -> None:
     thread.start()
     thread.join()
     assert seen == [False]
+
+
+# --- lstm_torch.fit ---------------------------------------------------------------------
+
+
+class StopAfter:
+    """Stands for the installed stop requests: ``signum`` arrived after ``steps`` steps
+    (``lstm_torch.fit`` asks once a step)."""
+
+    def __init__(self, steps: int, signum: int) -> None:
+        self.steps, self.signum, self.asked = steps, signum, 0
+
+    @property
+    def requested(self) -> int | None:
+        self.asked += 1
+        return self.signum if self.asked >= self.steps else None
+
+    @property
+    def sigterm(self) -> bool:
+        return self.signum == signal.SIGTERM
+
+
+def torch_model() -> Any:
+    import torch
+
+    import lstm_torch
+
+    torch.manual_seed(0)
+    return lstm_torch.LSTMModeler(2, 6, 1, num_layers=2, dropout=0.25)
+
+
+def torch_params(model: Any) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def torch_uninterrupted() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    import torch
+
+    import lstm_torch
+
+    xs, ys = data()
+    model = torch_model()
+    torch.manual_seed(1)  # dropout's stream
+    losses = lstm_torch.fit(model, xs, ys, **OPTIONS)
+    return torch_params(model), losses
+
+
+@pytest.mark.parametrize(
+    ("signum", "kind"), [(signal.SIGTERM, Preempted), (signal.SIGINT, TrainingInterrupted)]
+)
+@pytest.mark.parametrize("steps", [2, 6, 13])  # mid-epoch, an epoch's end, mid-epoch
+def test_torch_a_stop_saves_that_step_and_resumes_bitwise(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    torch_uninterrupted: tuple[dict[str, np.ndarray], np.ndarray],
+    signum: int,
+    kind: type,
+    steps: int,
+) -> None:
+    import torch
+
+    import lstm_torch
+    from lstm_torch import resume
+
+    xs, ys = data()
+    options = dict(OPTIONS, checkpoint_dir=tmp_path, checkpoint_every=2)
+    model = torch_model()
+    torch.manual_seed(1)
+    stops = StopAfter(steps, signum)
+    monkeypatch.setattr(resume, "current", lambda: stops)
+    with pytest.raises(kind) as stopped:
+        lstm_torch.fit(model, xs, ys, **options)
+    stop = stopped.value
+    assert stop.global_step == steps and Path(stop.checkpoint).is_file()
+    np.testing.assert_array_equal(stop.losses, torch_uninterrupted[1][: steps // UNITS])
+    assert sorted(stop.variables) == sorted(torch_uninterrupted[0])
+    assert not (tmp_path / LOCK_NAME).exists()
+    monkeypatch.undo()
+    again = torch_model()
+    torch.manual_seed(123)  # the checkpoint's random state is restored
+    losses = lstm_torch.fit(again, xs, ys, **options)
+    np.testing.assert_array_equal(losses, torch_uninterrupted[1])
+    for key, value in torch_params(again).items():
+        np.testing.assert_array_equal(value, torch_uninterrupted[0][key], err_msg=key)
+    assert not (tmp_path / "stopped.pt").exists()
+
+
+def test_torch_a_failed_save_raises_with_the_state_and_keeps_earlier_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    import lstm_torch
+    from lstm_torch import resume
+
+    xs, ys = data()
+    real = resume.torch.save
+    calls = [0]
+
+    def failing_third(obj: Any, f: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            f.write(b"half")
+            no_space()
+        real(obj, f)
+
+    monkeypatch.setattr(resume.torch, "save", failing_third)
+    model = torch_model()
+    with pytest.raises(CheckpointWriteError) as failed:
+        lstm_torch.fit(model, xs, ys, **OPTIONS, checkpoint_dir=tmp_path)
+    error = failed.value
+    assert "the checkpoint of epoch 3" in str(error) and "No space left on device" in str(error)
+    assert error.last_complete == str(tmp_path / "epoch_00000002.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_00000001.pt", "epoch_00000002.pt"]
+    assert error.needed > 0 and len(error.losses) == 3
+    for key, value in model.state_dict().items():  # the model's state, as trained
+        assert torch.equal(error.variables[key], value), key
+    with pytest.raises(CheckpointDirBusy):  # and the torch side takes the lock too
+        first = RunLock(tmp_path)
+        first.acquire()
+        try:
+            lstm_torch.fit(torch_model(), xs, ys, **OPTIONS, checkpoint_dir=tmp_path)
+        finally:
+            first.release()

@@ -22,7 +22,7 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["StopRequests"]
+__all__ = ["StopRequests", "current"]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -55,6 +55,7 @@ class StopRequests:
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is not threading.main_thread():
             return self
+        _ACTIVE.append(self)
         for signum in _SIGNALS:
             if signal.getsignal(signum) == signal.SIG_IGN:  # ignored on purpose (nohup, &)
                 continue
@@ -71,9 +72,20 @@ class StopRequests:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self._previous.clear()
+        if self.active:
+            _ACTIVE.remove(self)
         self.active = False
 
     @property
     def sigterm(self) -> bool:
         """The stop was asked by SIGTERM (else by Ctrl-C)."""
         return self.requested == signal.SIGTERM
+
+
+_ACTIVE: list[StopRequests] = []  # the installed contexts, innermost last (main thread)
+
+
+def current() -> StopRequests | None:
+    """The innermost installed :class:`StopRequests` (None outside one): what a
+    training loop asks at its step boundaries."""
+    return _ACTIVE[-1] if _ACTIVE else None
