@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import multiprocess_worker as worker  # noqa: E402
+import multiprocess_worker as worker
 
 worker.RUNS["preemptible"] = {"epochs": 150, "process_local": True, "checkpoint_every": 30}
 

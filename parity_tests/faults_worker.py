@@ -1,11 +1,12 @@
 """The process ``test_faults_processes.py`` sends real signals to (test helper).
 
-    python parity_tests/faults_worker.py ROOT STOP_CHECK_SECONDS
+    python parity_tests/faults_worker.py ROOT STOP_CHECK_SECONDS [EPOCHS]
 
 trains a small model (``LSTMModeler(2, 40, 1, num_layers=2, dropout=0.25)`` with a
-dropout key, Adam, 45 sequences of 30 steps in batches of 4: eleven full batches and a remainder,
-shuffled) with ``fit(checkpoint_dir=...)``, windows of about ``STOP_CHECK_SECONDS``,
-and answers on stdout, one JSON line per request read from stdin:
+dropout key, Adam, 45 sequences of 30 steps in batches of 4: eleven full batches and
+a remainder, shuffled; 30 epochs unless EPOCHS is given, a checkpoint every third of
+them) with ``fit(checkpoint_dir=...)``, windows of about ``STOP_CHECK_SECONDS``, and
+answers on stdout, one JSON line per request read from stdin:
 
 - ``ref``: an uninterrupted run into ROOT/ref: ``{"digest", "losses", "seconds"}``;
 - ``go NAME``: says ``{"started": NAME}``, then runs into ROOT/NAME; the test sends
@@ -46,6 +47,7 @@ class Resumed(logging.Handler):
 
 def main() -> None:
     root, seconds = Path(sys.argv[1]), float(sys.argv[2])
+    epochs = int(sys.argv[3]) if len(sys.argv) > 3 else EPOCHS
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda s, f: late.append(s))
     log = Resumed()
@@ -71,12 +73,12 @@ def main() -> None:
             xs,
             ys,
             optimizer=lstm_jax.Adam(0.01),
-            epochs=EPOCHS,
+            epochs=epochs,
             batch_size=4,
             shuffle_seed=0,
             rng=jax.random.key(1),
             checkpoint_dir=root / name,
-            checkpoint_every=10,
+            checkpoint_every=epochs // 3,
         )
 
     def digest(trained: Any) -> str:

@@ -181,6 +181,7 @@ class CheckpointWriteError(OSError):
         self.variables = variables
         self.losses = None if losses is None else np.asarray(losses, np.float64)
         free_text = "unknown" if self.free is None else _gib(self.free)
+        free_text += " free"
         if free_after_cleanup is not None and free_after_cleanup != self.free:
             free_text += f" ({_gib(free_after_cleanup)} once the half-written one was removed)"
         first_line = str(cause).strip().splitlines()[0][:200] if cause and str(cause) else ""
@@ -196,7 +197,7 @@ class CheckpointWriteError(OSError):
             )
         super().__init__(
             f"checkpoint_dir {directory!r}: could not write {writing}: needs about "
-            f"{_gib(self.needed)}, {free_text} free{why}; {tail}"
+            f"{_gib(self.needed)}, {free_text}{why}; {tail}"
         )
 
     def with_state(self, variables: Any, losses: Any) -> CheckpointWriteError:

@@ -1214,7 +1214,10 @@ def _zero_model_state(
     lengths = None
     if data.seq_lengths is not None:
         lengths = jax.ShapeDtypeStruct((b,), data.seq_lengths.dtype)
-    zeros = _zero_carry(model, compute_dtype, start.params, data.rest, x, lengths)
+    # shapes only: _zero_carry traces the model with them (jax.eval_shape)
+    zeros = _zero_carry(
+        model, compute_dtype, start.params, data.rest, cast(Array, x), cast(Any, lengths)
+    )
     return zeros if mesh is None else mesh.replicate(zeros)
 
 
