@@ -976,6 +976,8 @@ def _fit_held(
         saves = [
             b for _, b in chunks(first, end, _progress_every(epochs, checkpoint_every, progress))
         ]
+        if spread is None:  # as the windows hand it on: else the second compiles again
+            state = jax.device_put(state, _device_of(state.run.params))
         state = _run_windows(
             run,
             state,
@@ -1003,6 +1005,15 @@ def _fit_held(
             variables=finish(start, carry),
         )
     return finish(start, carry), losses
+
+
+def _device_of(params: PyTree) -> Any:
+    """The device a one-device run's outputs land on: that of the parameters when they
+    were placed on one, else JAX's default device."""
+    for leaf in jax.tree.leaves(params):
+        if isinstance(leaf, jax.Array) and getattr(leaf, "committed", False):
+            return next(iter(leaf.devices()))
+    return jax.config.jax_default_device or jax.local_devices()[0]
 
 
 class RunPlan(NamedTuple):
