@@ -1013,7 +1013,7 @@ def _device_of(params: PyTree) -> Any:
     for leaf in jax.tree.leaves(params):
         if isinstance(leaf, jax.Array) and getattr(leaf, "committed", False):
             return next(iter(leaf.devices()))
-    return jax.config.jax_default_device or jax.local_devices()[0]
+    return getattr(jax.config, "jax_default_device", None) or jax.local_devices()[0]
 
 
 class RunPlan(NamedTuple):
