@@ -783,6 +783,16 @@ def fit(
     Raises:
         TrainingDiverged: a step gave a non-finite loss or non-finite parameters;
             it carries the last finite variables and the completed epochs' losses.
+        Preempted: SIGTERM arrived; the run stopped at the next step boundary (a window
+            of about :data:`STOP_CHECK_SECONDS` of steps), saved that step with a
+            checkpoint_dir, and carries ``.variables`` and ``.losses``. A
+            ``SystemExit`` with code 143. The same call resumes bitwise.
+        TrainingInterrupted: the same for Ctrl-C (SIGINT); a ``KeyboardInterrupt``.
+        CheckpointWriteError: the checkpoint_dir cannot be written (before training),
+            or a save failed (a full disk); it carries the variables and losses.
+        CheckpointDirBusy: another run holds the checkpoint_dir (its lock file).
+
+    See ``docs/guides/faults.md``.
     """
     if is_nnx_module(model):  # trained in place: nnx.split, this same run, nnx.update
         return fit_nnx(
