@@ -46,6 +46,10 @@ _EXPORTS = {
     "as_optax": "lstm_jax.train.optimizers",
     "TrainingDiverged": "lstm_jax.common.errors",
     "WorkerLost": "lstm_jax.common.errors",
+    "Preempted": "lstm_jax.common.errors",
+    "TrainingInterrupted": "lstm_jax.common.errors",
+    "CheckpointWriteError": "lstm_jax.common.errors",
+    "CheckpointDirBusy": "lstm_jax.common.errors",
     "SGD": "lstm_jax.common.optim",
     "Adam": "lstm_jax.common.optim",
     "AdamW": "lstm_jax.common.optim",
@@ -87,6 +91,10 @@ __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
     "as_optax",
     "TrainingDiverged",
     "WorkerLost",
+    "Preempted",
+    "TrainingInterrupted",
+    "CheckpointWriteError",
+    "CheckpointDirBusy",
     "SGD",
     "Adam",
     "AdamW",
@@ -100,7 +108,14 @@ if TYPE_CHECKING:
     from lstm_jax.common.checkpoint_format import CheckpointError
     from lstm_jax.common.config import LSTMConfig
     from lstm_jax.common.data import epoch_orders
-    from lstm_jax.common.errors import TrainingDiverged, WorkerLost
+    from lstm_jax.common.errors import (
+        CheckpointDirBusy,
+        CheckpointWriteError,
+        Preempted,
+        TrainingDiverged,
+        TrainingInterrupted,
+        WorkerLost,
+    )
     from lstm_jax.common.finite import NonFinite, check_finite, find_nonfinite
     from lstm_jax.common.optim import SGD, Adam, AdamW
     from lstm_jax.core.state import CellParams, LSTMState

@@ -48,7 +48,7 @@ from lstm_jax.common.resume import (
 )
 from lstm_torch.losses import LossFunction, loss_function
 from lstm_torch.model_call import LectureCall, ModuleCall, model_call
-from lstm_torch.resume import TorchCheckpoints
+from lstm_torch.resume import TorchCheckpoints, guarded, position, stop_if_requested
 
 ModelCall = LectureCall | ModuleCall
 
@@ -217,12 +217,19 @@ def _train_epoch(
     epoch: int,
     stateful: bool,
     losses: np.ndarray,
+    checkpoints: TorchCheckpoints | None,
+    start: tuple[int, float, Any] = (0, 0.0, None),
 ) -> float:
-    """One epoch over ``order``'s batches; returns the sum of its batch losses."""
-    total_loss = 0.0
-    carry = None
+    """One epoch over ``order``'s batches; returns the sum of its batch losses.
+
+    ``start``: where a stop's checkpoint left this epoch (batches done, their loss, a
+    stateful run's carry); after each step a SIGTERM or Ctrl-C saves that point and
+    stops (:func:`lstm_torch.resume.stop_if_requested`)."""
+    skip, total_loss, carry = start
     model = step.call.model
     for index_in_epoch, index in enumerate(plan.batches(order)):
+        if index_in_epoch < skip:
+            continue
         x, y, lengths = data.batch(index, step.call.batch_first)
         if stateful and index_in_epoch == 0:  # each epoch starts from zeros
             carry = step.call.zero_carry(x, lengths)
@@ -245,6 +252,17 @@ def _train_epoch(
                 model, epoch, index_in_epoch, plan, value, losses, step.last_finite, step.params
             )
         total_loss += value
+        stop_if_requested(
+            checkpoints,
+            model,
+            step.opt,
+            epoch,
+            index_in_epoch + 1,
+            plan.steps_per_epoch,
+            total_loss,
+            carry,
+            losses,
+        )
     return total_loss
 
 
@@ -254,12 +272,13 @@ def _resume(
     opt: torch.optim.Optimizer,
     epochs: int,
     losses: np.ndarray,
-) -> int:
+) -> tuple[int, tuple[int, float, Any]]:
     """Load the latest checkpoint of this run, if any, into ``model``, ``opt`` and
-    ``losses``; return the epochs it had done (0 without one)."""
+    ``losses``; return the epochs it had done (0 without one) and where a stop's
+    checkpoint left the next epoch (:func:`lstm_torch.resume.position`)."""
     payload = checkpoints.latest()
     if payload is None:
-        return 0
+        return 0, (0, 0.0, None)
     done, saved = checkpoints.restore(payload, model, opt)
     if done > epochs:
         raise ValueError(
@@ -268,9 +287,10 @@ def _resume(
         )
     losses[:done] = saved
     logger.info(resumed_message(done, epochs, 0, str(checkpoints.directory)))
-    return done
+    return done, position(payload)
 
 
+@guarded  # the directory locked; SIGTERM and Ctrl-C stop at a step boundary (resume.py)
 def fit(
     model: nn.Module,
     xs: Any,
@@ -391,7 +411,7 @@ def fit(
     step = _Step(call, opt, loss_function(loss), clip, params, last_finite)
     data = _Data.of(arrays, loss, first.device)
     losses = np.zeros(epochs)
-    done = 0
+    done, start = 0, (0, 0.0, None)
     checkpoints = None
     if directory is not None:
         layout = {} if isinstance(call, LectureCall) else {"batch_first": call.batch_first}
@@ -409,7 +429,7 @@ def fit(
             **layout,
         )
         checkpoints = TorchCheckpoints(directory, fingerprint, keep)
-        done = _resume(checkpoints, model, opt, epochs, losses)
+        done, start = _resume(checkpoints, model, opt, epochs, losses)
     was_training = model.training
     model.train()
     try:
@@ -423,7 +443,17 @@ def fit(
             delay=2,
         )
         for epoch in bar:
-            losses[epoch] = _train_epoch(step, data, plan, orders[epoch], epoch, stateful, losses)
+            losses[epoch] = _train_epoch(
+                step,
+                data,
+                plan,
+                orders[epoch],
+                epoch,
+                stateful,
+                losses,
+                checkpoints,
+                start if epoch == done else (0, 0.0, None),
+            )
             bar.set_postfix(loss=f"{losses[epoch]:.4g}", refresh=False)
             finished = epoch + 1
             if checkpoints is not None and (finished % checkpoint_every == 0 or finished == epochs):

@@ -31,10 +31,13 @@ the last finite variables.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Mapping
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, cast
 
 import jax
@@ -55,7 +58,15 @@ from lstm_jax.common.data import (
     prepare_data,
     prepare_seq_lengths,
 )
-from lstm_jax.common.errors import TrainingDiverged, WorkerLost
+from lstm_jax.common.disk import check_writable
+from lstm_jax.common.errors import (
+    CheckpointDirBusy,
+    CheckpointWriteError,
+    Preempted,
+    TrainingDiverged,
+    TrainingInterrupted,
+    WorkerLost,
+)
 from lstm_jax.common.numbers import check_flag
 from lstm_jax.common.optim import is_spec
 from lstm_jax.common.resume import (
@@ -67,6 +78,8 @@ from lstm_jax.common.resume import (
     logger,
     resumed_message,
 )
+from lstm_jax.common.run_lock import RunLock
+from lstm_jax.common.stop_signals import StopRequests
 from lstm_jax.core.dtypes import check_float64_allowed, is_prng_key
 from lstm_jax.train import parallel
 from lstm_jax.train.checkpointing import Checkpoints, describe_tree, key_data
@@ -374,6 +387,18 @@ class BatchCarry(NamedTuple):
     total: Array
 
 
+class LoopState(NamedTuple):
+    """What :func:`_train_run` carries from one window of steps to the next: the
+    run's carry, the model's state within the current epoch (stateful runs; None
+    otherwise), the current epoch's loss so far, and the call's (E,) per-epoch losses
+    (each written when its epoch ends)."""
+
+    run: RunCarry
+    model_state: PyTree
+    total: Array
+    losses: Array
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -391,20 +416,31 @@ def _train_run(
     optimizer: optax.GradientTransformationExtraArgs,
     loss: Any,
     batch_size: int,
-    carry: RunCarry,
+    state: LoopState,
     data: RunData,
     orders: Array,
+    begin: Array,
+    count: Array,
     mesh: parallel.DataParallel | None = None,
     compute_dtype: np.dtype | None = None,
     stateful: bool = False,
-) -> tuple[RunCarry, Array]:
-    """Epochs of training as one program: ``orders`` (E, N) -> (the carry after them,
-    the (E,) per-epoch losses).
+) -> LoopState:
+    """A window of a call's steps as one program: steps ``begin`` to ``begin + count``
+    of the call's epochs, whose orders are ``orders`` (E, N); returns the state after
+    them.
+
+    A step is one batch: an epoch's U steps are its ``N // B`` full batches, then its
+    remainder batch when ``N % B`` is not 0; step ``i`` is batch ``i % U`` of epoch
+    ``i // U``. ``begin`` and ``count`` are traced (a loop with a traced trip count):
+    one compiled program serves every window, so ``fit`` can cut a run anywhere (into
+    chunks of about a second, to see a stop request; at its checkpoints) without
+    compiling again, and any cut computes the same bits as one window of all steps.
 
     With a ``mesh``, every batch is split over its batch axis (the rest is
     replicated, see :mod:`lstm_jax.train.parallel`). Stateful runs start each epoch
     from the model's zero carry and pass each batch's final carry to the next.
     """
+    carry = state.run
     xs, ys, seq_lengths = jnp.asarray(data.xs), jnp.asarray(data.ys), data.seq_lengths
     lengths_all = None if seq_lengths is None else jnp.asarray(seq_lengths)  # traced here
     n = orders.shape[1]
@@ -462,23 +498,38 @@ def _train_run(
         )
         return BatchCarry(new_run, result.carry, c.total + jnp.where(ok, result.loss, 0))
 
-    def epoch(run: RunCarry, order: Array) -> tuple[RunCarry, Array]:
-        model_state = None
-        if stateful:
-            x0, _, lengths0 = batch(order[:batch_size])
-            model_state = _zero_carry(model, compute_dtype, run.params, data.rest, x0, lengths0)
-        c = BatchCarry(run, model_state, jnp.zeros((), total_dtype))
-        if full_batches:
-            batches = order[: full_batches * batch_size].reshape(full_batches, batch_size)
-            c, _ = lax.scan(lambda c, index: (guarded_step(c, index), None), c, batches)
-        if remainder:
-            c = guarded_step(c, order[full_batches * batch_size :])
-        return c.run, c.total
+    units = full_batches + (1 if remainder else 0)
 
-    carry, losses = lax.scan(epoch, carry, orders)
+    def full_step(c: BatchCarry, order: Array, j: Array) -> BatchCarry:
+        return guarded_step(c, lax.dynamic_slice_in_dim(order, j * batch_size, batch_size))
+
+    def remainder_step(c: BatchCarry, order: Array, j: Array) -> BatchCarry:
+        return guarded_step(c, order[full_batches * batch_size :])
+
+    def one_step(i: Array, s: LoopState) -> LoopState:
+        e, j = i // units, i % units
+        order = lax.dynamic_index_in_dim(orders, e, keepdims=False)
+        c = BatchCarry(s.run, s.model_state, s.total)
+        if full_batches and remainder:
+            c = lax.cond(j < full_batches, full_step, remainder_step, c, order, j)
+        else:
+            c = (full_step if full_batches else remainder_step)(c, order, j)
+        ends = j == units - 1
+        losses = jnp.where(ends, s.losses.at[e].set(c.total), s.losses)
+        model_state = c.model_state
+        if stateful:  # each epoch starts from the model's zeros
+            model_state = jax.tree.map(
+                lambda a: jnp.where(ends, jnp.zeros_like(a), a), c.model_state
+            )
+        return LoopState(
+            c.run, model_state, jnp.where(ends, 0, c.total).astype(total_dtype), losses
+        )
+
+    state = lax.fori_loop(begin, begin + count, one_step, state)
     if mesh is not None:
-        carry = carry._replace(params=mesh.keep_replicated(carry.params))
-    return carry, losses
+        run = state.run
+        state = state._replace(run=run._replace(params=mesh.keep_replicated(run.params)))
+    return state
 
 
 def _check_class_labels(
@@ -763,6 +814,16 @@ def fit(
     Raises:
         TrainingDiverged: a step gave a non-finite loss or non-finite parameters;
             it carries the last finite variables and the completed epochs' losses.
+        Preempted: SIGTERM arrived; the run stopped at the next step boundary (a window
+            of about :data:`STOP_CHECK_SECONDS` of steps), saved that step with a
+            checkpoint_dir, and carries ``.variables`` and ``.losses``. A
+            ``SystemExit`` with code 143. The same call resumes bitwise.
+        TrainingInterrupted: the same for Ctrl-C (SIGINT); a ``KeyboardInterrupt``.
+        CheckpointWriteError: the checkpoint_dir cannot be written (before training),
+            or a save failed (a full disk); it carries the variables and losses.
+        CheckpointDirBusy: another run holds the checkpoint_dir (its lock file).
+
+    See ``docs/guides/faults.md``.
     """
     if is_nnx_module(model):  # trained in place: nnx.split, this same run, nnx.update
         return fit_nnx(
@@ -790,6 +851,78 @@ def fit(
             progress=progress,
             deterministic=deterministic,
         )
+    directory, checkpoint_every, keep = check_checkpointing(
+        checkpoint_dir, checkpoint_every, keep_checkpoints
+    )
+    with _directory_held(directory):  # first: a busy directory is refused at once
+        return _fit_held(
+            model,
+            variables,
+            xs,
+            ys,
+            optimizer=optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle_seed=shuffle_seed,
+            loss=loss,
+            rng=rng,
+            mesh=mesh,
+            batch_axis=batch_axis,
+            process_local=process_local,
+            compute_dtype=compute_dtype,
+            batch_first=batch_first,
+            seq_lengths=seq_lengths,
+            stateful=stateful,
+            directory=directory,
+            checkpoint_every=checkpoint_every,
+            keep=keep,
+            progress=progress,
+            deterministic=deterministic,
+        )
+
+
+@contextlib.contextmanager
+def _directory_held(directory: str | None) -> Iterator[None]:
+    """``directory`` checked writable (a probe file) and locked for the body (process
+    0 holds the lock for every process of a run); nothing without a directory."""
+    if directory is None:
+        yield
+        return
+    check_writable(directory)  # refused before anything trains
+    lock = _lock(directory)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit_held(
+    model: Any,
+    variables: Any,
+    xs: Any,
+    ys: Any,
+    *,
+    optimizer: Any,
+    epochs: int,
+    batch_size: int,
+    shuffle_seed: int | None,
+    loss: Any,
+    rng: Array | None,
+    mesh: Mesh | None,
+    batch_axis: str | None,
+    process_local: bool,
+    compute_dtype: Any,
+    batch_first: bool | None,
+    seq_lengths: Any,
+    stateful: bool,
+    directory: str | None,
+    checkpoint_every: int | None,
+    keep: int,
+    progress: bool,
+    deterministic: bool,
+) -> tuple[Any, np.ndarray]:
+    """:func:`fit` (its arguments; ``checkpoint_dir`` checked, writable and locked)."""
     train_model = as_train_model(model, batch_first)
     # training mode (dropout, BatchNorm's batch statistics updated) unless asked otherwise
     train_model = dataclasses.replace(
@@ -800,9 +933,6 @@ def fit(
     loss = check_jax_loss(loss)
     _check_stateful_model(train_model, stateful)
     progress = check_flag("progress", progress)
-    directory, checkpoint_every, keep = check_checkpointing(
-        checkpoint_dir, checkpoint_every, keep_checkpoints
-    )
     dtype = _param_dtype(start.params)
     parallel.check_host_data(xs=xs, ys=ys, seq_lengths=seq_lengths)
     x, y = prepare_data(
@@ -848,64 +978,70 @@ def fit(
     orders = orders if spread is None else spread.global_order(orders)
 
     end = first + epochs
-    losses = np.full(epochs, np.nan)
-    done = first
-    checkpoints = None
-    if directory is not None:
-        fingerprint = _fingerprint(
-            train_model,
-            start,
-            loss,
-            data,
-            plan,
-            spread,
-            shuffle_seed=shuffle_seed,
-            stateful=stateful,
-            compute_dtype=compute_dtype,
-            checkpoint_every=checkpoint_every,
+    units = plan.steps_per_epoch
+    state = LoopState(
+        carry,
+        _zero_model_state(train_model, compute_dtype, start, data, plan, spread)
+        if stateful
+        else None,
+        cast(Array, np.zeros((), dtype)),
+        cast(Array, np.full(epochs, np.nan, dtype)),
+    )
+    if spread is not None:
+        state = state._replace(
+            total=spread.replicate(state.total), losses=spread.replicate(state.losses)
         )
-        checkpoints = Checkpoints(directory, fingerprint, keep)
-        carry, done, losses = _resume(checkpoints, carry, data, spread, first, end, losses)
-
-    run: Callable[..., Any] = functools.partial(
-        _train_run,
-        train_model,
-        start.optimizer,
-        loss,
-        plan.batch_size,
-        mesh=spread,
-        compute_dtype=compute_dtype,
-        stateful=stateful,
-    )
-    run = run if spread is None else spread.under_mesh(run)
-    bar = tqdm(
-        total=epochs, initial=done - first, desc="jax fit", unit="epoch", disable=not progress
-    )
-    peer_lost = False
+    checkpoints = None
+    position = 0
+    stops = StopRequests().__enter__()  # from here on, SIGTERM and Ctrl-C stop cleanly
     try:
-        for a, b in chunks(done, end, _progress_every(epochs, checkpoint_every, progress)):
-            chunk = orders[a - first : b - first]
-            chunk = chunk if spread is None else spread.replicate(chunk)
-            with lost_workers_reported():
-                carry, chunk_losses = run(carry, data, chunk)
-                losses[a - first : b - first] = np.asarray(chunk_losses, dtype=np.float64)
-            if int(carry.bad_step) >= 0:
-                break
-            if checkpoints is not None:
-                with lost_workers_reported():
-                    checkpoints.save(b, _saved_state(carry, data.rng), losses[: b - first])
-            bar.update(b - a)
-            bar.set_postfix(loss=f"{losses[b - first - 1]:.4g}", refresh=False)
-            logger.info("epoch %d of %d: loss %.6g", b - first, epochs, losses[b - first - 1])
-    except WorkerLost:
-        peer_lost = True
-        raise
+        if directory is not None:
+            fingerprint = _fingerprint(
+                train_model,
+                start,
+                loss,
+                data,
+                plan,
+                spread,
+                shuffle_seed=shuffle_seed,
+                stateful=stateful,
+                compute_dtype=compute_dtype,
+                checkpoint_every=checkpoint_every,
+            )
+            checkpoints = Checkpoints(directory, fingerprint, keep)
+            state, position = _resume(checkpoints, state, data, spread, first, end, units)
+        run: Callable[..., Any] = functools.partial(
+            _train_run,
+            train_model,
+            start.optimizer,
+            loss,
+            plan.batch_size,
+            mesh=spread,
+            compute_dtype=compute_dtype,
+            stateful=stateful,
+        )
+        run = run if spread is None else spread.under_mesh(run)
+        orders = orders if spread is None else spread.replicate(orders)
+        saves = [
+            b for _, b in chunks(first, end, _progress_every(epochs, checkpoint_every, progress))
+        ]
+        if spread is None:  # as the windows hand it on: else the second compiles again
+            state = jax.device_put(state, _device_of(state.run.params))
+        state = _run_windows(
+            run,
+            state,
+            data,
+            orders,
+            checkpoints,
+            RunPlan(first, epochs, units, saves, progress, position),
+            lambda s: finish(start, s.run if spread is None else spread.hand_back(s.run)),
+            place=(lambda a: a) if spread is None else spread.replicate,
+            stops=stops,
+        )
     finally:
-        bar.close()
-        if checkpoints is not None:
-            # Closing waits in a barrier of all processes: for a lost one, in vain.
-            checkpoints.close(wait=not peer_lost)
-    carry = carry if spread is None else spread.hand_back(carry)
+        stops.__exit__(None, None, None)
+    carry = state.run if spread is None else spread.hand_back(state.run)
+    losses = np.asarray(state.losses, np.float64)
     bad = int(carry.bad_step)
     if bad >= 0:
         epoch, step = divmod(bad - start.step, plan.steps_per_epoch)
@@ -920,37 +1056,282 @@ def fit(
     return finish(start, carry), losses
 
 
+def _device_of(params: PyTree) -> Any:
+    """The device a one-device run's outputs land on: that of the parameters when they
+    were placed on one, else JAX's default device."""
+    for leaf in jax.tree.leaves(params):
+        if isinstance(leaf, jax.Array) and getattr(leaf, "committed", False):
+            return next(iter(leaf.devices()))
+    return getattr(jax.config, "jax_default_device", None) or jax.local_devices()[0]
+
+
+class RunPlan(NamedTuple):
+    """Where a call's windows may end: ``first`` (its first epoch, counted over the
+    run), ``epochs`` (this call's), ``units`` (steps per epoch), ``saves`` (the
+    epochs, over the run, after which to save and report progress) and ``progress``
+    (a tqdm bar), ``position`` (the call's step index to start at: past the steps of
+    a checkpoint resumed from)."""
+
+    first: int
+    epochs: int
+    units: int
+    saves: list[int]
+    progress: bool
+    position: int
+
+
+def _run_windows(
+    run: Callable[..., LoopState],
+    state: LoopState,
+    data: RunData,
+    orders: Any,
+    checkpoints: Checkpoints | None,
+    plan: RunPlan,
+    result: Callable[[LoopState], Any],
+    place: Callable[[Any], Any],
+    stops: StopRequests,
+) -> LoopState:
+    """Run a call's steps in windows of about :data:`STOP_CHECK_SECONDS`, saving at
+    ``plan.saves`` and stopping cleanly on SIGTERM or Ctrl-C (see :func:`fit`).
+
+    ``result(state)`` gives what ``fit`` would return at ``state`` (handed to the
+    exceptions that stop a run); ``place`` puts a host value where the run's inputs
+    live (replicated over a mesh); ``stops``: the stop requests (installed). Returns
+    the state after the last step (or after a diverged step's window)."""
+    total = plan.epochs * plan.units
+    position = plan.position
+    targets = [(b - plan.first) * plan.units for b in plan.saves]
+    window = 1  # the first call may compile: its time says nothing about a step's
+    timed = False
+    bar = tqdm(
+        total=plan.epochs,
+        initial=position // plan.units,
+        desc="jax fit",
+        unit="epoch",
+        disable=not plan.progress,
+    )
+    peer_lost = False
+    failed = False
+    try:
+        while position < total:
+            target = min(t for t in targets if t > position)
+            count = min(window, target - position)
+            began = time.monotonic()
+            with lost_workers_reported():
+                state = run(state, data, orders, *place((np.int32(position), np.int32(count))))
+                diverged = int(state.run.bad_step) >= 0  # waits for the window
+            elapsed = time.monotonic() - began
+            position += count
+            if timed or count > 1:
+                window = _window_for(elapsed / count)
+            timed = True
+            if diverged:
+                break
+            if position == target:
+                epoch = position // plan.units
+                losses = np.asarray(state.losses[:epoch], np.float64)
+                if checkpoints is not None:
+                    with lost_workers_reported():
+                        checkpoints.save(
+                            plan.first + epoch, _saved_state(state.run, data.rng), losses
+                        )
+                bar.update(epoch - bar.n)
+                bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
+                logger.info("epoch %d of %d: loss %.6g", epoch, plan.epochs, losses[-1])
+            with lost_workers_reported():
+                requested, window = _agree(stops.requested, window)
+            if requested is not None:  # also after the last step: the signal is honoured
+                _stop(requested, stops, state, data, checkpoints, plan, position, result)
+        if checkpoints is not None:
+            checkpoints.finish()  # the last save's failure is raised here, in the try
+    except WorkerLost:
+        peer_lost = True
+        raise
+    except (Preempted, TrainingInterrupted):
+        raise  # its checkpoint is complete: closing waits for nothing
+    except CheckpointWriteError as error:
+        failed = True
+        epoch = position // plan.units
+        losses = np.asarray(state.losses[:epoch], np.float64)
+        raise error.with_state(result(state), losses) from error.cause
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        bar.close()
+        if checkpoints is not None:
+            # Closing waits in a barrier of all processes: for a lost one, in vain.
+            checkpoints.close(wait=not (peer_lost or failed))
+    return state
+
+
+# A running fit looks for a stop request (SIGTERM, Ctrl-C) about this often: the
+# compiled run is cut into windows of steps that take about this long (measured).
+STOP_CHECK_SECONDS = 1.0
+
+
+def _window_for(seconds_per_step: float) -> int:
+    """Steps per window: about :data:`STOP_CHECK_SECONDS` of them, at least one."""
+    return max(1, int(STOP_CHECK_SECONDS / max(seconds_per_step, 1e-9)))
+
+
+def _agree(requested: int | None, window: int) -> tuple[int | None, int]:
+    """Over several processes: a stop requested anywhere stops every process at the
+    same step (the first process's signal that asked for it), and every process
+    runs the first process's window next (a window is a collective program). One
+    tiny all-gather per window; nothing with one process."""
+    if jax.process_count() == 1:
+        return requested, window
+    from jax.experimental import multihost_utils
+
+    mine = np.asarray([requested or 0, window], np.int32)
+    rows = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, 2)
+    signals = [int(r) for r in rows[:, 0] if r]
+    return (signals[0] if signals else None), int(rows[0, 1])
+
+
+def _stop(
+    requested: int,
+    stops: StopRequests,
+    state: LoopState,
+    data: RunData,
+    checkpoints: Checkpoints | None,
+    plan: RunPlan,
+    position: int,
+    result: Callable[[LoopState], Any],
+) -> None:
+    """Save the step reached (with a checkpoint_dir) and raise the stop's exception."""
+    epoch, unit = divmod(position, plan.units)
+    losses = np.asarray(state.losses[:epoch], np.float64)
+    path = None
+    if checkpoints is not None and position == plan.epochs * plan.units:
+        checkpoints.finish()  # the run's end, saved already
+        path = checkpoints.last_complete()
+    elif checkpoints is not None:
+        saved = _saved_state(state.run, data.rng)
+        if state.model_state is not None:
+            saved["model_state"] = state.model_state
+        with lost_workers_reported():
+            path = checkpoints.save_stopped(
+                int(state.run.step),
+                plan.first + epoch,
+                unit,
+                saved,
+                losses,
+                float(state.total),
+            )
+    waited = time.monotonic() - (stops.received_at or time.monotonic())
+    kind = "SIGTERM" if requested == signal.SIGTERM else "SIGINT"
+    logger.warning(
+        "%s: stopped at epoch %d, batch %d (global step %d), %.2f s after the signal%s",
+        kind,
+        epoch,
+        unit,
+        int(state.run.step),
+        waited,
+        f"; saved in {path}" if path else "",
+    )
+    stop = Preempted if requested == signal.SIGTERM else TrainingInterrupted
+    raise stop(
+        variables=result(state), losses=losses, checkpoint=path, global_step=int(state.run.step)
+    )
+
+
+def _lock(directory: str) -> RunLock | None:
+    """``directory``'s run lock, taken by process 0 for every process of a run; the
+    others learn whether it was taken (and fail with the same error when not)."""
+    lock = RunLock(directory) if jax.process_index() == 0 else None
+    error: CheckpointDirBusy | None = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except CheckpointDirBusy as busy:
+            error = busy
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        flags = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
+        if int(flags.reshape(-1)[0]) and error is None:
+            raise CheckpointDirBusy(directory, {"host": "(see process 0)"}, "process 0's lock")
+    if error is not None:
+        raise error
+    return lock
+
+
+def _zero_model_state(
+    model: TrainModel,
+    compute_dtype: np.dtype | None,
+    start: Start,
+    data: RunData,
+    plan: BatchPlan,
+    mesh: parallel.DataParallel | None,
+) -> PyTree:
+    """A stateful run's carry at an epoch's start: the model's zeros for one batch."""
+    b = plan.batch_size
+    x = jax.ShapeDtypeStruct((b, *data.xs.shape[1:]), data.xs.dtype)
+    if not model.batch_first and len(x.shape) >= 2:
+        x = jax.ShapeDtypeStruct((x.shape[1], b, *x.shape[2:]), x.dtype)
+    lengths = None
+    if data.seq_lengths is not None:
+        lengths = jax.ShapeDtypeStruct((b,), data.seq_lengths.dtype)
+    # shapes only: _zero_carry traces the model with them (jax.eval_shape)
+    zeros = _zero_carry(
+        model, compute_dtype, start.params, data.rest, cast(Array, x), cast(Any, lengths)
+    )
+    return zeros if mesh is None else mesh.replicate(zeros)
+
+
 def _resume(
     checkpoints: Checkpoints,
-    carry: RunCarry,
+    state: LoopState,
     data: RunData,
     mesh: parallel.DataParallel | None,
     first: int,
     end: int,
-    losses: np.ndarray,
-) -> tuple[RunCarry, int, np.ndarray]:
-    """The carry, epoch and losses to go on from: the latest checkpoint's, or the start."""
-    found = checkpoints.latest(_saved_state(carry, data.rng))
+    units: int,
+) -> tuple[LoopState, int]:
+    """The state to go on from: the latest checkpoint's (an epoch's, or a stop's
+    within an epoch), or ``state`` itself; its step index within the call is
+    and the step index within the call to go on from."""
+    like = _saved_state(state.run, data.rng)
+    stopped_like = like if state.model_state is None else {**like, "model_state": state.model_state}
+    found = checkpoints.latest(like, stopped_like)
     if found is None:
-        return carry, first, losses
-    epoch, state, saved_losses = found
-    if epoch > end:
+        return state, 0
+    if found.epoch > end or (found.epoch == end and found.unit):
         raise ValueError(
             f"checkpoint_dir {checkpoints.directory!r}: its latest checkpoint is at epoch "
-            f"{epoch - first}, past this call's {end - first} epochs; pass epochs >= "
-            f"{epoch - first} or another checkpoint_dir"
+            f"{found.epoch - first}, past this call's {end - first} epochs; pass epochs >= "
+            f"{found.epoch - first} or another checkpoint_dir"
         )
-    restored = carry._replace(
-        params=state["params"],
-        opt_state=state["opt_state"],
-        step=state["step"],
-        stats=state.get("stats", carry.stats),
+    saved = found.state
+    run = state.run._replace(
+        params=saved["params"],
+        opt_state=saved["opt_state"],
+        step=saved["step"],
+        stats=saved.get("stats", state.run.stats),  # BatchNorm's running statistics
     )
+    model_state = saved.get("model_state", state.model_state) if found.unit else state.model_state
+    restored: Any = (run, model_state)
     if mesh is not None:
         restored = mesh.replicate(restored)
     else:  # Orbax restores a mesh run's checkpoint onto that mesh's devices: onto one
         restored = jax.device_put(jax.device_get(restored))
-    losses = losses.copy()
-    losses[: len(saved_losses)] = saved_losses
-    logger.info(resumed_message(epoch, end, first, checkpoints.directory))
-    return restored, epoch, losses
+    losses = np.asarray(state.losses).copy()
+    losses[: len(found.losses)] = found.losses
+    dtype = losses.dtype
+    resumed = LoopState(
+        restored[0],
+        restored[1],
+        cast(Array, np.asarray(found.total, dtype)),
+        cast(Array, losses),
+    )
+    if mesh is not None:
+        resumed = resumed._replace(
+            total=mesh.replicate(resumed.total), losses=mesh.replicate(resumed.losses)
+        )
+    epoch_text = resumed_message(found.epoch, end, first, checkpoints.directory)
+    if found.unit:
+        epoch_text += f", batch {found.unit} of its next epoch"
+    logger.info(epoch_text)
+    return resumed, (found.epoch - first) * units + found.unit
