@@ -250,6 +250,7 @@ def test_nnx_training_via_split_and_merge_matches_the_in_place_loop() -> None:
 ROW = re.compile(r"^\s*(\d+)\s+(\S+)\s+(\S+)\s*$")
 
 
+@pytest.mark.slow
 def test_seed_lstm_nnx_example_runs_and_agrees(tmp_path: Path) -> None:
     plot = tmp_path / "losses.png"
     result = subprocess.run(

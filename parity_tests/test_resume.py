@@ -177,6 +177,7 @@ def uninterrupted(
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", ["after-first-checkpoint", "during-a-save"])
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_killed_run_resumes_bitwise(
@@ -210,6 +211,7 @@ def test_killed_run_resumes_bitwise(
     assert not save_under_way(directory, backend)  # the leftover was cleaned up
 
 
+@pytest.mark.slow
 def test_uninterrupted_runs_train(uninterrupted: dict[str, dict[str, Any]]) -> None:
     for backend, result in uninterrupted.items():
         losses = result["losses"]
