@@ -15,6 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # every check starts a fresh interpreter
 
+
 def run_python(*blocks: str) -> None:
     code = "\n".join(textwrap.dedent(block) for block in blocks)
     result = subprocess.run(
