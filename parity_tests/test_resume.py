@@ -241,6 +241,7 @@ def assert_same(a: Any, b: Any) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow  # over 10 s on 2 cores (17 s of CPU measured)
 def test_chunked_run_is_one_program_bitwise(tmp_path: Path) -> None:
     """Epochs in chunks of 2 (checkpoints) or of 1 (progress) = one compiled program."""
     xs, ys = data()
