@@ -130,7 +130,8 @@ class MovedModule:
         if name not in self.home_of:
             moved = f" ({self.old} is deprecated; its names moved to {self._modules_text()})"
             raise AttributeError(
-                f"module {self.old!r} has no attribute {name!r}" + (moved * self.whole_module)
+                f"module {self.old!r} has no attribute {name!r}"
+                + (moved if self.whole_module else "")
             )
         what = self.old if self.whole_module else f"{self.old}.{name}"
         warn_deprecated(
