@@ -276,6 +276,7 @@ def test_seed_lstm_nnx_example_runs_and_agrees(tmp_path: Path) -> None:
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.slow  # over 10 s on 2 cores (15 s of CPU measured)
 def test_readme_nnx_tour_runs_as_written() -> None:
     """The README's tour and its NNX form, executed: the stored hidden_cell after the
     call is torch's, the step trains, the shapes are the ones the README states."""
