@@ -42,6 +42,7 @@ _EXPORTS = {
     "streaming_step": "lstm_jax.linen.streaming",
     "fit": "lstm_jax.train.loop",
     "initialize_distributed": "lstm_jax.train.distributed",
+    "batch_mesh": "lstm_jax.train.parallel",
     "make_train_step": "lstm_jax.train.loop",
     "as_optax": "lstm_jax.train.optimizers",
     "TrainingDiverged": "lstm_jax.common.errors",
@@ -87,6 +88,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, as _EXPORTS
     "streaming_step",
     "fit",
     "initialize_distributed",
+    "batch_mesh",
     "make_train_step",
     "as_optax",
     "TrainingDiverged",
@@ -133,6 +135,7 @@ if TYPE_CHECKING:
     from lstm_jax.train.distributed import initialize_distributed
     from lstm_jax.train.loop import fit, make_train_step
     from lstm_jax.train.optimizers import as_optax
+    from lstm_jax.train.parallel import batch_mesh
 
 
 def __getattr__(name: str) -> Any:

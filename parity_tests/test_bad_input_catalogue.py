@@ -1898,8 +1898,19 @@ def _cleanup_checkpoints():
     shutil.rmtree(checkpoint_dir(), ignore_errors=True)
 
 
+# The cases that start a Python subprocess: the slow tier (CONTRIBUTING.md).
+IN_A_SUBPROCESS = {("input on another device than the parameters", BACKENDS[0])}
+
+
 @pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")
-@pytest.mark.parametrize(("mistake", "backend"), CASES, ids=[f"{b}: {m}" for m, b in CASES])
+@pytest.mark.parametrize(
+    ("mistake", "backend"),
+    [
+        pytest.param(m, b, marks=[pytest.mark.slow] if (m, b) in IN_A_SUBPROCESS else [])
+        for m, b in CASES
+    ],
+    ids=[f"{b}: {m}" for m, b in CASES],
+)
 def test_catalogue(mistake: str, backend: str) -> None:
     outcome = CATALOGUE[mistake][BACKENDS_OF[mistake].index(backend)]
     for jit in (False, True) if outcome.jit else (False,):

@@ -43,6 +43,7 @@ def forward_flops(T: int, B: int, I: int, H: int, layers: int, directions: int) 
     )
 
 
+@pytest.mark.slow
 def test_every_part_ran(smoke: tuple[dict, Path, str]) -> None:
     results, _, _ = smoke
     assert results["machine"]["cpu"] and results["machine"]["cpus_usable"] >= 1
@@ -62,6 +63,7 @@ def test_every_part_ran(smoke: tuple[dict, Path, str]) -> None:
     assert remat[f"jax_remat{remat['chunk']}_peak_bytes"] < remat["jax_remat0_peak_bytes"]
 
 
+@pytest.mark.slow
 def test_figures_are_coherent(smoke: tuple[dict, Path, str]) -> None:
     results, _, _ = smoke
     limit = results["gemm"]["limit_gflops"]
@@ -77,6 +79,7 @@ def test_figures_are_coherent(smoke: tuple[dict, Path, str]) -> None:
         assert len(samples["jax"]["samples_s"]) == results["settings"]["repeats"]
 
 
+@pytest.mark.slow
 def test_outputs_are_written(smoke: tuple[dict, Path, str]) -> None:
     results, out, stdout = smoke
     chart = out.with_suffix(".png")
@@ -94,6 +97,7 @@ def test_outputs_are_written(smoke: tuple[dict, Path, str]) -> None:
         assert f"| {c['case']} | {c['mode']} |" in report.stdout
 
 
+@pytest.mark.slow
 def test_workloads_smoke(tmp_path: Path) -> None:
     """``benchmarks/workloads.py --smoke``: every workload ran on both backends with
     coherent figures (rates from the times, ratios JAX / torch), the CPU named."""

@@ -412,6 +412,7 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 # --- imports ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_each_side_loads_checkpoints_without_the_other_framework() -> None:
     without_jax = (
         "import sys, lstm_torch, lstm_jax.common.checkpoint_format\n"

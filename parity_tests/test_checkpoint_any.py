@@ -147,6 +147,7 @@ def test_what_cannot_be_loaded_is_refused_clearly(tmp_path: Path) -> None:
         assert torch.equal(loaded.state_dict()[key], value)
 
 
+@pytest.mark.slow
 def test_check_command_says_a_model_of_ones_own_is_checked_from_python(tmp_path: Path) -> None:
     import subprocess
     import sys

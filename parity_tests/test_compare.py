@@ -220,6 +220,7 @@ def run_check(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_check_command_on_a_torch_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "torch.safetensors"
     torch.manual_seed(0)
@@ -232,6 +233,7 @@ def test_check_command_on_a_torch_checkpoint(tmp_path: Path) -> None:
     assert "result: OK" in result.stdout
 
 
+@pytest.mark.slow
 def test_check_command_on_a_jax_float64_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "jax.safetensors"
     model = lstm_jax.LSTM(3, batch_first=True, proj_size=1)
@@ -247,6 +249,7 @@ def test_check_command_on_a_jax_float64_checkpoint(tmp_path: Path) -> None:
     assert "result: OK" in result.stdout
 
 
+@pytest.mark.slow
 def test_check_command_on_a_bad_file_exits_2_without_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.safetensors"
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")

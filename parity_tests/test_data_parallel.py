@@ -191,6 +191,7 @@ def main_model_programs(dump: Path) -> list[str]:
 MESHES = ["mesh", "explicit", "data_model", "named", "local", "local_model"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh", MESHES)
 def test_mesh_run_matches_one_device(worker: tuple[dict, Path], mesh: str) -> None:
     result, _ = worker
@@ -205,6 +206,7 @@ def test_mesh_run_matches_one_device(worker: tuple[dict, Path], mesh: str) -> No
     assert any(one[k] != many[k] for k in one if k != "losses")
 
 
+@pytest.mark.slow
 def test_process_local_carries_seq_lengths(worker: tuple[dict, Path]) -> None:
     result, _ = worker
     one, local = result["one_lengths"], result["local_lengths"]
@@ -215,6 +217,7 @@ def test_process_local_carries_seq_lengths(worker: tuple[dict, Path]) -> None:
     assert scaled_error(np.array(one["losses"]), np.array(result["one"]["losses"])) > 1e-3
 
 
+@pytest.mark.slow
 def test_parameters_stay_replicated(worker: tuple[dict, Path]) -> None:
     result, _ = worker
     for mesh in MESHES:
@@ -222,6 +225,7 @@ def test_parameters_stay_replicated(worker: tuple[dict, Path]) -> None:
     assert result["one_sharding"] == [True, 1]
 
 
+@pytest.mark.slow
 def test_process_local_is_the_replicated_run_bit_for_bit(worker: tuple[dict, Path]) -> None:
     """The data set split over the devices, each batch gathered from them, is the
     replicated run's batches in its order: the same bits on the same mesh."""
@@ -229,6 +233,7 @@ def test_process_local_is_the_replicated_run_bit_for_bit(worker: tuple[dict, Pat
     assert result["local"] == result["mesh"]
 
 
+@pytest.mark.slow
 def test_the_program_is_partitioned(worker: tuple[dict, Path]) -> None:
     """XLA inserted the gradient all-reduce in the mesh runs, not in the one-device run;
     each device's LSTM matmuls see its rows of the batch only."""
@@ -246,6 +251,7 @@ def test_the_program_is_partitioned(worker: tuple[dict, Path]) -> None:
         assert (8 in rows) != partitioned, rows
 
 
+@pytest.mark.slow
 def test_process_local_gathers_each_batch_in_one_collective(worker: tuple[dict, Path]) -> None:
     """The process-local runs move a batch's inputs, targets and lengths in ONE
     reduce-scatter of their bytes (each collective is a round trip between processes),
@@ -261,6 +267,7 @@ def test_process_local_gathers_each_batch_in_one_collective(worker: tuple[dict, 
         assert len(found) <= 2, found
 
 
+@pytest.mark.slow
 def test_batches_that_do_not_divide_are_a_clear_error(worker: tuple[dict, Path]) -> None:
     errors = worker[0]["errors"]
     kind, message = errors["batch"]
@@ -322,6 +329,7 @@ def test_batch_mesh_refuses_what_is_no_device_list(kwargs: dict, kind: type, mes
     assert str(caught.value) == message
 
 
+@pytest.mark.slow
 def test_data_parallel_example_tiny(tmp_path: Path) -> None:
     """``examples/data_parallel.py`` sets up the simulated devices itself."""
     argv = ["--samples", "64", "--batch-size", "16", "--epochs", "2", "--repeats", "1"]
@@ -335,6 +343,7 @@ def test_data_parallel_example_tiny(tmp_path: Path) -> None:
     assert len(rates) == 2 and all(int(r) > 0 for r in rates), out
 
 
+@pytest.mark.slow
 def test_data_parallel_example_processes_tiny(tmp_path: Path) -> None:
     """``--processes 2``: two real processes (and the one-process baseline) train the
     same parameters and report both rates."""
@@ -357,6 +366,7 @@ def close(name: str, run: dict, one: dict) -> None:
         assert err <= TRAINING[F32], f"{name} {key}: scaled error {err:.3g}"
 
 
+@pytest.mark.slow
 def test_a_mesh_runs_checkpoint_resumes_on_one_device(worker: tuple[dict, Path]) -> None:
     """A process-local mesh run's checkpoint resumed by the one-device run: its data
     digest is the one-device run's (not 'data differs'), and what Orbax restores onto
@@ -370,6 +380,7 @@ def test_a_mesh_runs_checkpoint_resumes_on_one_device(worker: tuple[dict, Path])
     close("resumed", resumed, result["tiny_one"])
 
 
+@pytest.mark.slow
 def test_fit_under_another_context_mesh(worker: tuple[dict, Path]) -> None:
     """Inside ``jax.set_mesh`` of an Explicit mesh, fit over it (and over a mesh of other
     devices) trains as one device, and hands the parameters back on the mesh given, so

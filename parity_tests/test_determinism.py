@@ -77,6 +77,7 @@ print(json.dumps({
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", list(SCRIPTS))
 def test_same_seeds_give_bitwise_identical_runs_across_processes(backend: str) -> None:
     processes = [

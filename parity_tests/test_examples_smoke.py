@@ -220,6 +220,7 @@ def test_vanishing_gradients_tiny_run(tmp_path: Path, capsys: pytest.CaptureFixt
     assert plot.read_bytes()[:8] == PNG
 
 
+@pytest.mark.slow
 def test_vanishing_gradients_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     """T = 100: the RNN's gradient dies, the open-gate LSTM's does not; the JAX and
     torch LSTM curves coincide at every step."""

@@ -118,6 +118,7 @@ def cross_entropy(prediction: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.losses.softmax_cross_entropy_with_integer_labels(prediction, labels).mean()
 
 
+@pytest.mark.slow  # over 10 s on 2 cores (16 s of CPU measured)
 def test_callable_loss_on_a_token_model_is_an_optax_loop() -> None:
     """Time-major (T, B) integer tokens (N=12, B=5: a remainder batch of 2), a callable loss."""
     tokens, labels = token_data()

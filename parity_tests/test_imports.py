@@ -13,6 +13,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every check starts a fresh interpreter
+
 
 def run_python(*blocks: str) -> None:
     code = "\n".join(textwrap.dedent(block) for block in blocks)

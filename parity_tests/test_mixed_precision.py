@@ -53,6 +53,7 @@ def synthetic_batch() -> tuple[lstm_jax.LSTMModeler, dict, np.ndarray, np.ndarra
     return model, variables, np.swapaxes(xs, 0, 1), ys
 
 
+@pytest.mark.slow  # over 10 s on 2 cores (13 s of CPU measured)
 def test_bf16_gradients_are_float32_gradients_rounded() -> None:
     """One SGD step with lr 1 moves the parameters by minus the gradient."""
     model, variables, x, y = synthetic_batch()
@@ -86,6 +87,7 @@ def test_compute_dtype_of_the_parameters_is_plain_training() -> None:
         lstm_jax.fit(model, variables, xs, ys, compute_dtype="half-ish", **options)
 
 
+@pytest.mark.slow  # over 10 s on 2 cores (18 s of CPU measured)
 def test_bf16_trains_like_float32_on_both_tasks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -75,6 +75,7 @@ def one_process() -> dict[str, np.ndarray]:
     return worker.flat(*worker.train("replicated", None))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", ["replicated", "local"])
 def test_two_processes_train_as_one(
     two_processes: Path, one_process: dict[str, np.ndarray], run: str
@@ -92,12 +93,14 @@ def test_two_processes_train_as_one(
     assert any(not np.array_equal(got[k], one_process[k]) for k in one_process if k != "losses")
 
 
+@pytest.mark.slow
 def test_both_processes_hold_the_same_result(two_processes: Path) -> None:
     for run in ("replicated", "local", "long"):
         zero, one = load(two_processes, run, 0), load(two_processes, run, 1)
         assert all(np.array_equal(zero[k], one[k]) for k in zero), run
 
 
+@pytest.mark.slow
 def test_process_local_is_the_replicated_run_bit_for_bit(two_processes: Path) -> None:
     """The processes' own shares, gathered per batch, are the same batches in the same
     order: the very same run."""
@@ -106,6 +109,7 @@ def test_process_local_is_the_replicated_run_bit_for_bit(two_processes: Path) ->
         assert np.array_equal(local[key], replicated[key]), key
 
 
+@pytest.mark.slow
 def test_differing_data_is_a_clear_error(workdir: Path) -> None:
     """Replicated data that differs between processes: both stop with a ValueError
     naming what differs (not a hang, not JAX's whole-array comparison)."""
@@ -118,6 +122,7 @@ def test_differing_data_is_a_clear_error(workdir: Path) -> None:
         assert "process_local=True" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_failing_process_is_named_by_the_others(workdir: Path) -> None:
     """Process 1 raises before fit; process 0, waiting for it in fit's first collective,
     stops within a few seconds naming it and its error (not a hang, not JAX's abort)."""
@@ -154,6 +159,7 @@ def kill_during_training(workdir: Path, name: str, victim: int) -> tuple[Result,
         return survivor, time.monotonic() - killed_at, directory
 
 
+@pytest.mark.slow
 def test_lost_worker_stops_the_job_clearly_and_a_restart_resumes_bitwise(
     workdir: Path, two_processes: Path
 ) -> None:
@@ -185,6 +191,7 @@ def test_lost_worker_stops_the_job_clearly_and_a_restart_resumes_bitwise(
             assert np.array_equal(again[key], uninterrupted[key]), (process, key)
 
 
+@pytest.mark.slow
 def test_lost_coordinator_stops_the_job_fast(workdir: Path, two_processes: Path) -> None:
     """Process 0 killed takes JAX's coordination service with it: the survivor's JAX
     client ends it at once (its C++ abort: no Python hook exists in jax 0.10.2, see

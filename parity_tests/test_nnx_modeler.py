@@ -250,6 +250,7 @@ def test_nnx_training_via_split_and_merge_matches_the_in_place_loop() -> None:
 ROW = re.compile(r"^\s*(\d+)\s+(\S+)\s+(\S+)\s*$")
 
 
+@pytest.mark.slow
 def test_seed_lstm_nnx_example_runs_and_agrees(tmp_path: Path) -> None:
     plot = tmp_path / "losses.png"
     result = subprocess.run(
@@ -275,6 +276,7 @@ def test_seed_lstm_nnx_example_runs_and_agrees(tmp_path: Path) -> None:
 NNX_GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "nnx.md"
 
 
+@pytest.mark.slow  # over 10 s on 2 cores (15 s of CPU measured)
 def test_docs_nnx_tour_runs_as_written() -> None:
     """The NNX guide's tour, executed: the stored hidden_cell after the call is torch's,
     the step trains, the shapes are the ones the guide states."""

@@ -261,6 +261,7 @@ def test_nnx_speed_knobs_keep_torch_results(knobs: dict) -> None:
     )
 
 
+@pytest.mark.slow  # over 10 s on 2 cores (14 s of CPU measured)
 def test_nnx_dropout_follows_train_and_eval_modes() -> None:
     """eval(): torch's eval result exactly; train(): masks from the module's ``dropout``
     stream (a new mask per call, the same sequence for the same seed); dropout 1.0 in

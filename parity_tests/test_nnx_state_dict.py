@@ -391,6 +391,7 @@ def test_own_model_converts_between_linen_and_nnx_through_the_leaf_rules() -> No
         lstm_jax.nnx.from_linen(linen_net, variables)
 
 
+@pytest.mark.slow
 def test_lstm_jax_nnx_is_reached_from_the_package_and_loads_on_first_use() -> None:
     import subprocess
     import sys

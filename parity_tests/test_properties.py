@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 import helpers
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from packed_reference import FAST_COMPILE, PackedCase, check_case
@@ -63,6 +64,7 @@ def cases(draw: st.DrawFn) -> PackedCase:
     )
 
 
+@pytest.mark.slow  # 200 compiled configurations: minutes (LSTM_JAX_HYPOTHESIS_EXAMPLES)
 @settings(settings.get_profile("lstm-jax-ci"))
 @given(pc=cases())
 def test_random_configurations_keep_forward_and_gradient_parity(pc: PackedCase) -> None:

@@ -177,6 +177,7 @@ def uninterrupted(
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", ["after-first-checkpoint", "during-a-save"])
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_killed_run_resumes_bitwise(
@@ -210,6 +211,7 @@ def test_killed_run_resumes_bitwise(
     assert not save_under_way(directory, backend)  # the leftover was cleaned up
 
 
+@pytest.mark.slow
 def test_uninterrupted_runs_train(uninterrupted: dict[str, dict[str, Any]]) -> None:
     for backend, result in uninterrupted.items():
         losses = result["losses"]
@@ -239,6 +241,7 @@ def assert_same(a: Any, b: Any) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow  # over 10 s on 2 cores (17 s of CPU measured)
 def test_chunked_run_is_one_program_bitwise(tmp_path: Path) -> None:
     """Epochs in chunks of 2 (checkpoints) or of 1 (progress) = one compiled program."""
     xs, ys = data()

@@ -47,9 +47,18 @@ LONG_CASES = [
     PackedCase(LONG_CASE, remat=100),  # rematerialized in chunks of 100 steps
     PackedCase(LONG_CASE.with_(num_layers=2, bidirectional=True, seed=4)),
 ]
+# over 10 s on 2 cores (15 s of CPU measured): the slow tier
+SLOW_LONG_CASES = {LONG_CASES[3].id}
 
 
-@pytest.mark.parametrize("pc", LONG_CASES, ids=[pc.id for pc in LONG_CASES])
+@pytest.mark.parametrize(
+    "pc",
+    [
+        pytest.param(pc, marks=[pytest.mark.slow] if pc.id in SLOW_LONG_CASES else [])
+        for pc in LONG_CASES
+    ],
+    ids=[pc.id for pc in LONG_CASES],
+)
 def test_ten_thousand_steps_stay_finite_and_in_parity(pc: PackedCase) -> None:
     """float32 over 10,000 steps: parity with torch (FORWARD/GRADIENT), and the JAX
     gradients as close to torch's float64 gradients as torch's float32 ones are

@@ -38,6 +38,7 @@ def run_example(cwd: Path, *args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_seed_example_runs_and_agrees(tmp_path: Path) -> None:
     plot = tmp_path / "plots" / "losses.png"
     cache = tmp_path / "jax_cache"
@@ -100,6 +101,7 @@ PLOTTING_EXAMPLES = sorted(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("example", PLOTTING_EXAMPLES)
 def test_example_outputs_go_where_git_ignores_them(example: str) -> None:
     """Each example that writes a plot has its default in out/, which .gitignore covers
@@ -128,6 +130,7 @@ def load_module(name: str = "seed_lstm"):
     return module
 
 
+@pytest.mark.slow
 def test_help_shows_every_default() -> None:
     result = subprocess.run(
         [sys.executable, str(EXAMPLE), "--help"], capture_output=True, text=True, timeout=120

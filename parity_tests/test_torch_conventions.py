@@ -510,6 +510,7 @@ def test_other_files_are_not_taken_for_pickles(tmp_path: Path) -> None:
             lstm_torch.load_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_the_check_cli_says_so_for_a_pickle(tmp_path: Path) -> None:
     path = pickles(tmp_path)["model.pt"]
     result = subprocess.run(
@@ -548,6 +549,7 @@ def run_help(*command: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_check_cli_help_shows_every_default() -> None:
     entries = help_entries(run_help("-m", "lstm_jax.check"))
     assert set(entries) == {"--seq-len", "--batch", "--seed"}
@@ -568,6 +570,7 @@ def benchmark_module() -> ModuleType:
     return module
 
 
+@pytest.mark.slow
 def test_benchmark_help_shows_every_default_and_the_shapes() -> None:
     text = run_help("benchmarks/jit_benchmark.py")
     entries = help_entries(text)
@@ -580,6 +583,7 @@ def test_benchmark_help_shows_every_default_and_the_shapes() -> None:
         assert re.search(rf"^  {name} +T={t} +B={b} +I={i} +H={h}", text, re.M), text
 
 
+@pytest.mark.slow
 def test_benchmark_default_output_spares_the_committed_results() -> None:
     bench = benchmark_module()
     committed = ROOT / "benchmarks" / "jit_benchmark_cpu.json"

@@ -651,6 +651,7 @@ def test_bad_specs_and_options() -> None:
         )
 
 
+@pytest.mark.slow
 def test_torch_training_needs_no_jax() -> None:
     """lstm_torch.fit with a spec imports numpy-only lstm_jax modules, never JAX."""
     code = textwrap.dedent(

@@ -29,9 +29,12 @@ pairs", gives the formulas); only rounding differs. Two points need care:
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from lstm_jax.common.deprecation import REMOVED_IN, warn_deprecated
 
 # torch.nn.utils.clip_grad_norm_'s guard against a zero norm: c / (norm + 1e-6).
 TORCH_CLIP_EPS = 1e-6
@@ -73,6 +76,23 @@ class _Spec:
                 )
         object.__setattr__(self, "betas", tuple(float(b) for b in betas))
         _check_number(self, "eps")
+
+    def to_optax(self) -> Any:
+        """Deprecated (to be removed in 0.4.0): use ``lstm_jax.as_optax(spec)``.
+
+        Returns:
+            The paired ``optax.GradientTransformation``: the very object
+            ``lstm_jax.as_optax(spec)`` returns (the same one for equal specs).
+        """
+        warn_deprecated(
+            f"{type(self).__name__}.to_optax() is deprecated and will be removed in {REMOVED_IN}; "
+            "use lstm_jax.as_optax(spec) (lstm_jax.train.optimizers)",
+            stacklevel=2,
+        )
+        # Imported by name, when called: this module is numpy-only (lstm_torch imports it
+        # without JAX) and sits below the training layer that builds Optax chains, so a
+        # static import would break the layer contract; the deprecated method alone reaches up.
+        return importlib.import_module("lstm_jax.train.optimizers").as_optax(self)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,35 @@
+"""Deprecated: the old path of the data order and batches, moved to
+:mod:`lstm_jax.common.data`, :mod:`lstm_jax.common.numbers` in 0.2.0. ``import
+lstm_jax.data`` and its names keep working, with a ``FutureWarning`` naming each name's new
+home, until 0.4.0 (the compatibility rule in CONTRIBUTING.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lstm_jax.common.deprecation import MovedModule
+
+_moved = MovedModule(
+    __name__,
+    {
+        "lstm_jax.common.data": (
+            "LOSSES",
+            "BatchPlan",
+            "check_loss",
+            "batch_plan",
+            "epoch_orders",
+            "prepare_data",
+        ),
+        "lstm_jax.common.numbers": ("check_positive_int",),
+    },
+    file=__file__,
+)
+
+
+def __getattr__(name: str) -> Any:
+    return _moved.attribute(name)
+
+
+def __dir__() -> list[str]:
+    return _moved.names()
