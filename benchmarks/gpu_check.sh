@@ -131,7 +131,7 @@ if [ "$FULL" = 1 ]; then
     say "$*"
     if ! "$@" > "$OUT_DIR/$log" 2>&1; then failed=1; say "FAILED: see $log"; fi
   }
-  full_step parity_suite.log "$PY" -m pytest -q -n 0 -p no:cacheprovider \
+  full_step parity_suite.log "$PY" -m pytest -q -n 0 -m "slow or not slow" -p no:cacheprovider \
     --junitxml="$OUT_DIR/parity_suite.xml" parity_tests/
   full_step device_parity.log "$PY" benchmarks/device_parity.py --grid full --impls $IMPLS \
     --out "$OUT_DIR/parity.json" --log "$OUT_DIR/parity.log"
