@@ -537,13 +537,15 @@ def modeler_sd(**options: object) -> dict[str, np.ndarray]:
     return lstm_jax.params_to_torch(model.init(jax.random.key(1), zeros(T, B, I)))
 
 
-def from_torch(sd: dict, hidden_size: int | None = H) -> Callable[[bool], object]:
-    """``params_from_torch(sd, model=LSTM(hidden_size))`` (no model for None); the input
-    must stay untouched."""
+def from_torch(
+    sd: dict, hidden_size: int | None = H, module: Callable[[int], object] = lstm_jax.LSTM
+) -> Callable[[bool], object]:
+    """``params_from_torch(sd, model=module(hidden_size))`` (an LSTM by default, no model
+    for None); the input must stay untouched."""
 
     def run(_: bool) -> object:
         before = {k: v.copy() for k, v in sd.items()}
-        model = None if hidden_size is None else lstm_jax.LSTM(hidden_size)
+        model = None if hidden_size is None else module(hidden_size)
         try:
             return lstm_jax.params_from_torch(sd, model=model)
         finally:
@@ -565,6 +567,21 @@ def load_into_torch(sd: dict) -> Callable[[bool], object]:
             after = model.state_dict()
             changed = [k for k in before if not torch.equal(before[k], after[k])]
             assert not changed, f"a failed load_state_dict changed {changed}"
+
+    return run
+
+
+def load_into_torch_module(kind: str, sd: dict) -> Callable[[bool], object]:
+    """``torch.nn.<kind>(I, H).load_state_dict(sd)``; a failure must leave it as it was."""
+
+    def run(_: bool) -> object:
+        module = getattr(torch.nn, kind)(I, H)
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        try:
+            return module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+        finally:
+            after = module.state_dict()
+            assert all(torch.equal(before[k], after[k]) for k in before)
 
     return run
 
@@ -592,6 +609,42 @@ TRANSFER = {
             load_into_torch(_modeler_sd_of_lstm(torch_state_dict("GRU"))),
             RuntimeError,
             "size mismatch for lstm.weight_ih_l0",
+        ),
+    ),
+    "a GRU's state dict into an LSTM": (
+        Outcome(
+            from_torch(torch_state_dict("GRU")),
+            ValueError,
+            ("weight_hh_l0 of shape (12, 4) looks like a GRU's (3H rows)", "use lstm_jax.GRU"),
+        ),
+        Outcome(
+            load_into_torch_module("LSTM", torch_state_dict("GRU")),
+            RuntimeError,
+            "size mismatch for weight_ih_l0",
+        ),
+    ),
+    "an LSTM's state dict into a GRU": (
+        Outcome(
+            from_torch(torch_state_dict("LSTM"), module=lstm_jax.GRU),
+            ValueError,
+            ("weight_hh_l0 of shape (16, 4) looks like an LSTM's (4H rows)", "use lstm_jax.LSTM"),
+        ),
+        Outcome(
+            load_into_torch_module("GRU", torch_state_dict("LSTM")),
+            RuntimeError,
+            "size mismatch for weight_ih_l0",
+        ),
+    ),
+    "a plain RNN's state dict into a GRU": (
+        Outcome(
+            from_torch(torch_state_dict("RNN"), module=lstm_jax.GRU),
+            ValueError,
+            ("looks like an RNN's (H rows)", "use lstm_jax.RNN"),
+        ),
+        Outcome(
+            load_into_torch_module("GRU", torch_state_dict("RNN")),
+            RuntimeError,
+            "size mismatch for weight_ih_l0",
         ),
     ),
     "a state dict with another layer count": (
