@@ -820,7 +820,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cases",
         nargs="+",
         help="case labels such as 'medium L1' 'large L2' 'medium L1 bi', run in this order "
-        "(instead of --shapes x --layers x --bidirectional)",
+        "(instead of --shapes x --layers x --bidirectional; default: that grid)",
     )
     p.add_argument("--bidirectional", nargs="*", default=["medium"], help="shapes also run bi")
     p.add_argument("--repeats", type=int, default=7, help="samples per measurement (median)")
@@ -847,7 +847,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--deadline",
         type=float,
         help="seconds from the start after which no case starts (the ones left are listed "
-        "under 'skipped'); the JSON is rewritten after every case either way",
+        "under 'skipped'); the JSON is rewritten after every case either way (default: "
+        "none, every case runs)",
     )
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on GPU (both sides)")
     p.add_argument(

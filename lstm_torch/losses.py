@@ -57,7 +57,8 @@ def cross_entropy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 
 NAMED: dict[str, LossFunction] = {"mse": mse, "cross_entropy": cross_entropy}
-assert set(NAMED) == set(LOSSES), "every shared loss name needs its torch function"
+if set(NAMED) != set(LOSSES):  # the shared table and this one must name the same losses
+    raise ImportError(f"lstm_torch.losses: expected a torch loss for each of {sorted(LOSSES)}")
 
 
 def _check_prediction(name: str, prediction: Any) -> None:

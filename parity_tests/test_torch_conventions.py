@@ -552,9 +552,9 @@ def run_help(*command: str) -> str:
 @pytest.mark.slow
 def test_check_cli_help_shows_every_default() -> None:
     entries = help_entries(run_help("-m", "lstm_jax.check"))
-    assert set(entries) == {"--seq-len", "--batch", "--seed"}
+    assert set(entries) == {"--seq-len", "--batch", "--nonlinearity", "--seed"}
     assert "(default: 8)" in entries["--seq-len"] and "(default: 2)" in entries["--batch"]
-    assert "(default: 0)" in entries["--seed"]
+    assert "(default: 0)" in entries["--seed"] and "(default: tanh)" in entries["--nonlinearity"]
 
 
 @functools.cache

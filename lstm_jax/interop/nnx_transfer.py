@@ -161,7 +161,8 @@ def state_dict(module: nnx.Module) -> dict[str, np.ndarray]:
 
 def _converted(key: str, leaf: TorchLeaf, array: np.ndarray) -> jax.Array:
     """The torch array in the leaf's layout and dtype, or an error naming the key."""
-    assert leaf.variable is not None
+    if leaf.variable is None:  # only leaves the model holds are converted
+        raise ValueError(f"{key}: the NNX model holds no variable for this torch key")
     if _is_counter(key):
         return jnp.array(counter_from_torch(key, array), copy=True)
     target = np.dtype(leaf.variable.get_value().dtype)
@@ -232,8 +233,8 @@ def load_state_dict(
     values = {key: _converted(key, leaves[key], arrays[key]) for key in holding if key in arrays}
     for key, value in values.items():
         variable = leaves[key].variable
-        assert variable is not None  # holding
-        variable.set_value(value)
+        if variable is not None:  # always, for a key in `holding`
+            variable.set_value(value)
     return IncompatibleKeys(missing, unexpected)
 
 

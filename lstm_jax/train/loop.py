@@ -350,7 +350,10 @@ def _zero_carry(
     x: Array,
     seq_lengths: Array | None,
 ) -> PyTree:
-    """Zeros shaped as the carry the model returns for ``x`` when called with None."""
+    """Zeros shaped as the carry the model returns for ``x`` when called with None
+    (asked in eval mode: the shape is the same, and training mode would need the
+    dropout rng that only the steps get)."""
+    model = dataclasses.replace(model, training=False)
 
     def carry_of(p: PyTree, batch: Array, lengths: Array | None) -> PyTree:
         return _forward(model, compute_dtype, p, rest, batch, None, True, lengths, None)[1]
