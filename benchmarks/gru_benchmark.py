@@ -126,7 +126,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--shape", choices=sorted(SHAPES), default="medium")
     p.add_argument("--smoke", action="store_true", help="the tiny shape, 1 repeat")
     p.add_argument("--kinds", nargs="+", choices=("GRU", "RNN"), default=["GRU", "RNN"])
-    p.add_argument("--impls", nargs="+", choices=("scan", "hoisted"), default=["scan", "hoisted"])
+    p.add_argument(
+        "--impls",
+        nargs="+",
+        choices=("scan", "custom_vjp", "hoisted"),
+        default=["scan", "custom_vjp", "hoisted"],
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--min-sample", type=float, default=0.3, help="seconds per sample")
     args = p.parse_args(argv)

@@ -8,7 +8,9 @@
 Both sides run the project's models, float32, with the same weights: ``lstm_torch.
 LSTMModeler`` (``nn.LSTM`` + ``nn.Linear``; on CPU torch runs oneDNN's fused LSTM)
 and ``lstm_jax.LSTMModeler`` under ``jax.jit``. For each shape (T, B, I, H), 1 and 2
-layers (and bidirectional for ``medium``) it times
+layers (and bidirectional for ``medium``), and a GRU in its place (``nn.GRU`` +
+``nn.Linear`` against ``lstm_jax.GRU`` + ``lstm_jax.Linear``; torch runs oneDNN's GRU)
+for the ``--gru`` shapes (one layer; default ``medium``), it times
 
 - inference: the forward pass (torch under ``inference_mode``);
 - a training step: forward, MSE loss, backward, optimizer update (SGD lr 1e-3 by
@@ -94,6 +96,7 @@ class Settings:
     shapes: list[str]  # names from SHAPES (or SMOKE_SHAPES with --smoke)
     layers: list[int] = field(default_factory=lambda: [1, 2])
     bidirectional: list[str] = field(default_factory=lambda: ["medium"])  # shapes also run bi
+    gru: list[str] = field(default_factory=lambda: ["medium"])  # shapes also run as a GRU, L1
     repeats: int = 7  # samples per measurement; the median is reported
     min_sample: float = 0.05  # seconds: calls per sample are calibrated to last at least this
     device: str = "cpu"
@@ -210,12 +213,13 @@ def interleaved(runners: dict[str, Runner], repeats: int, min_sample: float) -> 
 # --- FLOPs and the machine's limit ---------------------------------------------------------
 
 
-def lstm_flops(T: int, B: int, I: int, H: int, layers: int, directions: int) -> int:
-    """Forward FLOPs of the LSTM's matmuls: 8*B*T*H*(I_l + H) per layer and direction."""
+def lstm_flops(T: int, B: int, I: int, H: int, layers: int, directions: int, gates: int = 4) -> int:
+    """Forward FLOPs of the recurrence's matmuls: 2*G*B*T*H*(I_l + H) per layer and
+    direction, G = 4 gates for the LSTM (8*B*T*H*(I_l + H)), 3 for the GRU."""
     total = 0
     for layer in range(layers):
         fan_in = I if layer == 0 else directions * H
-        total += directions * 8 * B * T * H * (fan_in + H)
+        total += directions * 2 * gates * B * T * H * (fan_in + H)
     return total
 
 
@@ -343,17 +347,20 @@ class Case:
     H: int
     layers: int
     bidirectional: bool
+    kind: str = "LSTM"  # or "GRU"
 
     @property
     def label(self) -> str:
-        return f"{self.shape} L{self.layers}{' bi' if self.bidirectional else ''}"
+        bi = " bi" if self.bidirectional else ""
+        return f"{self.shape} L{self.layers}{bi}{' GRU' if self.kind == 'GRU' else ''}"
 
     @property
     def directions(self) -> int:
         return 2 if self.bidirectional else 1
 
     def flops(self, mode: str) -> int:
-        forward = lstm_flops(self.T, self.B, self.I, self.H, self.layers, self.directions)
+        gates = 3 if self.kind == "GRU" else 4
+        forward = lstm_flops(self.T, self.B, self.I, self.H, self.layers, self.directions, gates)
         return forward * (3 if mode == "train" else 1)
 
 
@@ -367,21 +374,26 @@ def make_cases(settings: Settings) -> list[Case]:
         for layers in settings.layers:
             for bi in (False, True) if name in settings.bidirectional else (False,):
                 cases.append(Case(name, T, B, I, H, layers, bi))
+    for name in settings.gru:
+        cases.append(Case(name, *table[name], 1, False, "GRU"))
     return cases
 
 
 def case_of_label(label: str, table: dict[str, tuple[int, int, int, int]]) -> Case:
-    """The case a label names ("medium L2 bi": shape, layers, bidirectional)."""
+    """The case a label names ("medium L2 bi", "medium L1 GRU": shape, layers,
+    bidirectional, kind)."""
     words = label.split()
+    kind = "GRU" if words[-1:] == ["GRU"] else "LSTM"
+    words = words[:-1] if kind == "GRU" else words
     ok = len(words) in (2, 3) and words[0] in table and words[1][:1] == "L"
     ok = ok and words[1][1:].isdigit() and words[2:] in ([], ["bi"])
     if not ok:
         raise SystemExit(
-            f"--cases: expected '<shape> L<layers>[ bi]' with a shape of {list(table)}, "
+            f"--cases: expected '<shape> L<layers>[ bi][ GRU]' with a shape of {list(table)}, "
             f"got {label!r}"
         )
     T, B, I, H = table[words[0]]
-    return Case(words[0], T, B, I, H, int(words[1][1:]), len(words) == 3)
+    return Case(words[0], T, B, I, H, int(words[1][1:]), len(words) == 3, kind)
 
 
 def optimizer_spec(settings: Settings) -> Any:
@@ -402,10 +414,54 @@ def build_pair(
 
     torch.manual_seed(seed)
     options = dict(num_layers=case.layers, bidirectional=case.bidirectional)
+    if case.kind == "GRU":
+        return gru_pair(case, settings, remat)
     tm = lstm_torch.LSTMModeler(case.I, case.H, 1, **options).to(torch_device(settings))
     jm = lstm_jax.LSTMModeler(case.I, case.H, 1, impl=settings.impl, remat=remat, **options)
     variables = jax.device_put(lstm_jax.params_from_torch(tm.state_dict()), jax_device(settings))
     return tm, jm, variables
+
+
+def gru_pair(case: Case, settings: Settings, remat: int = 0) -> tuple[Any, Any, Any]:
+    """The GRU in the LSTMModeler's place: ``nn.GRU`` + ``nn.Linear`` on the last step's
+    output (torch's seeded initialisation), its Flax mirror and the copied variables."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    import lstm_jax
+
+    options = dict(num_layers=case.layers, bidirectional=case.bidirectional)
+    out_features = case.directions * case.H
+
+    class TorchGRUModeler(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = torch.nn.GRU(case.I, case.H, **options)
+            self.linear = torch.nn.Linear(out_features, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(self.gru(x)[0][-1])
+
+    class JaxGRUModeler(nn.Module):
+        @nn.compact
+        def __call__(self, x: Any) -> tuple[Any, Any]:
+            gru = lstm_jax.GRU(case.H, impl=settings.impl, remat=remat, name="gru", **options)
+            out, h_n = gru(x)
+            return lstm_jax.Linear(1, name="linear")(out[-1]), h_n  # as LSTMModeler's
+
+    tm = TorchGRUModeler().to(torch_device(settings))
+    jm = JaxGRUModeler()
+    example = jnp.zeros((case.T, case.B, case.I), jnp.float32)
+    variables = lstm_jax.params_from_torch(tm.state_dict(), model=jm, example=(example,))
+    return tm, jm, jax.device_put(variables, jax_device(settings))
+
+
+def fresh_state(tm: Any, batch: int) -> None:
+    """The LSTMModeler's carried state back to zeros before a call (the GRU's has none)."""
+    if hasattr(tm, "zero_hidden_cell"):
+        tm.hidden_cell = tm.zero_hidden_cell(batch)
 
 
 def jax_device(settings: Settings) -> Any:
@@ -448,15 +504,14 @@ def forward_work(case: Case, settings: Settings) -> Work:
     def forward(v: Any, x: Any) -> Any:
         if low is None:
             return jm.apply(v, x)[0]
-        return jm.clone(param_dtype=low).apply(
-            jax.tree.map(lambda a: a.astype(low), v), x.astype(low)
-        )[0]
+        model = jm.clone(param_dtype=low) if hasattr(jm, "param_dtype") else jm
+        return model.apply(jax.tree.map(lambda a: a.astype(low), v), x.astype(low))[0]
 
     jitted = jax.jit(forward)
 
     def torch_call() -> Any:
         with torch.inference_mode(), torch_autocast(settings):
-            tm.hidden_cell = tm.zero_hidden_cell(case.B)
+            fresh_state(tm, case.B)
             return tm(xt)
 
     return Work(
@@ -501,7 +556,7 @@ def train_work(case: Case, settings: Settings, remat: int = 0) -> Work:
 
     def torch_call() -> Any:
         t_opt.zero_grad()
-        tm.hidden_cell = tm.zero_hidden_cell(case.B)
+        fresh_state(tm, case.B)
         with torch_autocast(settings):
             loss = loss_fn(tm(xt).float(), yt)
         loss.backward()
@@ -823,6 +878,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(instead of --shapes x --layers x --bidirectional; default: that grid)",
     )
     p.add_argument("--bidirectional", nargs="*", default=["medium"], help="shapes also run bi")
+    p.add_argument(
+        "--gru", nargs="*", default=["medium"], help="shapes also run as a one-layer GRU"
+    )
     p.add_argument("--repeats", type=int, default=7, help="samples per measurement (median)")
     p.add_argument("--min-sample", type=float, default=0.05, help="seconds per sample, at least")
     p.add_argument(
@@ -914,6 +972,7 @@ def settings_from(args: argparse.Namespace, device: str) -> Settings:
             shapes=shapes,
             layers=[1],
             bidirectional=["tiny"],
+            gru=["tiny"] if args.gru else [],
             repeats=2,
             min_sample=0.0,
             device=device,
@@ -940,6 +999,7 @@ def settings_from(args: argparse.Namespace, device: str) -> Settings:
         shapes=shapes,
         layers=args.layers,
         bidirectional=args.bidirectional,
+        gru=args.gru,
         repeats=args.repeats,
         min_sample=args.min_sample,
         device=device,

@@ -25,6 +25,8 @@ with ``lstm_jax.params_from_torch``), float32, matmul precision pinned:
 - ``lecture``: the lecture's 100-epoch training (``jit_benchmark.lecture``).
 - ``medium``: the synthetic medium shape (T128 B64 I32 H256, one layer): forward and
   SGD training step (``jit_benchmark.run_case``), so every target is measured in one run.
+- ``gru``: the same shape with a GRU in the LSTM's place (``nn.GRU`` + ``nn.Linear``
+  against ``lstm_jax.GRU`` + ``lstm_jax.Linear``; torch runs oneDNN's GRU).
 
 Method: ``jit_benchmark``'s (warm-up, calibrated samples, torch and JAX alternating,
 medians; JAX's compile time separately). Output: ``benchmarks/workloads_<cpu>_<n>cpu.json``
@@ -48,7 +50,7 @@ import jit_benchmark as jb
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ("lm", "classifier", "streaming", "lecture", "medium")
+WORKLOADS = ("lm", "classifier", "streaming", "lecture", "medium", "gru")
 
 
 @dataclass(frozen=True)
@@ -506,9 +508,10 @@ def streaming(settings: jb.Settings, sizes: Sizes) -> dict[str, Any]:
 # --- the synthetic medium shape ---------------------------------------------------------------
 
 
-def medium(settings: jb.Settings, limit: float) -> dict[str, Any]:
+def medium(settings: jb.Settings, limit: float, kind: str = "LSTM") -> dict[str, Any]:
+    """The medium shape's forward and training step, one layer of ``kind`` (LSTM, GRU)."""
     T, B, I, H = (3, 2, 2, 4) if settings.smoke else jb.SHAPES["medium"]
-    case = jb.Case("medium", T, B, I, H, 1, False)
+    case = jb.Case("medium", T, B, I, H, 1, False, kind)
     return {mode: jb.run_case(case, mode, settings, limit) for mode in ("forward", "train")}
 
 
@@ -517,6 +520,8 @@ def medium(settings: jb.Settings, limit: float) -> dict[str, Any]:
 TARGETS = [  # (name, where in the results, comparison, bound)
     ("medium training step", ("medium", "train", "ratio"), "<=", 1.0),
     ("medium forward", ("medium", "forward", "ratio"), "<=", 1.3),
+    ("GRU medium training step", ("gru", "train", "ratio"), "<=", 1.0),
+    ("GRU medium forward", ("gru", "forward", "ratio"), "<=", 1.3),
     ("LM training step", ("lm", "train", "ratio"), "<=", 1.0),
     ("streaming (lean step)", ("streaming", "ratio"), "<=", 0.7),
     ("lecture training", ("lecture", "ratio"), "<=", 1 / 300),
@@ -643,8 +648,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                 results["streaming"] = streaming(settings, sizes)
             elif name == "lecture":
                 results["lecture"] = jb.lecture(settings)
-            else:
+            elif name == "medium":
                 results["medium"] = medium(settings, results["gemm"]["limit_gflops"])
+            else:
+                results["gru"] = medium(settings, results["gemm"]["limit_gflops"], "GRU")
             print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
     results["wall_s"] = time.perf_counter() - started
     results["targets"] = targets(results)

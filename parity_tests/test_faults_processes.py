@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -251,24 +252,26 @@ def mount_tmpfs(where: Path, options: str) -> None:
         pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'not root'})")
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "small"
-    mount_tmpfs(where, "size=300k")
+@contextlib.contextmanager
+def tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``where`` for the block, unmounted after."""
+    mount_tmpfs(where, options)
     try:
         yield where
     finally:
         subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "small", "size=300k") as where:
+        yield where
 
 
 @pytest.fixture
 def read_only_disk(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "ro"
-    mount_tmpfs(where, "ro,size=64k")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=False)
 
 
 def test_a_full_disk_says_so_and_keeps_the_parameters(small_disk: Path) -> None:

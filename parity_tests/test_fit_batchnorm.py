@@ -4,6 +4,8 @@ same data order; dropout is never dropped in silence; NNX models with list attri
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -88,37 +90,18 @@ def test_linen_fit_updates_batch_statistics_as_torch():
         torch.manual_seed(0)
         tm = TorchBN().double()
         variables = lstm_jax.params_from_torch(tm.state_dict(), LinenBN(), example=(xs[:2],))
-        trained, losses = lstm_jax.fit(
-            LinenBN(),
-            variables,
-            xs,
-            ys,
-            optimizer=lstm_jax.SGD(0.1),
-            epochs=2,
-            batch_size=4,
-            shuffle_seed=3,
-            loss="cross_entropy",
-            batch_first=True,
-        )
+        run = functools.partial(
+            lstm_jax.fit, LinenBN(), variables, xs, ys, optimizer=lstm_jax.SGD(0.1),
+            epochs=2, batch_size=4, shuffle_seed=3, loss="cross_entropy", batch_first=True,
+        )  # fmt: skip
+        trained, losses = run()
         want = _torch_fit(tm, xs, ys, 2, 4, 3)
         assert_close(losses, want, TRAINING[F64], "losses")
         assert int(trained["batch_stats"]["bn"]["num_batches_tracked"]) == 6
         _check(lstm_jax.params_to_torch(trained, LinenBN()), tm, TRAINING[F64])
 
         # eval mode on purpose: running statistics kept, and training differs
-        kept, eval_losses = lstm_jax.fit(
-            LinenBN(),
-            variables,
-            xs,
-            ys,
-            optimizer=lstm_jax.SGD(0.1),
-            epochs=2,
-            batch_size=4,
-            shuffle_seed=3,
-            loss="cross_entropy",
-            batch_first=True,
-            deterministic=True,
-        )
+        kept, eval_losses = run(deterministic=True)
         assert int(kept["batch_stats"]["bn"]["num_batches_tracked"]) == 0
         assert np.abs(eval_losses - losses).max() > 1e-3
 

@@ -47,6 +47,7 @@ def test_gru_benchmark_smoke() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     results = module.main(["--smoke"])
-    assert set(results) == {f"{k} impl={i}" for k in ("GRU", "RNN") for i in ("scan", "hoisted")}
+    impls = ("scan", "custom_vjp", "hoisted")
+    assert set(results) == {f"{k} impl={i}" for k in ("GRU", "RNN") for i in impls}
     for row in results.values():
         assert row["forward ratio"] > 0 and row["train ratio"] > 0

@@ -11,6 +11,7 @@ nonlinearity, dtype.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax
@@ -44,6 +45,8 @@ class Case:
     unbatched: bool = False
     h0: bool = False
     dtype: str = "float32"
+    impl: str = "auto"
+    remat: int = 0
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -69,6 +72,8 @@ class Case:
                 "unbatched" if self.unbatched else "3d",
                 "h0" if self.h0 else "h0none",
                 "f64" if self.dtype == "float64" else "f32",
+                self.impl,
+                f"remat{self.remat}",
             ]
         )
 
@@ -84,6 +89,12 @@ GRID = [
     Case(module="RNN", nonlinearity="relu", bias=False, batch_first=True, dtype="float64"),
     Case(module="RNN", unbatched=True, h0=True, bidirectional=True, dtype="float64"),
     Case(module="RNN", num_layers=2, batch_first=True, h0=True),
+    Case(impl="scan", num_layers=2, h0=True),
+    Case(impl="custom_vjp", bias=False, bidirectional=True, remat=4, dtype="float64"),
+    Case(impl="hoisted", num_layers=2, bidirectional=True, h0=True, remat=4),
+    Case(module="RNN", nonlinearity="relu", impl="scan", remat=4, dtype="float64"),
+    Case(module="RNN", impl="hoisted", batch_first=True, h0=True, dtype="float64"),
+    Case(module="RNN", nonlinearity="relu", impl="custom_vjp", num_layers=2, remat=4),
 ]
 
 INPUT, HIDDEN, STEPS, BATCH = 3, 5, 6, 4
@@ -100,6 +111,8 @@ def test_grid_covers_every_option_value() -> None:
         "unbatched": (True, False),
         "h0": (True, False),
         "dtype": ("float32", "float64"),
+        "impl": ("auto", "scan", "custom_vjp", "hoisted"),
+        "remat": (0, 4),
     }.items():
         assert {getattr(c, name) for c in GRID} == set(values), name
 
@@ -112,7 +125,7 @@ def torch_module(case: Case) -> torch.nn.Module:
 
 def jax_module(case: Case) -> torch.nn.Module:
     cls = lstm_jax.GRU if case.module == "GRU" else lstm_jax.RNN
-    return cls(HIDDEN, **case.options())
+    return cls(HIDDEN, **case.options(), impl=case.impl, remat=case.remat)
 
 
 def inputs(case: Case) -> tuple[np.ndarray, np.ndarray | None]:
@@ -247,22 +260,38 @@ def test_cells_match_torch(module: str, dtype: np.dtype) -> None:
 
 
 @pytest.mark.parametrize("module", ["GRU", "RNN"])
-def test_packed_sequences_match_pack_padded_sequence(module: str) -> None:
-    case = Case(module=module, num_layers=2, bidirectional=True, batch_first=True, h0=True)
+@pytest.mark.parametrize("impl", ["custom_vjp", "scan", "hoisted"])
+def test_packed_sequences_match_pack_padded_sequence(module: str, impl: str) -> None:
+    case = Case(
+        module=module, num_layers=2, bidirectional=True, batch_first=True, h0=True, impl=impl
+    )
     tm, jm = torch_module(case), jax_module(case)
     x, h0 = inputs(case)
     lengths = np.array([6, 2, 5, 1])
+    xt = torch.tensor(x, requires_grad=True)
     packed = torch.nn.utils.rnn.pack_padded_sequence(
-        torch.from_numpy(x), torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
+        xt, torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
     )
     out_p, h_n = tm(packed, torch.from_numpy(h0))
     out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_p, batch_first=True, total_length=STEPS)
+    g_out, g_h = cotangents(tuple(out.shape), tuple(h_n.shape), F32)
+    ((out * torch.from_numpy(g_out)).sum() + (h_n * torch.from_numpy(g_h)).sum()).backward()
     params = {k: jnp.asarray(v.detach().numpy()) for k, v in tm.state_dict().items()}
     x_nan = x.copy()
     x_nan[1, 2:] = np.nan  # torch never reads the padding; neither may we
-    mine, h_mine = jm.apply({"params": params}, x_nan, h0, seq_lengths=lengths)
+
+    def loss(params: dict, x: jax.Array) -> tuple:
+        mine, h_mine = jm.apply({"params": params}, x, h0, seq_lengths=lengths)
+        return jnp.sum(mine * g_out) + jnp.sum(h_mine * g_h), (mine, h_mine)
+
+    (d_params, d_x), (mine, h_mine) = jax.grad(loss, argnums=(0, 1), has_aux=True)(
+        params, jnp.asarray(x_nan)
+    )
     assert_close(mine, out.detach().numpy(), FORWARD[F32], "output")
     assert_close(h_mine, h_n.detach().numpy(), FORWARD[F32], "h_n")
+    assert_close(d_x, xt.grad.numpy(), GRADIENT[F32], "d_x")
+    for name, p in tm.named_parameters():
+        assert_close(d_params[name], p.grad.numpy(), GRADIENT[F32], f"d_{name}")
 
 
 def loop_stack(kind: kinds.Kind, params: dict, x: jax.Array, h0: jax.Array, layers: int) -> tuple:
@@ -280,8 +309,10 @@ def loop_stack(kind: kinds.Kind, params: dict, x: jax.Array, h0: jax.Array, laye
 
 
 @pytest.mark.parametrize("mode", ["GRU", "RNN_TANH", "RNN_RELU"])
-@pytest.mark.parametrize("impl", ["scan", "hoisted"])
+@pytest.mark.parametrize("impl", ["scan", "custom_vjp", "hoisted"])
 def test_scan_matches_per_step_loop(mode: str, impl: str) -> None:
+    """Forward and gradients of each driver (and its remat) against Python loops of the
+    same step differentiated by JAX."""
     config = RecurrentConfig(hidden_size=HIDDEN, input_size=INPUT, num_layers=2, mode=mode)
     rng = np.random.default_rng(5)
     params = {
@@ -290,13 +321,28 @@ def test_scan_matches_per_step_loop(mode: str, impl: str) -> None:
     }
     x = jnp.asarray(rng.standard_normal((STEPS, BATCH, INPUT)), jnp.float32)
     h0 = jnp.asarray(rng.standard_normal((2, BATCH, HIDDEN)), jnp.float32)
-    out, h_n = core.lstm(params, x, h0, config, impl=impl)
-    ref_out, ref_h = loop_stack(kinds.kind_of(mode), params, x, h0, 2)
-    assert_close(out, ref_out, FORWARD[F32], "output")
-    assert_close(h_n, ref_h, FORWARD[F32], "h_n")
-    # remat recomputes chunks; the function is the same
-    out_r, _ = core.lstm(params, x, h0, config, impl=impl, remat=4)
-    assert_close(out_r, ref_out, FORWARD[F32], "remat output")
+    g_out = jnp.asarray(rng.standard_normal((STEPS, BATCH, HIDDEN)), jnp.float32)
+
+    def loss(run: Callable, params: dict, x: jax.Array, h0: jax.Array) -> tuple:
+        out, h_n = run(params, x, h0)
+        return jnp.sum(out * g_out) + jnp.sum(jnp.sin(h_n)), (out, h_n)
+
+    def reference(params: dict, x: jax.Array, h0: jax.Array) -> tuple:
+        return loop_stack(kinds.kind_of(mode), params, x, h0, 2)
+
+    grad = jax.grad(loss, argnums=(1, 2, 3), has_aux=True)
+    ref_grads, (ref_out, ref_h) = grad(reference, params, x, h0)
+    for remat in (0, 4):  # remat recomputes chunks; the function is the same
+
+        def mine(params: dict, x: jax.Array, h0: jax.Array, remat: int = remat) -> tuple:
+            return core.lstm(params, x, h0, config, impl=impl, remat=remat)
+
+        grads, (out, h_n) = grad(mine, params, x, h0)
+        assert_close(out, ref_out, FORWARD[F32], f"output, remat={remat}")
+        assert_close(h_n, ref_h, FORWARD[F32], f"h_n, remat={remat}")
+        for name, a, b in zip(["params", "x", "h0"], grads, ref_grads, strict=True):
+            for leaf, ref in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+                assert_close(leaf, ref, GRADIENT[F32], f"d_{name}, remat={remat}")
 
 
 def _swap_rz(weight: np.ndarray) -> np.ndarray:

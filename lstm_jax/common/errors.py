@@ -80,6 +80,15 @@ class _StopCarrying:
         self.losses = np.asarray(losses, np.float64)
         self.checkpoint = checkpoint
 
+    def _stop_at_step(
+        self, variables: Any, losses: Any, checkpoint: str | None, global_step: int
+    ) -> str:
+        """Keep the state of a run stopped at ``global_step``; returns the phrase that
+        says where it was saved."""
+        self._carry(variables, losses, checkpoint)
+        self.global_step = int(global_step)
+        return f"saved in {checkpoint}" if checkpoint else "not saved (no checkpoint_dir)"
+
 
 # Exit status of a run stopped by SIGTERM: 128 + 15, what a shell reports for a process
 # SIGTERM ended, and what SLURM and Kubernetes read as "terminated" (so requeues work).
@@ -103,9 +112,7 @@ class Preempted(SystemExit, _StopCarrying):
     def __init__(
         self, *, variables: Any, losses: Any, checkpoint: str | None, global_step: int
     ) -> None:
-        self._carry(variables, losses, checkpoint)
-        self.global_step = int(global_step)
-        saved = f"saved in {checkpoint}" if checkpoint else "not saved (no checkpoint_dir)"
+        saved = self._stop_at_step(variables, losses, checkpoint, global_step)
         self.message = (
             f"training stopped by SIGTERM at global step {self.global_step} (a step "
             f"boundary): {saved}; exit status {PREEMPTED_EXIT}"
@@ -132,9 +139,7 @@ class TrainingInterrupted(KeyboardInterrupt, _StopCarrying):
     def __init__(
         self, *, variables: Any, losses: Any, checkpoint: str | None, global_step: int
     ) -> None:
-        self._carry(variables, losses, checkpoint)
-        self.global_step = int(global_step)
-        saved = f"saved in {checkpoint}" if checkpoint else "not saved (no checkpoint_dir)"
+        saved = self._stop_at_step(variables, losses, checkpoint, global_step)
         super().__init__(
             f"training interrupted (Ctrl-C) at global step {self.global_step} (a step "
             f"boundary): {saved}; the parameters reached are in .variables"

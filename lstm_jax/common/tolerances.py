@@ -37,6 +37,7 @@ def assert_close(actual: object, reference: object, tol: float, what: str = "val
     if not err <= tol:
         raise AssertionError(f"{what}: scaled error {err:.3g} exceeds tolerance {tol:.1g}")
 
+
 # Training with dropout: the two backends draw different masks, so only statistics
 # compare. The mean per-epoch loss over the last half of a run, relative to torch's:
 # two runs that differ only in their masks stay well inside it; a wrong learning rate

@@ -1,5 +1,5 @@
 """The four recurrent kinds (torch's modes LSTM, GRU, RNN_TANH, RNN_RELU), each described
-once: its step, its weights' form, its state, and the ``impl`` values it runs.
+once: its step, its weights' form, its state, and its hand-written derivative.
 
 The drivers (:mod:`lstm_jax.core.scan`, :mod:`lstm_jax.core.remat`, the stack, streaming)
 take a :class:`Kind` and call its functions; the math of each step lives in its own
@@ -20,11 +20,89 @@ import jax
 from lstm_jax.common.config import GATE_COUNTS, MODULE_NAMES
 from lstm_jax.core import cell, gru_cell, rnn_cell
 from lstm_jax.core.state import CellParams, LSTMState
+from lstm_jax.core.time_chunks import shift_in
 
 Array = jax.Array
 
 # (w, state, x_t) -> (state', residual): one step, what the scan stacks besides h
 Step = Callable[[Any, Any, Array], tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
+class Derivative:
+    """A kind's hand-written reverse-mode derivative, as the hand-written backward of
+    :mod:`lstm_jax.core.scan` takes it. K steps' arrays are stacked on a leading axis.
+
+    Attributes:
+        step: ``(w, d_state, residual_t, before_t) -> (d_before, d_pre)``: one step's
+            derivative, from the cotangent of its new state (the output's added) and the
+            state it started from, to the cotangent of that state and of the step's
+            pre-activations ``d_pre`` (the kind's form).
+        weight_gradients: ``(w, d_pre, x, before, d_h, residuals) -> gradients`` of K
+            steps, in the form of ``w`` (``d_h``: the cotangents of the steps' h).
+        input_cotangent: ``(w, d_pre) -> d_x`` (K, B, I).
+        states_before: ``(state_0, hs, residuals) -> the state each of K steps started
+            from``, from the first state, the steps' h (K, B, H_out) and residuals.
+    """
+
+    step: Callable[[Any, Any, Any, Any], tuple[Any, Any]]
+    weight_gradients: Callable[..., Any]
+    input_cotangent: Callable[[Any, Any], Array]
+    states_before: Callable[[Any, Array, Any], Any]
+
+
+def _h_before(h0: Array, hs: Array, residuals: Any) -> Array:
+    """The GRU's and RNN's states before each step: h0, then every h but the last."""
+    return shift_in(h0, hs)
+
+
+def _lstm_states_before(state0: LSTMState, hs: Array, res: cell.Residuals) -> LSTMState:
+    return LSTMState(shift_in(state0.h, hs), shift_in(state0.c, res.cells))
+
+
+def _lstm_step_backward(
+    w: cell.StepWeights, d_next: LSTMState, res: cell.Residuals, before: LSTMState
+) -> tuple[LSTMState, Array]:
+    return cell.cell_backward(w, d_next, res.gates, res.cells, before.c)
+
+
+def _lstm_weight_gradients(
+    w: cell.StepWeights, d_z: Array, x: Array, before: LSTMState, d_h: Array, res: cell.Residuals
+) -> cell.StepWeights:
+    return cell.weight_gradients(w, d_z, x, before.h, d_h, res.gates, res.cells)
+
+
+def _without_residuals(gradients: Callable[[Any, Any, Array, Array], Any]) -> Callable[..., Any]:
+    """A GRU's or RNN's ``(w, d_pre, x, h_before)`` gradients as :class:`Derivative` takes them."""
+
+    def weight_gradients(w: Any, d_pre: Any, x: Array, before: Array, d_h: Array, res: Any) -> Any:
+        return gradients(w, d_pre, x, before)
+
+    return weight_gradients
+
+
+LSTM_DERIVATIVE = Derivative(
+    _lstm_step_backward,
+    _lstm_weight_gradients,
+    lambda w, d_z: d_z @ w.w_ih_t.T,
+    _lstm_states_before,
+)
+GRU_DERIVATIVE = Derivative(
+    gru_cell.gru_backward,
+    _without_residuals(gru_cell.gru_weight_gradients),
+    gru_cell.gru_input_cotangent,
+    _h_before,
+)
+
+
+def rnn_derivative(mode: str) -> Derivative:
+    """The plain RNN's :class:`Derivative` for ``mode`` "RNN_TANH" or "RNN_RELU"."""
+    return Derivative(
+        rnn_cell.rnn_backward(mode),
+        _without_residuals(rnn_cell.rnn_weight_gradients),
+        rnn_cell.rnn_input_cotangent,
+        _h_before,
+    )
 
 
 @dataclass(frozen=True)
@@ -38,8 +116,8 @@ class Kind:
         input_part: ``x`` (…, I) -> the input's share of the pre-activations (…, G*H),
             for one step or every step at once (``impl="hoisted"``).
         update: one step from the input's share of its pre-activations.
-        handwritten: whether the kind has a hand-written derivative
-            (``impl="custom_vjp"``, the LSTM's :func:`~lstm_jax.core.cell.cell_backward`).
+        derivative: the step's hand-written derivative (``impl="custom_vjp"``,
+            ``"hoisted"``).
     """
 
     mode: str
@@ -47,7 +125,7 @@ class Kind:
     step: Step
     input_part: Callable[[Any, Array], Array]
     update: Step
-    handwritten: bool
+    derivative: Derivative
 
     @property
     def name(self) -> str:
@@ -68,6 +146,10 @@ class Kind:
         """The h of a state (the step's output)."""
         return state.h if self.has_cell else state
 
+    def add_to_output(self, state: Any, d_h: Array) -> Any:
+        """``state`` (a cotangent) with ``d_h`` added to its h."""
+        return state._replace(h=state.h + d_h) if self.has_cell else state + d_h
+
 
 LSTM = Kind(
     "LSTM",
@@ -75,7 +157,7 @@ LSTM = Kind(
     cell.lstm_scan_step,
     cell.lstm_input_part,
     cell.lstm_update,
-    handwritten=True,
+    LSTM_DERIVATIVE,
 )
 GRU = Kind(
     "GRU",
@@ -83,7 +165,7 @@ GRU = Kind(
     gru_cell.gru_cell,
     gru_cell.gru_input_part,
     gru_cell.gru_update,
-    handwritten=False,
+    GRU_DERIVATIVE,
 )
 RNN_TANH = Kind(
     "RNN_TANH",
@@ -91,7 +173,7 @@ RNN_TANH = Kind(
     rnn_cell.rnn_step("RNN_TANH"),
     rnn_cell.rnn_input_part,
     rnn_cell.rnn_update("RNN_TANH"),
-    handwritten=False,
+    rnn_derivative("RNN_TANH"),
 )
 RNN_RELU = Kind(
     "RNN_RELU",
@@ -99,7 +181,7 @@ RNN_RELU = Kind(
     rnn_cell.rnn_step("RNN_RELU"),
     rnn_cell.rnn_input_part,
     rnn_cell.rnn_update("RNN_RELU"),
-    handwritten=False,
+    rnn_derivative("RNN_RELU"),
 )
 
 KINDS: dict[str, Kind] = {k.mode: k for k in (LSTM, GRU, RNN_TANH, RNN_RELU)}
@@ -115,4 +197,14 @@ def state_map(fn: Callable[..., Array], *states: Any) -> Any:
     return jax.tree.map(fn, *states)
 
 
-__all__ = ["GRU", "KINDS", "LSTM", "RNN_RELU", "RNN_TANH", "Kind", "LSTMState", "kind_of"]
+__all__ = [
+    "GRU",
+    "KINDS",
+    "LSTM",
+    "RNN_RELU",
+    "RNN_TANH",
+    "Derivative",
+    "Kind",
+    "LSTMState",
+    "kind_of",
+]

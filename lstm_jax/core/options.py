@@ -31,14 +31,14 @@ class Impl:
 IMPL_TABLE: dict[str, Impl] = {
     "auto": Impl(ALL_MODES),
     "scan": Impl(ALL_MODES),
-    "custom_vjp": Impl(LSTM_ONLY),
+    "custom_vjp": Impl(ALL_MODES),
     "hoisted": Impl(ALL_MODES),
     "cudnn": Impl(LSTM_ONLY, whole_stack=True),
     "wavefront": Impl(LSTM_ONLY, whole_stack=True),
 }
 IMPLS = tuple(IMPL_TABLE)
 # What "auto" runs for each kind (measured: benchmarks/NOTES.md).
-AUTO = {"LSTM": "custom_vjp", "GRU": "scan", "RNN_TANH": "scan", "RNN_RELU": "scan"}
+AUTO = {mode: "custom_vjp" for mode in ALL_MODES}
 
 
 def supported_impls(mode: str) -> tuple[str, ...]:

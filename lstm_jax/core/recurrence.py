@@ -4,22 +4,26 @@
 Every implementation computes the same function, torch's (up to float rounding); the
 knobs choose speed and memory. This is the one place they are explained; the modules
 and functions that take them link here. Which kinds each ``impl`` runs is one table,
-:data:`lstm_jax.core.options.IMPL_TABLE`: the GRU and the RNN run ``"scan"`` and
-``"hoisted"`` (differentiated by JAX; they have no hand-written backward yet), the
-other values are the LSTM's; a module refuses an ``impl`` its kind has not when it is
-built.
+:data:`lstm_jax.core.options.IMPL_TABLE`: every kind runs ``"scan"``, ``"custom_vjp"``
+and ``"hoisted"`` (one driver, each kind's step and hand-written derivative:
+:mod:`lstm_jax.core.kinds`); ``"cudnn"`` and ``"wavefront"`` are the LSTM's; a module
+refuses an ``impl`` its kind has not when it is built.
 
 ``impl``:
 
-- ``"scan"``: one ``lax.scan`` of :func:`~lstm_jax.core.cell.lstm_cell` over time
-  (one fused ``[x_t, h] @ [W_ih, W_hh]^T`` per step), differentiated by JAX. The only
+- ``"scan"``: one ``lax.scan`` of the kind's step over time (the LSTM's
+  :func:`~lstm_jax.core.cell.lstm_cell`: one fused ``[x_t, h] @ [W_ih, W_hh]^T`` per
+  step), differentiated by JAX. The only
   path that supports forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``, Hessians).
-- ``"custom_vjp"``: the same forward with a hand-written backward
-  (:func:`~lstm_jax.core.cell.cell_backward`, a ``jax.custom_vjp``): the reverse scan
-  carries only ``(dh, dc)`` and does one ``(B, 4H) @ (4H, H_out)`` product per step; the
-  weight gradients are then one matrix product each per chunk of steps instead of an
-  accumulation per step. It keeps the activated gates and cell states (T, B, 5H) for
-  the backward pass. Reverse mode only. (:mod:`lstm_jax.core.scan`)
+- ``"custom_vjp"``: the same forward with a hand-written backward (a ``jax.custom_vjp``
+  over the kind's derivative: the LSTM's :func:`~lstm_jax.core.cell.cell_backward`, the
+  GRU's :func:`~lstm_jax.core.gru_cell.gru_backward`, the RNN's
+  :func:`~lstm_jax.core.rnn_cell.rnn_backward`): the reverse scan carries only the
+  state's cotangent and does one product with ``W_hh`` per step; the weight gradients
+  are then one matrix product each per chunk of steps instead of an accumulation per
+  step. It keeps what each step's derivative reads (the LSTM: activated gates and cell
+  states, (T, B, 5H); the GRU: r, z, n and ``W_hn h + b_hn``, (T, B, 4H); the RNN: h').
+  Reverse mode only. (:mod:`lstm_jax.core.scan`)
 - ``"hoisted"``: ``"custom_vjp"`` with the input's share of the gates,
   ``x @ W_ih^T + b``, computed for all steps as ONE (T*B, I) @ (I, 4H) product before
   the scan; each step then multiplies only ``h @ W_hh^T``. (:mod:`lstm_jax.core.scan`)
@@ -31,9 +35,9 @@ built.
   layer l+1 at step t-1: T + L - 1 sequential steps instead of L*T); a bidirectional
   layer runs both directions in one scan (L*T steps instead of 2*L*T). Hand-written
   backward, ``seq_lengths``, dropout, projections and ``remat`` as ``"custom_vjp"``.
-- ``"auto"`` (default): ``"custom_vjp"`` for the LSTM, ``"scan"`` for the GRU and the
-  RNN (:data:`lstm_jax.core.options.AUTO`; on the 2-core Intel machine the GRU's
-  hoisted form was not faster: ``benchmarks/gru_benchmark.py``), on every backend. It
+- ``"auto"`` (default): ``"custom_vjp"`` for every kind
+  (:data:`lstm_jax.core.options.AUTO`; on the 2-core Intel machine the hoisted form was
+  not faster for the GRU: ``benchmarks/gru_benchmark.py``), on every backend. It
   picks another path only once a run recorded in ``benchmarks/`` shows that path correct
   and faster for the case; no GPU run has been recorded yet, so cuDNN is used only when asked for.
 
@@ -128,12 +132,10 @@ def layer(
         )
         return out, LSTMState(final.h[0], final.c[0])
     w = kind.weights(p)  # once per call: the scan's steps share it
-    by_jax = impl == "scan" or not kind.handwritten  # JAX differentiates the scan
-    if by_jax and remat and remat < x.shape[0]:
+    if impl == "scan" and remat and remat < x.shape[0]:
         hs, final = checkpointed_scan(
-            w, x, state, valid, unroll=unroll, chunk_steps=remat, kind=kind,
-            hoisted=impl == "hoisted",
-        )  # fmt: skip
+            w, x, state, valid, unroll=unroll, chunk_steps=remat, kind=kind
+        )
     else:
         hs, final = scan_layer(
             w, x, state, valid, unroll=unroll, impl=impl, remat=remat,

@@ -30,12 +30,11 @@ def checkpointed_scan(
     unroll: int,
     chunk_steps: int,
     kind: Kind = kinds.LSTM,
-    hoisted: bool = False,
 ) -> tuple[Array, Any]:
     """The autodiff scan in chunks of ``chunk_steps`` steps, each under ``jax.checkpoint``:
     only a chunk's starting state is kept for the backward pass, which recomputes the
     chunk's forward. A last chunk shorter than the others runs on its own (no padding).
-    ``kind`` and ``hoisted``: as :func:`~lstm_jax.core.scan.forward_scan`'s.
+    ``kind``: as :func:`~lstm_jax.core.scan.forward_scan`'s.
 
     Returns:
         the carried h of every step (T, B, H_out) and the final state.
@@ -45,9 +44,7 @@ def checkpointed_scan(
     @functools.partial(jax.checkpoint, prevent_cse=False)
     def one_chunk(carry: Any, inputs: tuple[Array, Array | None]) -> tuple:
         x_k, valid_k = inputs
-        hs, final, _ = forward_scan(
-            w, x_k, carry, valid_k, unroll=unroll, hoisted=hoisted, kind=kind
-        )
+        hs, final, _ = forward_scan(w, x_k, carry, valid_k, unroll=unroll, kind=kind)
         return final, hs
 
     def whole_chunks(a: Array | None) -> Array | None:

@@ -1,11 +1,13 @@
-"""One layer-direction over time: the scan of :func:`~lstm_jax.core.cell.lstm_cell` and
-its hand-written backward pass (a ``jax.custom_vjp``).
+"""One layer-direction over time: the scan of a kind's step (:mod:`lstm_jax.core.kinds`)
+and its hand-written backward pass (a ``jax.custom_vjp`` over the kind's
+:class:`~lstm_jax.core.kinds.Derivative`), one driver for the four kinds.
 
 The ``impl`` values these serve (``"scan"``, ``"custom_vjp"``, ``"hoisted"``) are
 explained in :mod:`lstm_jax.core.recurrence`.
 
-Shapes: ``x`` (T, B, I), state ((B, H_out), (B, H)), ``valid`` (T, B, 1) bool or
-None (all steps valid). At a masked step the state passes through unchanged.
+Shapes: ``x`` (T, B, I), state: the kind's (the LSTM's ((B, H_out), (B, H)), else h
+(B, H)), ``valid`` (T, B, 1) bool or None (all steps valid). At a masked step the state
+passes through unchanged.
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from lstm_jax.core import kinds
-from lstm_jax.core.cell import Residuals, StepWeights, cell_backward, weight_gradients
 from lstm_jax.core.kinds import Kind
-from lstm_jax.core.state import LSTMState
-from lstm_jax.core.time_chunks import merge_time, split_time, split_valid, time_chunks
+from lstm_jax.core.time_chunks import TimeChunks, merge_time, split_time, split_valid, time_chunks
 
 Array = jax.Array
 
@@ -83,103 +83,114 @@ def forward_scan(
 
 
 def _backward_steps(
-    w: StepWeights,
-    d_state: LSTMState,
+    kind: Kind,
+    w: Any,
+    d_state: Any,
     d_hs: Array,
-    residuals: Residuals,
-    c_prev: Array,
+    residuals: Any,
+    before: Any,
     valid: Array | None,
     unroll: int,
-) -> tuple[LSTMState, Array, Array]:
-    """The reverse scan of :func:`cell_backward` over K steps: only (dh, dc) is carried.
+) -> tuple[Any, Any, Array]:
+    """The reverse scan of ``kind``'s step derivative over K steps: only the state's
+    cotangent is carried.
+
+    Arguments:
+        d_state: the cotangent of the state after the last step.
+        d_hs: (K, B, H_out) the cotangents of the steps' outputs.
+        residuals, before: the steps' residuals and the states they started from.
 
     Returns:
         the cotangent of the state before the first step, the pre-activations'
-        cotangents d_z (K, B, 4H) and the cotangents of each step's h (K, B, H_out)
-        (zero at masked steps).
+        cotangents (the kind's form, zero at masked steps) and the cotangents of each
+        step's h (K, B, H_out) (zero at masked steps).
     """
 
-    def step(carry: LSTMState, inputs: tuple) -> tuple[LSTMState, tuple]:
-        d_y, gates, c, c_before, valid_t = inputs
-        d_next = LSTMState(carry.h + d_y, carry.c)
-        d_prev, d_z = cell_backward(w, d_next, gates, c, c_before)
+    def step(carry: Any, inputs: tuple) -> tuple[Any, tuple]:
+        d_y, residual, before_t, valid_t = inputs
+        d_next = kind.add_to_output(carry, d_y)
+        d_prev, d_pre = kind.derivative.step(w, d_next, residual, before_t)
+        d_h = kind.output(d_next)
         if valid_t is not None:  # a masked step passed its state through unchanged
-            zero = jnp.zeros((), d_z.dtype)
-            d_z = jnp.where(valid_t, d_z, zero)
+            zero = jnp.zeros((), d_h.dtype)
+            d_pre = kinds.state_map(lambda a: jnp.where(valid_t, a, zero), d_pre)
             d_prev = _keep_where_masked(valid_t, d_prev, d_next)
-            d_next = LSTMState(jnp.where(valid_t, d_next.h, zero), d_next.c)
-        return d_prev, (d_z, d_next.h)
+            d_h = jnp.where(valid_t, d_h, zero)
+        return d_prev, (d_pre, d_h)
 
-    inputs = (d_hs, residuals.gates, residuals.cells, c_prev, valid)
-    d_state, (d_z, d_h) = lax.scan(step, d_state, inputs, reverse=True, unroll=unroll)
-    return d_state, d_z, d_h
-
-
-def _shift_in(first: Array, seq: Array) -> Array:
-    """(B, ·) and (K, B, ·) -> (K, B, ·): ``first`` then all of ``seq`` but its last step
-    (the state each step started from)."""
-    return jnp.concatenate([first[None], seq[:-1]], axis=0)
+    inputs = (d_hs, residuals, before, valid)
+    d_state, (d_pre, d_h) = lax.scan(step, d_state, inputs, reverse=True, unroll=unroll)
+    return d_state, d_pre, d_h
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _handwritten(unroll, hoisted, chunk, recompute, w, x, h0, c0, valid):
-    hs, final, _ = forward_scan(w, x, LSTMState(h0, c0), valid, unroll=unroll, hoisted=hoisted)
-    return hs, final.h, final.c
+def _split_time(tree: Any, chunks: TimeChunks) -> Any:
+    """:func:`split_time` of every array in ``tree``."""
+    return jax.tree.map(lambda a: split_time(a, chunks), tree)
 
 
-def _handwritten_fwd(unroll, hoisted, chunk, recompute, w, x, h0, c0, valid):
-    knobs = {"unroll": unroll, "hoisted": hoisted}
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
+def _handwritten(kind, unroll, hoisted, chunk, recompute, w, x, state, valid):
+    hs, final, _ = forward_scan(w, x, state, valid, unroll=unroll, hoisted=hoisted, kind=kind)
+    return hs, final
+
+
+def _handwritten_fwd(kind, unroll, hoisted, chunk, recompute, w, x, state, valid):
+    knobs = {"unroll": unroll, "hoisted": hoisted, "kind": kind}
     if not recompute:
-        hs, final, saved = forward_scan(w, x, LSTMState(h0, c0), valid, **knobs)
-    else:  # keep only each chunk's starting cell state (its h is in hs)
-        chunks = time_chunks(x.shape[0], chunk)
+        hs, final, saved = forward_scan(w, x, state, valid, **knobs)
+    else:  # keep only each chunk's starting state
 
-        def one_chunk(carry: LSTMState, inputs: tuple) -> tuple[LSTMState, tuple]:
+        def one_chunk(carry: Any, inputs: tuple) -> tuple[Any, tuple]:
             hs_k, final, _ = forward_scan(w, inputs[0], carry, inputs[1], **knobs)
-            return final, (hs_k, carry.c)
+            return final, (hs_k, carry)
 
+        chunks = time_chunks(x.shape[0], chunk)
         valid_k = split_valid(valid, chunks, x.shape[1])
-        final, (hs, saved) = lax.scan(
-            one_chunk, LSTMState(h0, c0), (split_time(x, chunks), valid_k)
-        )
+        final, (hs, saved) = lax.scan(one_chunk, state, (split_time(x, chunks), valid_k))
         hs = merge_time(hs, chunks)
-    return (hs, final.h, final.c), (w, x, h0, c0, valid, hs, saved)
+    return (hs, final), (w, x, state, valid, hs, saved)
 
 
-def _handwritten_bwd(unroll, hoisted, chunk, recompute, residuals, cotangents):
+def _handwritten_bwd(kind, unroll, hoisted, chunk, recompute, residuals, cotangents):
     """Chunk by chunk from the end: (recompute the chunk's forward,) run its reverse
     steps, then its weight gradients as one product each over its K*B rows while its
-    gates' cotangents are still in cache; carry (dh, dc) and the sums."""
-    w, x, h0, c0, valid, hs, saved = residuals
-    d_hs, d_hn, d_cn = cotangents
+    pre-activations' cotangents are still in cache; carry the state's cotangent and the
+    sums."""
+    w, x, state, valid, hs, saved = residuals
+    d_hs, d_final = cotangents
+    derivative = kind.derivative
     chunks = time_chunks(x.shape[0], chunk)
     valid_k = split_valid(valid, chunks, x.shape[1])
     if recompute:
-        per_chunk = saved  # (number, B, H) starting cell states
+        per_chunk = saved  # (number, ...) each chunk's starting state
     else:
-        gates, cells = saved
-        per_chunk = tuple(split_time(a, chunks) for a in (gates, cells, _shift_in(c0, cells)))
-    in_chunks = tuple(split_time(a, chunks) for a in (x, d_hs, _shift_in(h0, hs)))
+        per_chunk = _split_time((saved, derivative.states_before(state, hs, saved)), chunks)
 
     def one_chunk(carry: tuple, inputs: tuple) -> tuple[tuple, Array]:
         d_state, sums = carry
-        (x_k, d_hs_k, h_prev_k), valid_k, extra = inputs
+        (x_k, d_hs_k), valid_k, extra = inputs
         if recompute:
-            start = LSTMState(h_prev_k[0], extra)
-            _, _, res_k = forward_scan(w, x_k, start, valid_k, unroll=unroll, hoisted=hoisted)
-            c_prev_k = _shift_in(extra, res_k.cells)
+            hs_k, _, res_k = forward_scan(
+                w, x_k, extra, valid_k, unroll=unroll, hoisted=hoisted, kind=kind
+            )
+            before_k = derivative.states_before(extra, hs_k, res_k)
         else:
-            res_k, c_prev_k = Residuals(*extra[:2]), extra[2]
-        d_state, d_z, d_h = _backward_steps(w, d_state, d_hs_k, res_k, c_prev_k, valid_k, unroll)
-        grads = weight_gradients(w, d_z, x_k, h_prev_k, d_h, res_k.gates, res_k.cells)
+            res_k, before_k = extra
+        d_state, d_pre, d_h = _backward_steps(
+            kind, w, d_state, d_hs_k, res_k, before_k, valid_k, unroll
+        )
+        grads = derivative.weight_gradients(w, d_pre, x_k, before_k, d_h, res_k)
         sums = jax.tree.map(jnp.add, sums, grads)
-        return (d_state, sums), d_z @ w.w_ih_t.T
+        return (d_state, sums), derivative.input_cotangent(w, d_pre)
 
     zeros = jax.tree.map(jnp.zeros_like, w)
     (d_state0, d_w), d_x = lax.scan(
-        one_chunk, (LSTMState(d_hn, d_cn), zeros), (in_chunks, valid_k, per_chunk), reverse=True
+        one_chunk,
+        (d_final, zeros),
+        (_split_time((x, d_hs), chunks), valid_k, per_chunk),
+        reverse=True,
     )
-    return d_w, merge_time(d_x, chunks), d_state0.h, d_state0.c, None
+    return d_w, merge_time(d_x, chunks), d_state0, None
 
 
 _handwritten.defvjp(_handwritten_fwd, _handwritten_bwd)
@@ -198,9 +209,8 @@ def scan_layer(
     kind: Kind = kinds.LSTM,
 ) -> tuple[Array, Any]:
     """The scan, differentiated by JAX (``impl="scan"``) or by hand (``"custom_vjp"``,
-    ``"hoisted"``), the hand-written one rematerializing in chunks of ``remat`` steps.
-    A kind without a hand-written derivative (GRU, RNN) runs ``"hoisted"`` as the
-    hoisted scan differentiated by JAX (its remat: :mod:`lstm_jax.core.remat`).
+    ``"hoisted"``: the kind's :class:`~lstm_jax.core.kinds.Derivative`), the hand-written
+    one rematerializing in chunks of ``remat`` steps.
 
     Arguments:
         backward_rows: rows (steps x batch) per chunk of the hand-written backward
@@ -209,15 +219,11 @@ def scan_layer(
     Returns:
         the carried h of every step (T, B, H_out) and the final state.
     """
-    if impl == "scan" or (impl == "hoisted" and not kind.handwritten):
-        hoisted = impl == "hoisted"
-        hs, final, _ = forward_scan(w, x, state, valid, unroll=unroll, hoisted=hoisted, kind=kind)
+    if impl == "scan":
+        hs, final, _ = forward_scan(w, x, state, valid, unroll=unroll, kind=kind)
         return hs, final
-    if impl not in ("custom_vjp", "hoisted") or not kind.handwritten:
-        expected = ("scan", "custom_vjp", "hoisted") if kind.handwritten else ("scan", "hoisted")
+    if impl not in ("custom_vjp", "hoisted"):
+        expected = ("scan", "custom_vjp", "hoisted")
         raise ValueError(f"scan_layer: expected impl in {expected} for {kind.name}, got {impl!r}")
     chunk = remat or backward_chunk_steps(x.shape[0], x.shape[1], backward_rows)
-    hs, h_n, c_n = _handwritten(
-        unroll, impl == "hoisted", chunk, remat > 0, w, x, state.h, state.c, valid
-    )
-    return hs, LSTMState(h_n, c_n)
+    return _handwritten(kind, unroll, impl == "hoisted", chunk, remat > 0, w, x, state, valid)

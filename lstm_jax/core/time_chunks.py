@@ -51,3 +51,9 @@ def split_valid(valid: Array | None, chunks: TimeChunks, batch: int) -> Array | 
             return None
         valid = jnp.ones((chunks.steps, batch, 1), bool)
     return split_time(valid, chunks)
+
+
+def shift_in(first: Array, seq: Array) -> Array:
+    """(B, ·) and (K, B, ·) -> (K, B, ·): ``first`` then all of ``seq`` but its last step
+    (the state each step started from)."""
+    return jnp.concatenate([first[None], seq[:-1]], axis=0)

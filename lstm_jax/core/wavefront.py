@@ -45,7 +45,7 @@ from lstm_jax.core.cell import weight_gradients as cell_weight_gradients
 from lstm_jax.core.scan import backward_chunk_steps
 from lstm_jax.core.sequences import dropout, reverse_padded
 from lstm_jax.core.state import LSTMState, cell_params
-from lstm_jax.core.time_chunks import TimeChunks, merge_time, split_time, time_chunks
+from lstm_jax.core.time_chunks import TimeChunks, merge_time, shift_in, split_time, time_chunks
 
 Array = jax.Array
 
@@ -179,12 +179,6 @@ def _backward_steps(
     return carry, d_z, d_h
 
 
-def _shift_in(first: Array, seq: Array) -> Array:
-    """(B, ·) and (K, B, ·) -> (K, B, ·): ``first`` then all of ``seq`` but its last step
-    (the state each step started from)."""
-    return jnp.concatenate([first[None], seq[:-1]], axis=0)
-
-
 def _split(a: object, chunks: TimeChunks) -> object:
     """:func:`split_time` of every array in a pytree (None stays None)."""
     return jax.tree.map(lambda leaf: split_time(leaf, chunks), a)
@@ -247,11 +241,11 @@ def _wave_bwd(unroll, chunk, recompute, residuals, cotangents):
     group, xs, masks, valid, h0, c0, hs, saved = residuals
     d_hs, d_hn, d_cn = cotangents
     chunks = time_chunks(hs[0].shape[0], chunk)
-    h_prev = tuple(_shift_in(h, seq) for h, seq in zip(h0, hs, strict=True))
+    h_prev = tuple(shift_in(h, seq) for h, seq in zip(h0, hs, strict=True))
     if recompute:
         per_chunk = saved  # per cell (count, B, H) starting cell states
     else:
-        c_prev = tuple(_shift_in(c, seq) for c, seq in zip(c0, saved.cells, strict=True))
+        c_prev = tuple(shift_in(c, seq) for c, seq in zip(c0, saved.cells, strict=True))
         per_chunk = _split((saved, c_prev), chunks)
     in_chunks = _split((xs, d_hs, h_prev, valid, masks), chunks)
 
@@ -261,7 +255,7 @@ def _wave_bwd(unroll, chunk, recompute, residuals, cotangents):
         if recompute:
             start = tuple(LSTMState(h[0], c) for h, c in zip(h_prev_k, extra, strict=True))
             _, _, saved_k = forward(group, xs_k, start, valid_k, masks_k, unroll)
-            c_prev_k = tuple(_shift_in(c, seq) for c, seq in zip(extra, saved_k.cells, strict=True))
+            c_prev_k = tuple(shift_in(c, seq) for c, seq in zip(extra, saved_k.cells, strict=True))
         else:
             saved_k, c_prev_k = extra
         wave_carry, d_z, d_h = _backward_steps(

@@ -33,7 +33,8 @@ _CALL_DOC = """
     dropout needs ``rngs={"dropout": key}`` (the same keys as :class:`lstm_jax.LSTM`);
     dropout with one layer warns, as torch does. ``unroll``, ``impl``, ``remat``: how
     each layer runs over time (:mod:`lstm_jax.core.recurrence`; the GRU and RNN run
-    ``"scan"`` and ``"hoisted"``, the default ``"auto"`` is ``"scan"``).
+    ``"custom_vjp"``, ``"scan"`` and ``"hoisted"``, the default ``"auto"`` is
+    ``"custom_vjp"``).
 """
 
 
@@ -46,14 +47,35 @@ def _validate(module: Any) -> None:
 
 
 class _Stack(nn.Module):
-    """What :class:`GRU` and :class:`RNN` share: validation at construction, ``apply``'s
-    check of the variables, the call."""
+    """What :class:`GRU` and :class:`RNN` share: the config, validation at construction,
+    ``apply``'s check of the variables, the call. A subclass declares torch's options as
+    fields and its ``mode``."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        built_by_user = _built_by_user(self)
+        super().__post_init__()
+        if built_by_user:
+            _warn_dropout(self)  # type: ignore[arg-type]
+
+    @property
+    def config(self) -> LSTMConfig:
+        """The module's options, checked (one :class:`LSTMConfig` for the four kinds)."""
+        return checked_config(
+            hidden_size=self.hidden_size,  # type: ignore[attr-defined]
+            num_layers=self.num_layers,  # type: ignore[attr-defined]
+            bias=self.bias,  # type: ignore[attr-defined]
+            batch_first=self.batch_first,  # type: ignore[attr-defined]
+            dropout=self.dropout,  # type: ignore[attr-defined]
+            bidirectional=self.bidirectional,  # type: ignore[attr-defined]
+            mode=self.mode,  # type: ignore[attr-defined]
+        )
 
     def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
         """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}`` (or
         empty, for Flax's lazy initialisation with ``mutable=["params"]``)."""
         if variables != {}:
-            params_of(variables, f"{self.config.module_name}.apply")  # type: ignore[attr-defined]
+            params_of(variables, f"{self.config.module_name}.apply")
         return super().apply(variables, *args, **kwargs)
 
     @nn.compact
@@ -65,8 +87,7 @@ class _Stack(nn.Module):
         deterministic: bool = True,
         seq_lengths: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
-        config = self.config  # type: ignore[attr-defined]
-        return call_stack(self, config, x, h_0, deterministic, seq_lengths)
+        return call_stack(self, self.config, x, h_0, deterministic, seq_lengths)
 
 
 class GRU(_Stack):
@@ -106,24 +127,10 @@ class GRU(_Stack):
     impl: str = "auto"
     remat: int = 0
 
-    def __post_init__(self) -> None:
-        _validate(self)
-        built_by_user = _built_by_user(self)
-        super().__post_init__()
-        if built_by_user:
-            _warn_dropout(self)  # type: ignore[arg-type]
-
     @property
-    def config(self) -> LSTMConfig:
-        return checked_config(
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            bias=self.bias,
-            batch_first=self.batch_first,
-            dropout=self.dropout,
-            bidirectional=self.bidirectional,
-            mode="GRU",
-        )
+    def mode(self) -> str:
+        """torch's mode: "GRU"."""
+        return "GRU"
 
 
 class RNN(_Stack):
@@ -156,21 +163,7 @@ class RNN(_Stack):
     impl: str = "auto"
     remat: int = 0
 
-    def __post_init__(self) -> None:
-        _validate(self)
-        built_by_user = _built_by_user(self)
-        super().__post_init__()
-        if built_by_user:
-            _warn_dropout(self)  # type: ignore[arg-type]
-
     @property
-    def config(self) -> LSTMConfig:
-        return checked_config(
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            bias=self.bias,
-            batch_first=self.batch_first,
-            dropout=self.dropout,
-            bidirectional=self.bidirectional,
-            mode=rnn_mode(self.nonlinearity),
-        )
+    def mode(self) -> str:
+        """torch's mode: "RNN_TANH" or "RNN_RELU" (checks ``nonlinearity``)."""
+        return rnn_mode(self.nonlinearity)

@@ -29,10 +29,10 @@ from lstm_jax.common.config import (
 from lstm_jax.common.numbers import check_int
 from lstm_jax.core import kinds
 from lstm_jax.core.init import lstm_init
-from lstm_jax.core.layout import check_call, check_cell_call, dtype_of, run_call, uses_dropout
+from lstm_jax.core.layout import check_cell_call, dtype_of, uses_dropout
 from lstm_jax.core.options import check_options
 from lstm_jax.core.state import CellParams
-from lstm_jax.nnx.modules import check_nnx_param_dtype, check_rngs, dropout_key, has_stream
+from lstm_jax.nnx.modules import call_module, check_nnx_param_dtype, check_rngs, has_stream
 from lstm_jax.nnx.state_dict import TorchStateDict
 
 
@@ -85,25 +85,7 @@ class _Stack(TorchStateDict, nnx.Module):
         """``(x, hx=None)`` -> (output, h_n), torch's shapes: x (T, B, I) ((B, T, I) with
         ``batch_first``, (T, I) unbatched), hx (D*L, B, H) or None; ``seq_lengths``,
         ``deterministic`` and ``rngs`` as :class:`lstm_jax.nnx.LSTM`'s."""
-        config = self.config
-        who = config.module_name
-        x, hx, seq_lengths = host_call_args(who, x, hx, seq_lengths)
-        call = check_call(config, x, hx, seq_lengths, int(config.input_size or 0), who)
-        training = not (self.deterministic if deterministic is None else deterministic)
-        uses = uses_dropout(config, training)
-        key = dropout_key(self.rngs, rngs, config, who) if uses else None
-        params = self.params()
-        return run_call(  # type: ignore[no-any-return]
-            params,
-            x,
-            call,
-            config,
-            param_dtype=params["weight_ih_l0"].dtype,
-            dropout_rng=key,
-            unroll=self.unroll,
-            impl=self.impl,
-            remat=self.remat,
-        )
+        return call_module(self, x, hx, seq_lengths, deterministic, rngs)  # type: ignore[no-any-return]
 
 
 class GRU(_Stack):

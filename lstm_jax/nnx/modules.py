@@ -107,6 +107,36 @@ def dropout_key(
     return stream()
 
 
+def call_module(
+    module: Any,
+    x: Any,
+    hx: Any,
+    seq_lengths: Any,
+    deterministic: bool | None,
+    rngs: nnx.Rngs | nnx.RngStream | jax.Array | None,
+) -> Any:
+    """A stack module's call (the LSTM's, GRU's, RNN's): the inputs checked against its
+    ``config``, its mode or ``deterministic``, its dropout key, then the core's stack."""
+    config = module.config
+    who = config.module_name
+    x, hx, seq_lengths = host_call_args(who, x, hx, seq_lengths)
+    call = check_call(config, x, hx, seq_lengths, int(config.input_size or 0), who)
+    training = not (module.deterministic if deterministic is None else deterministic)
+    key = dropout_key(module.rngs, rngs, config, who) if uses_dropout(config, training) else None
+    params = module.params()
+    return run_call(
+        params,
+        x,
+        call,
+        config,
+        param_dtype=params["weight_ih_l0"].dtype,
+        dropout_rng=key,
+        unroll=module.unroll,
+        impl=module.impl,
+        remat=module.remat,
+    )
+
+
 class LSTM(TorchStateDict, nnx.Module):
     """``torch.nn.LSTM`` in Flax NNX: torch's constructor, parameters, shapes and gate order.
 
@@ -205,24 +235,7 @@ class LSTM(TorchStateDict, nnx.Module):
                 [1, T], dropout in training mode without a ``'dropout'`` stream.
             TypeError: a non-floating input or state, a state that is not a pair.
         """
-        config = self.config
-        x, hx, seq_lengths = host_call_args("LSTM", x, hx, seq_lengths)
-        call = check_call(config, x, hx, seq_lengths, self.input_size)
-        training = not (self.deterministic if deterministic is None else deterministic)
-        uses = uses_dropout(config, training)
-        key = dropout_key(self.rngs, rngs, config, "LSTM") if uses else None
-        params = self.params()
-        return run_call(
-            params,
-            x,
-            call,
-            config,
-            param_dtype=params["weight_ih_l0"].dtype,
-            dropout_rng=key,
-            unroll=self.unroll,
-            impl=self.impl,
-            remat=self.remat,
-        )
+        return call_module(self, x, hx, seq_lengths, deterministic, rngs)
 
 
 class Linear(TorchStateDict, nnx.Module):
