@@ -603,6 +603,7 @@ def run_case(case: Case, mode: str, settings: Settings, limit: float) -> dict[st
         "H": case.H,
         "layers": case.layers,
         "bidirectional": case.bidirectional,
+        "kind": case.kind,
         "mode": mode,
         "torch_s": t_torch,
         "jax_s": t_jax,

@@ -35,10 +35,11 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
     return json.loads(out.read_text()), out, done.stdout
 
 
-def forward_flops(T: int, B: int, I: int, H: int, layers: int, directions: int) -> int:
-    """8*B*T*H*(fan_in + H) per layer and direction; fan_in = D*H above layer 0."""
+def forward_flops(T: int, B: int, I: int, H: int, layers: int, directions: int, gates: int) -> int:
+    """2*G*B*T*H*(fan_in + H) per layer and direction (G gates: the LSTM's 4, the GRU's
+    3); fan_in = D*H above layer 0."""
     return sum(
-        directions * 8 * B * T * H * ((I if layer == 0 else directions * H) + H)
+        directions * 2 * gates * B * T * H * ((I if layer == 0 else directions * H) + H)
         for layer in range(layers)
     )
 
@@ -53,7 +54,9 @@ def test_every_part_ran(smoke: tuple[dict, Path, str]) -> None:
     )
     modes = {(c["case"], c["mode"]) for c in results["cases"]}
     assert modes == {
-        (case, mode) for case in ("tiny L1", "tiny L1 bi") for mode in ("forward", "train")
+        (case, mode)
+        for case in ("tiny L1", "tiny L1 bi", "tiny L1 GRU")
+        for mode in ("forward", "train")
     }
     assert results["lecture"]["steps"] == 3 * results["lecture"]["epochs"]
     cold = results["cold_start"]
@@ -69,7 +72,8 @@ def test_figures_are_coherent(smoke: tuple[dict, Path, str]) -> None:
     limit = results["gemm"]["limit_gflops"]
     for c in results["cases"]:
         directions = 2 if c["bidirectional"] else 1
-        expected = forward_flops(c["T"], c["B"], c["I"], c["H"], c["layers"], directions)
+        gates = {"LSTM": 4, "GRU": 3}[c["kind"]]
+        expected = forward_flops(c["T"], c["B"], c["I"], c["H"], c["layers"], directions, gates)
         assert c["flops"] == expected * (3 if c["mode"] == "train" else 1), c["case"]
         assert c["torch_s"] > 0 and c["jax_s"] > 0 and c["jax_compile_s"] > 0
         assert c["ratio"] == pytest.approx(c["jax_s"] / c["torch_s"])

@@ -25,10 +25,8 @@ from lstm_jax.core.time_chunks import TimeChunks, merge_time, split_time, split_
 
 Array = jax.Array
 
-# Rows (steps x batch) per chunk of the hand-written backward when it does not
-# rematerialize: the weight gradients are taken chunk by chunk while the chunk's gates'
-# cotangents (rows x 4H) are still in cache (the measurement: benchmarks/NOTES.md).
-BACKWARD_ROWS = 256
+# The LSTM's rows per chunk of the hand-written backward (each kind's: Kind.backward_rows).
+BACKWARD_ROWS = kinds.LSTM.backward_rows
 
 
 def backward_chunk_steps(steps: int, batch: int, rows: int = BACKWARD_ROWS) -> int:
@@ -205,7 +203,7 @@ def scan_layer(
     unroll: int = 1,
     impl: str = "custom_vjp",
     remat: int = 0,
-    backward_rows: int = BACKWARD_ROWS,
+    backward_rows: int | None = None,
     kind: Kind = kinds.LSTM,
 ) -> tuple[Array, Any]:
     """The scan, differentiated by JAX (``impl="scan"``) or by hand (``"custom_vjp"``,
@@ -214,7 +212,7 @@ def scan_layer(
 
     Arguments:
         backward_rows: rows (steps x batch) per chunk of the hand-written backward
-            without remat (a measured speed knob, see :data:`BACKWARD_ROWS`).
+            without remat (a measured speed knob; None: ``kind.backward_rows``).
 
     Returns:
         the carried h of every step (T, B, H_out) and the final state.
@@ -225,5 +223,6 @@ def scan_layer(
     if impl not in ("custom_vjp", "hoisted"):
         expected = ("scan", "custom_vjp", "hoisted")
         raise ValueError(f"scan_layer: expected impl in {expected} for {kind.name}, got {impl!r}")
-    chunk = remat or backward_chunk_steps(x.shape[0], x.shape[1], backward_rows)
+    rows = backward_rows or kind.backward_rows
+    chunk = remat or backward_chunk_steps(x.shape[0], x.shape[1], rows)
     return _handwritten(kind, unroll, impl == "hoisted", chunk, remat > 0, w, x, state, valid)
