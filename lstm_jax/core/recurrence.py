@@ -65,7 +65,7 @@ from lstm_jax.core.cudnn import cudnn_lstm, why_not_cudnn
 from lstm_jax.core.kinds import Kind
 from lstm_jax.core.options import AUTO, IMPLS, check_options, why_not_cudnn_options
 from lstm_jax.core.remat import checkpointed_scan
-from lstm_jax.core.scan import scan_layer
+from lstm_jax.core.scan import BACKWARD_ROWS, scan_layer
 from lstm_jax.core.state import CellParams, LSTMState
 
 Array = jax.Array
@@ -110,7 +110,7 @@ def layer(
     unroll: int,
     impl: str,
     remat: int,
-    backward_rows: int | None = None,
+    backward_rows: int = BACKWARD_ROWS,
     kind: Kind = kinds.LSTM,
 ) -> tuple[Array, Any]:
     """One layer-direction over time with a resolved ``impl`` (see the module docstring).
@@ -120,7 +120,7 @@ def layer(
         state: the kind's: ``LSTMState`` ((B, H_out), (B, H)), or h (B, H).
         seq_lengths: (B,) or None; ``valid`` its :func:`valid_mask`.
         backward_rows: rows per chunk of the hand-written backward without remat
-            (None: the kind's, :attr:`~lstm_jax.core.kinds.Kind.backward_rows`;
+            (the stack passes the kind's, :attr:`~lstm_jax.core.kinds.Kind.backward_rows`;
             ``benchmarks/variants.py`` varies it).
 
     Returns:

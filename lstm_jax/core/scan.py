@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lstm_jax.core import kinds
+from lstm_jax.core.cell import Residuals as Residuals  # its home; here since 0.2.0
 from lstm_jax.core.kinds import Kind
 from lstm_jax.core.time_chunks import TimeChunks, merge_time, split_time, split_valid, time_chunks
 
@@ -203,7 +204,7 @@ def scan_layer(
     unroll: int = 1,
     impl: str = "custom_vjp",
     remat: int = 0,
-    backward_rows: int | None = None,
+    backward_rows: int = BACKWARD_ROWS,
     kind: Kind = kinds.LSTM,
 ) -> tuple[Array, Any]:
     """The scan, differentiated by JAX (``impl="scan"``) or by hand (``"custom_vjp"``,
@@ -212,7 +213,7 @@ def scan_layer(
 
     Arguments:
         backward_rows: rows (steps x batch) per chunk of the hand-written backward
-            without remat (a measured speed knob; None: ``kind.backward_rows``).
+            without remat (a measured speed knob: each kind's is ``kind.backward_rows``).
 
     Returns:
         the carried h of every step (T, B, H_out) and the final state.
@@ -223,6 +224,5 @@ def scan_layer(
     if impl not in ("custom_vjp", "hoisted"):
         expected = ("scan", "custom_vjp", "hoisted")
         raise ValueError(f"scan_layer: expected impl in {expected} for {kind.name}, got {impl!r}")
-    rows = backward_rows or kind.backward_rows
-    chunk = remat or backward_chunk_steps(x.shape[0], x.shape[1], rows)
+    chunk = remat or backward_chunk_steps(x.shape[0], x.shape[1], backward_rows)
     return _handwritten(kind, unroll, impl == "hoisted", chunk, remat > 0, w, x, state, valid)

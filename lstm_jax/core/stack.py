@@ -132,7 +132,7 @@ def lstm(
             with jax.named_scope(f"{kind.name}_l{layer}{'_reverse' if reverse else ''}"):
                 out, final = recurrence.layer(
                     p, inputs, state, seq_lengths, valid, unroll=unroll, impl=impl,
-                    remat=remat, kind=kind,
+                    remat=remat, backward_rows=kind.backward_rows, kind=kind,
                 )  # fmt: skip
             if reverse:
                 out = reverse_padded(out, seq_lengths)
