@@ -17,9 +17,10 @@ TF32 off, precision pinned on both sides (:func:`lstm_jax.interop.precision.
 pinned_precision`). Tolerances: float32 rows use ``lstm_jax.common.tolerances``
 (``FORWARD``/``GRADIENT``); bfloat16-compute rows (parameters, input and state cast to
 bfloat16, as ``fit(..., compute_dtype=jnp.bfloat16)`` computes) use
-:data:`BFLOAT16_COMPUTE` against the same float32 reference, and must also differ from
-it by more than the float32 tolerance (the compute really ran in bfloat16); torch's own
-bfloat16 error (``autocast``) is recorded beside them as a yardstick. A negative control
+``lstm_jax.common.tolerances.BFLOAT16_COMPUTE`` against the same float32 reference,
+and must also differ from it by more than the float32 tolerance (the compute really ran
+in bfloat16); torch's own bfloat16 error (``autocast``) is recorded beside them as a
+yardstick. A negative control
 per kind and precision (the reference's first two gate blocks swapped) must FAIL the
 same tolerance: proof that the tolerance catches a swapped gate.
 
@@ -49,13 +50,6 @@ from typing import Any
 
 import numpy as np
 
-# bfloat16 compute against the float32 reference: scaled errors. bfloat16 keeps 8
-# significant bits (unit roundoff 2^-9 = 2e-3). On CPU the LSTM cases below measured
-# forward 7.4e-3 to 7.9e-3 and gradients 1.2e-2 to 2.9e-2 (the top: impl="scan", whose
-# autodiff accumulates the weight gradients over the steps in bfloat16); torch's autocast
-# 5e-3 and 1.0e-2 to 1.3e-2; the swapped-gate controls 0.4 and 1.3. The gradient figure
-# is parity_tests/test_mixed_precision.py's BF16_GRADIENT_SCALED_ERROR.
-BFLOAT16_COMPUTE = {"forward": 0.03, "gradient": 0.05}
 T, B, I, H = 9, 3, 5, 8
 FULL_SHAPE = (33, 5, 16, 32)  # --grid full: one larger case per kind
 PRECISIONS = ("float32", "bfloat16")
@@ -134,9 +128,10 @@ def grid(kinds: list[str], impls: list[str], precisions: list[str], grid_name: s
     float32, then bfloat16; each (kind, precision) ends with its negative control. The
     smoke grid (CPU CI, where each compile costs seconds) is one one-layer case: the
     LSTM with every impl in float32 and its control, ``custom_vjp`` with bfloat16
-    compute; the GRU and the RNN with ``scan`` in float32."""
+    compute; the GRU and the RNN with ``custom_vjp`` (every kind's default) in float32."""
     order = [("LSTM", p) for p in precisions if "LSTM" in kinds]
     order += [(k, p) for p in precisions for k in kinds if k != "LSTM"]
+    one = tuple(i for i in impls if i == "custom_vjp") or tuple(impls[:1])
     groups = []
     for kind, precision in order:
         cases = cases_for(kind, precision, grid_name)
@@ -144,13 +139,11 @@ def grid(kinds: list[str], impls: list[str], precisions: list[str], grid_name: s
             groups += [Group(kind, precision, case, tuple(impls)) for case in cases]
             groups.append(Group(kind, precision, cases[0], (impls[0],), control=True))
         elif kind == "LSTM":  # every impl in float32 with the control; one in bfloat16
-            one = tuple(i for i in impls if i == "custom_vjp") or tuple(impls[:1])
             chosen = tuple(impls) if precision == "float32" else one
             groups += [Group(kind, precision, case, chosen) for case in cases]
             if precision == "float32":
                 groups.append(Group(kind, precision, cases[0], (impls[0],), control=True))
-        elif precision == "float32":  # the other kinds: that they run, with "scan"
-            one = tuple(i for i in impls if i == "scan") or tuple(impls[:1])
+        elif precision == "float32":  # the other kinds: that they run
             groups += [Group(kind, precision, case, one) for case in cases]
     return groups
 
@@ -349,7 +342,7 @@ def compare(
     kind: str, case: Case, precision: str, ref: Reference, results: Any, control: bool
 ) -> dict[str, Any]:
     """Scaled errors against torch's float32 result and the verdict."""
-    from lstm_jax.common.tolerances import FORWARD, GRADIENT, scaled_error
+    from lstm_jax.common.tolerances import BFLOAT16_COMPUTE, FORWARD, GRADIENT, scaled_error
 
     (_, outputs), (g_params, g_x, g_state) = results
     jax_grads = {k: np.asarray(v, np.float32) for k, v in flat(g_params).items()}

@@ -260,11 +260,14 @@ def test_cells_match_torch(module: str, dtype: np.dtype) -> None:
 
 
 @pytest.mark.parametrize("module", ["GRU", "RNN"])
-@pytest.mark.parametrize("impl", ["custom_vjp", "scan", "hoisted"])
-def test_packed_sequences_match_pack_padded_sequence(module: str, impl: str) -> None:
+@pytest.mark.parametrize(
+    "impl, remat", [("custom_vjp", 0), ("scan", 0), ("hoisted", 0), ("custom_vjp", 4)]
+)
+def test_packed_sequences_match_pack_padded_sequence(module: str, impl: str, remat: int) -> None:
     case = Case(
-        module=module, num_layers=2, bidirectional=True, batch_first=True, h0=True, impl=impl
-    )
+        module=module, num_layers=2, bidirectional=True, batch_first=True, h0=True, impl=impl,
+        remat=remat,
+    )  # fmt: skip
     tm, jm = torch_module(case), jax_module(case)
     x, h0 = inputs(case)
     lengths = np.array([6, 2, 5, 1])
@@ -475,6 +478,30 @@ def test_training_follows_torch(module: str, optimizer: str) -> None:
         expected.append(total)
     assert_close(losses, np.array(expected), TRAINING[F32], "per-epoch losses")
     assert expected[-1] < expected[0]
+
+
+@pytest.mark.parametrize("module", ["GRU", "RNN"])
+def test_bfloat16_compute_gradients_are_float32_gradients_rounded(module: str) -> None:
+    """One SGD step (lr 1) with the hand-written backward computing in bfloat16 moves the
+    float32 parameters by float32's gradient, rounded."""
+    import optax
+
+    from lstm_jax.common.tolerances import BFLOAT16_COMPUTE
+
+    model = flax_tagger(module)
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((8, STEPS, INPUT)).astype(np.float32)
+    y = rng.standard_normal((8, 2)).astype(np.float32)
+    variables = model.init(jax.random.key(0), x)
+    moves = {}
+    for name, dtype in (("f32", None), ("bf16", jnp.bfloat16)):
+        step = lstm_jax.make_train_step(model, optax.sgd(1.0), compute_dtype=dtype)
+        new = step(variables, optax.sgd(1.0).init(variables["params"]), x, y)[0]
+        assert {leaf.dtype for leaf in jax.tree.leaves(new)} == {jnp.dtype(jnp.float32)}
+        moves[name] = jax.tree.map(lambda a, b: np.asarray(a - b), variables, new)
+    errors = jax.tree.leaves(jax.tree.map(scaled_error, moves["bf16"], moves["f32"]))
+    assert max(errors) <= BFLOAT16_COMPUTE["gradient"], errors
+    assert min(errors) > 0, "bfloat16 gradients equal float32's: the compute was not bf16"
 
 
 def test_bad_options_and_inputs_name_the_module() -> None:
