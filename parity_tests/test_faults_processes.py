@@ -292,7 +292,9 @@ def test_a_full_disk_says_so_and_keeps_the_parameters(small_disk: Path) -> None:
     assert "No space left on device" in message or "RESOURCE_EXHAUSTED" in message, message
     assert str(directory) in message and "needs about" in message and "free" in message
     assert error.free is not None and error.free_after_cleanup is not None
-    assert error.free < error.free_after_cleanup  # the half-written step's space came back
+    # the half-written step's space came back (none when the disk was full before it wrote
+    # a block: which comes first depends on orbax's writer threads; its removal is below)
+    assert error.free <= error.free_after_cleanup
     saved = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
     assert saved and error.last_complete == str(directory / str(saved[-1]))
     assert not [p for p in directory.iterdir() if "tmp" in p.name], list(directory.iterdir())

@@ -65,8 +65,9 @@ def forward_scan(
 
     Returns:
         the carried h of every step (T, B, H_out) (the state kept at masked steps, not
-        zeros), the final state and the steps' stacked residuals (the LSTM's
-        :class:`Residuals`; None for the kinds JAX differentiates).
+        zeros), the final state and the steps' stacked residuals, what the kind's
+        derivative reads (the LSTM's :class:`~lstm_jax.core.cell.Residuals`, the GRU's
+        :class:`~lstm_jax.core.gru_cell.GRUResiduals`, the RNN's h').
     """
     one_step = kind.update if hoisted else kind.step
 
