@@ -10,7 +10,6 @@ conventions.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import jax
@@ -20,58 +19,28 @@ from flax import nnx
 from lstm_jax.common.arrays import host_call_args
 from lstm_jax.common.config import (
     GATE_COUNTS,
-    LSTMConfig,
     checked_config,
-    dropout_warning,
     lstm_cell_param_shapes,
     rnn_mode,
 )
 from lstm_jax.common.numbers import check_int
 from lstm_jax.core import kinds
 from lstm_jax.core.init import lstm_init
-from lstm_jax.core.layout import check_cell_call, dtype_of, uses_dropout
-from lstm_jax.core.options import check_options
+from lstm_jax.core.layout import check_cell_call, dtype_of
 from lstm_jax.core.state import CellParams
-from lstm_jax.nnx.modules import call_module, check_nnx_param_dtype, check_rngs, has_stream
+from lstm_jax.nnx.modules import (
+    StackModule,
+    build_stack,
+    call_module,
+    check_nnx_param_dtype,
+    check_rngs,
+)
 from lstm_jax.nnx.state_dict import TorchStateDict
 
 
-class _Stack(TorchStateDict, nnx.Module):
-    """What :class:`GRU` and :class:`RNN` share: construction from a validated config and
-    the call."""
-
-    def _build(
-        self,
-        config: LSTMConfig,
-        param_dtype: Any,
-        unroll: int,
-        impl: str,
-        remat: int,
-        rngs: nnx.Rngs,
-    ) -> None:
-        who = config.module_name
-        check_options(impl, remat, unroll, who, 0, config.mode)
-        check_nnx_param_dtype(param_dtype, who)
-        check_rngs(rngs, who)
-        message = dropout_warning(config)
-        if message is not None:
-            warnings.warn(message, UserWarning, stacklevel=3)  # as torch's
-        self.config = config
-        self.input_size, self.hidden_size = config.input_size, config.hidden_size
-        self.num_layers, self.bias = config.num_layers, config.bias
-        self.batch_first, self.dropout = config.batch_first, config.dropout
-        self.bidirectional = config.bidirectional
-        self.unroll, self.impl, self.remat = unroll, impl, remat
-        init = lstm_init(config.hidden_size)
-        for name, shape in config.param_shapes().items():
-            setattr(self, name, nnx.Param(init(rngs.params(), shape, param_dtype)))
-        self.deterministic = False  # training mode, as a new torch module
-        needs_stream = uses_dropout(config, True) and has_stream(rngs, "dropout")
-        self.rngs = rngs.dropout.fork() if needs_stream else nnx.data(None)
-
-    def params(self) -> dict[str, jax.Array]:
-        """The parameters as ``{torch name: array}`` (the core's ``params`` mapping)."""
-        return {name: getattr(self, name).get_value() for name in self.config.param_shapes()}
+class _Stack(StackModule):
+    """What :class:`GRU` and :class:`RNN` share: the call (their ``__init__`` builds
+    through :func:`~lstm_jax.nnx.modules.build_stack`)."""
 
     def __call__(
         self,
@@ -120,7 +89,7 @@ class GRU(_Stack):
             hidden_size=hidden_size, input_size=input_size, num_layers=num_layers, bias=bias,
             batch_first=batch_first, dropout=dropout, bidirectional=bidirectional, mode="GRU",
         )  # fmt: skip
-        self._build(config, param_dtype, unroll, impl, remat, rngs)
+        build_stack(self, config, param_dtype, unroll, impl, remat, rngs)
 
 
 class RNN(_Stack):
@@ -154,7 +123,7 @@ class RNN(_Stack):
             mode=rnn_mode(nonlinearity),
         )  # fmt: skip
         self.nonlinearity = nonlinearity
-        self._build(config, param_dtype, unroll, impl, remat, rngs)
+        build_stack(self, config, param_dtype, unroll, impl, remat, rngs)
 
 
 class _Cell(TorchStateDict, nnx.Module):

@@ -107,6 +107,38 @@ def dropout_key(
     return stream()
 
 
+def build_stack(
+    module: Any,
+    config: LSTMConfig,
+    param_dtype: Any,
+    unroll: int,
+    impl: str,
+    remat: int,
+    rngs: nnx.Rngs,
+) -> None:
+    """A stack module's construction (the LSTM's, GRU's, RNN's), called from its
+    ``__init__``: the options checked, torch's attributes, one ``nnx.Param`` per torch
+    parameter drawn as torch does, training mode, the dropout stream when needed."""
+    who = config.module_name
+    check_options(impl, remat, unroll, who, config.proj_size, config.mode)
+    check_nnx_param_dtype(param_dtype, who)
+    check_rngs(rngs, who)
+    message = dropout_warning(config)
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=3)  # as torch's, at the user's line
+    module.config = config
+    module.input_size, module.hidden_size = config.input_size, config.hidden_size
+    for name, value in config.lstm_options().items():  # torch's attributes (RNNBase's)
+        setattr(module, name, value)
+    module.unroll, module.impl, module.remat = unroll, impl, remat
+    init = lstm_init(config.hidden_size)
+    for name, shape in config.param_shapes().items():
+        setattr(module, name, nnx.Param(init(rngs.params(), shape, param_dtype)))
+    module.deterministic = False  # training mode, as a new torch module
+    needs_stream = uses_dropout(config, True) and has_stream(rngs, "dropout")
+    module.rngs = rngs.dropout.fork() if needs_stream else nnx.data(None)  # None: see call
+
+
 def call_module(
     module: Any,
     x: Any,
@@ -137,7 +169,22 @@ def call_module(
     )
 
 
-class LSTM(TorchStateDict, nnx.Module):
+class StackModule(TorchStateDict, nnx.Module):
+    """What the NNX stacks (LSTM, GRU, RNN) share: their checked ``config`` and their
+    parameters as the core takes them (built by :func:`build_stack`)."""
+
+    config: LSTMConfig
+
+    def params(self) -> dict[str, jax.Array]:
+        """The parameters, as the core takes them.
+
+        Returns:
+            ``{torch name: array}`` (the core's ``params`` mapping).
+        """
+        return {name: getattr(self, name).get_value() for name in self.config.param_shapes()}
+
+
+class LSTM(StackModule):
     """``torch.nn.LSTM`` in Flax NNX: torch's constructor, parameters, shapes and gate order.
 
     ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -170,7 +217,7 @@ class LSTM(TorchStateDict, nnx.Module):
         remat: int = 0,
         rngs: nnx.Rngs,
     ) -> None:
-        self.config = LSTMConfig(
+        config = LSTMConfig(
             hidden_size=hidden_size,
             input_size=input_size,
             num_layers=num_layers,
@@ -180,30 +227,7 @@ class LSTM(TorchStateDict, nnx.Module):
             bidirectional=bidirectional,
             proj_size=proj_size,
         )
-        check_options(impl, remat, unroll, proj_size=self.config.proj_size)
-        check_nnx_param_dtype(param_dtype, "LSTM")
-        check_rngs(rngs, "LSTM")
-        message = dropout_warning(self.config)
-        if message is not None:
-            warnings.warn(message, UserWarning, stacklevel=2)  # as torch's nn.LSTM
-        self.input_size, self.hidden_size = input_size, hidden_size
-        for name, value in self.config.lstm_options().items():  # torch's attributes
-            setattr(self, name, value)
-        self.unroll, self.impl, self.remat = unroll, impl, remat
-        init = lstm_init(hidden_size)
-        for name, shape in self.config.param_shapes().items():
-            setattr(self, name, nnx.Param(init(rngs.params(), shape, param_dtype)))
-        self.deterministic = False  # training mode, as a new torch module
-        needs_stream = uses_dropout(self.config, True) and has_stream(rngs, "dropout")
-        self.rngs = rngs.dropout.fork() if needs_stream else nnx.data(None)  # None: see call
-
-    def params(self) -> dict[str, jax.Array]:
-        """The parameters, as the core takes them.
-
-        Returns:
-            ``{torch name: array}`` (the core's ``params`` mapping).
-        """
-        return {name: getattr(self, name).get_value() for name in self.config.param_shapes()}
+        build_stack(self, config, param_dtype, unroll, impl, remat, rngs)
 
     def __call__(
         self,
