@@ -13,10 +13,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.common.config import LSTMConfig, checked_config, params_of, rnn_mode
+from lstm_jax.common.config import LSTMConfig, checked_config, rnn_mode
 from lstm_jax.core.layout import check_param_dtype
 from lstm_jax.core.options import check_options
-from lstm_jax.linen.modules import _built_by_user, _warn_dropout, call_stack
+from lstm_jax.linen.modules import _built_by_user, _ChecksVariables, _warn_dropout, call_stack
 
 _CALL_DOC = """
     Call ``(x, h_0=None, *, deterministic=True, seq_lengths=None)``:
@@ -46,7 +46,7 @@ def _validate(module: Any) -> None:
     check_param_dtype(module.param_dtype, config.module_name)
 
 
-class _Stack(nn.Module):
+class _Stack(_ChecksVariables, nn.Module):
     """What :class:`GRU` and :class:`RNN` share: the config, validation at construction,
     ``apply``'s check of the variables, the call. A subclass declares torch's options as
     fields and its ``mode``."""
@@ -70,13 +70,6 @@ class _Stack(nn.Module):
             bidirectional=self.bidirectional,  # type: ignore[attr-defined]
             mode=self.mode,  # type: ignore[attr-defined]
         )
-
-    def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
-        """``flax.linen.Module.apply``; ``variables`` must be ``{"params": {...}}`` (or
-        empty, for Flax's lazy initialisation with ``mutable=["params"]``)."""
-        if variables != {}:
-            params_of(variables, f"{self.config.module_name}.apply")
-        return super().apply(variables, *args, **kwargs)
 
     @nn.compact
     def __call__(

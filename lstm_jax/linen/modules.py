@@ -43,7 +43,31 @@ from lstm_jax.core.layout import (
 from lstm_jax.core.recurrence import check_options
 
 
-class LSTM(nn.Module):
+class _ChecksVariables:
+    """``apply`` with the variables checked first (mixed into the linen stacks: LSTM,
+    LSTMModeler, GRU, RNN)."""
+
+    def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
+        """``flax.linen.Module.apply``, with the variables checked first.
+
+        Args:
+            variables: ``{"params": {...}}`` (or empty, for Flax's lazy
+                initialisation with ``mutable=["params"]``).
+            *args: the call's arguments (``__call__``).
+            **kwargs: the call's keywords and ``apply``'s (``rngs=``, ``mutable=``).
+
+        Returns:
+            What ``__call__`` returns (with the updated collections when ``mutable``).
+
+        Raises:
+            ValueError: ``variables`` without the ``{"params": ...}`` wrapper.
+        """
+        if variables != {}:
+            params_of(variables, f"{type(self).__name__}.apply")
+        return super().apply(variables, *args, **kwargs)  # type: ignore[misc]
+
+
+class LSTM(_ChecksVariables, nn.Module):
     """``torch.nn.LSTM`` in Flax, with torch's parameter names, shapes and gate order.
 
     Attributes:
@@ -96,25 +120,6 @@ class LSTM(nn.Module):
     @property
     def config(self) -> LSTMConfig:
         return LSTMConfig.of(self, self.hidden_size)
-
-    def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
-        """``flax.linen.Module.apply``, with the variables checked first.
-
-        Args:
-            variables: ``{"params": {...}}`` (or empty, for Flax's lazy
-                initialisation with ``mutable=["params"]``).
-            *args: the call's arguments (``__call__``).
-            **kwargs: the call's keywords and ``apply``'s (``rngs=``, ``mutable=``).
-
-        Returns:
-            What ``__call__`` returns (with the updated collections when ``mutable``).
-
-        Raises:
-            ValueError: ``variables`` without the ``{"params": ...}`` wrapper.
-        """
-        if variables != {}:
-            params_of(variables, "LSTM.apply")
-        return super().apply(variables, *args, **kwargs)
 
     @nn.compact
     def __call__(
@@ -224,7 +229,7 @@ class Linear(nn.Module):
         )
 
 
-class LSTMModeler(nn.Module):
+class LSTMModeler(_ChecksVariables, nn.Module):
     """The lecture's ``LSTMModeler`` (``nn.LSTM`` + ``nn.Linear`` head) in Flax.
 
     Submodules ``lstm`` (:class:`LSTM`) and ``linear`` (head of shape (O, D*H_out)),
@@ -265,25 +270,6 @@ class LSTMModeler(nn.Module):
     @property
     def config(self) -> LSTMConfig:
         return LSTMConfig.of(self, self.hidden_layer_size, self.input_size)
-
-    def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
-        """``flax.linen.Module.apply``, with the variables checked first.
-
-        Args:
-            variables: ``{"params": {...}}`` (or empty, for Flax's lazy
-                initialisation with ``mutable=["params"]``).
-            *args: the call's arguments (``__call__``).
-            **kwargs: the call's keywords and ``apply``'s (``rngs=``, ``mutable=``).
-
-        Returns:
-            What ``__call__`` returns (with the updated collections when ``mutable``).
-
-        Raises:
-            ValueError: ``variables`` without the ``{"params": ...}`` wrapper.
-        """
-        if variables != {}:
-            params_of(variables, "LSTMModeler.apply")
-        return super().apply(variables, *args, **kwargs)
 
     def setup(self) -> None:
         self.lstm = LSTM(

@@ -171,9 +171,18 @@ def call_module(
 
 class StackModule(TorchStateDict, nnx.Module):
     """What the NNX stacks (LSTM, GRU, RNN) share: their checked ``config`` and their
-    parameters as the core takes them (built by :func:`build_stack`)."""
+    parameters as the core takes them (built by :func:`build_stack`).
+
+    Attributes:
+        config: the module's options, checked.
+        deterministic: the mode: False in training (``train()``, a new module's), True
+            in evaluation (``eval()``).
+        rngs: the forked ``'dropout'`` stream, or None without dropout.
+    """
 
     config: LSTMConfig
+    deterministic: bool
+    rngs: Any
 
     def params(self) -> dict[str, jax.Array]:
         """The parameters, as the core takes them.
@@ -184,7 +193,7 @@ class StackModule(TorchStateDict, nnx.Module):
         return {name: getattr(self, name).get_value() for name in self.config.param_shapes()}
 
 
-class LSTM(StackModule):
+class LSTM(StackModule, TorchStateDict, nnx.Module):
     """``torch.nn.LSTM`` in Flax NNX: torch's constructor, parameters, shapes and gate order.
 
     ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
