@@ -202,6 +202,38 @@ def test_a_failed_save_raises_with_the_parameters_and_keeps_earlier_checkpoints(
     assert_same(trained, uninterrupted[0])
 
 
+def test_a_failed_saves_late_writer_does_not_leave_its_directory_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed save's other writers go on after orbax reports the first error: one that
+    recreates the temporary directory after the first removal must not leave it there."""
+    xs, ys = data()
+    real_save = checkpointing.ocp.CheckpointManager.save
+    late: list[threading.Thread] = []
+
+    def failing_with_a_late_writer(self: Any, step: int, *args: Any, **kwargs: Any) -> Any:
+        if step == 3:
+            half = Path(self.directory) / f"{step}.orbax-checkpoint-tmp-7" / "state"
+            half.mkdir(parents=True)
+
+            def write_late() -> None:  # after the first removal, as TensorStore's I/O does
+                while half.exists():
+                    threading.Event().wait(0.005)
+                threading.Event().wait(0.15)
+                (half / "d").mkdir(parents=True, exist_ok=True)
+
+            late.append(threading.Thread(target=write_late))
+            late[0].start()
+            no_space()
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(checkpointing.ocp.CheckpointManager, "save", failing_with_a_late_writer)
+    with pytest.raises(CheckpointWriteError, match="the half-written checkpoint was removed"):
+        lstm_jax.fit(MODEL, variables(), xs, ys, **OPTIONS, checkpoint_dir=tmp_path)
+    late[0].join()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
+
+
 def test_an_unwritable_directory_is_refused_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

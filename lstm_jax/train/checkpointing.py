@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,6 +51,11 @@ PyTree = Any
 # Where a stop (SIGTERM, Ctrl-C) between two epochs' saves puts its checkpoint.
 STOPPED = "stopped"
 _TMP_MARKER = ".orbax-checkpoint-tmp"
+# A failed save's writers outlive the error orbax reports: its other commit threads and
+# TensorStore's own I/O threads finish their writes (recreating directories they write
+# into) for a moment after the first one failed.
+_QUIET_S = 0.5
+_REMOVAL_LIMIT_S = 30.0
 
 
 class Found(NamedTuple):
@@ -249,9 +255,7 @@ class Checkpoints:
         what, needed = self._pending or ("a checkpoint", 0)
         self._pending = None
         free_then = free_bytes(self.directory)  # the half-written step still there
-        for root in (Path(self.directory), Path(self.directory) / STOPPED):
-            for leftover in root.glob(f"*{_TMP_MARKER}*") if root.is_dir() else []:
-                shutil.rmtree(leftover, ignore_errors=True)
+        remove_half_written(Path(self.directory))
         return CheckpointWriteError(
             directory=self.directory,
             writing=what,
@@ -274,6 +278,28 @@ class Checkpoints:
                 self.manager.close()
                 if self._stopped is not None:
                     self._stopped.close()
+
+
+def _half_written(directory: Path) -> list[Path]:
+    """The temporary directories of unfinished saves under ``directory``."""
+    roots = (directory, directory / STOPPED)
+    return [found for root in roots if root.is_dir() for found in root.glob(f"*{_TMP_MARKER}*")]
+
+
+def remove_half_written(directory: Path) -> None:
+    """Remove a failed save's temporary directories, again whenever one reappears,
+    until none has for ``_QUIET_S`` seconds (or ``_REMOVAL_LIMIT_S`` have passed)."""
+    began = quiet_since = time.monotonic()
+    while time.monotonic() - began < _REMOVAL_LIMIT_S:
+        leftovers = _half_written(directory)
+        for leftover in leftovers:
+            shutil.rmtree(leftover, ignore_errors=True)
+        now = time.monotonic()
+        if leftovers:
+            quiet_since = now
+        elif now - quiet_since >= _QUIET_S:
+            return
+        time.sleep(0.02)
 
 
 def key_data(rng: jax.Array | None) -> jax.Array | None:
