@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lstm_jax.common.data import LOSSES, check_loss
+from lstm_jax.common.data import LOSSES, check_loss, layout_hint
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -32,7 +32,7 @@ def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if target.shape != prediction.shape:
         raise ValueError(
             f"mse: expected targets of the predictions' shape {tuple(prediction.shape)}, "
-            f"got {tuple(target.shape)}"
+            f"got {tuple(target.shape)}{layout_hint(tuple(prediction.shape), tuple(target.shape))}"
         )
     return F.mse_loss(prediction, target)
 
@@ -45,7 +45,7 @@ def cross_entropy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tenso
         raise ValueError(
             f"cross_entropy: expected integer labels of shape {tuple(prediction.shape[:-1])} "
             f"for predictions of shape {tuple(prediction.shape)}, got {target.dtype} "
-            f"{tuple(target.shape)}"
+            f"{tuple(target.shape)}{layout_hint(tuple(prediction.shape[:-1]), tuple(target.shape))}"
         )
     classes = prediction.shape[-1]
     if target.numel() and int(target.max()) >= classes:

@@ -703,6 +703,25 @@ def test_time_major_per_step_predictions_say_where_the_targets_are() -> None:
         )
 
 
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_a_batch_first_model_trained_time_major_is_told_its_layout(loss: str) -> None:
+    """A model that reads (B, T, F) given fit's default time-major (T, B, F) batches
+    predicts T rows for B samples: the error names the layout and batch_first."""
+    xs, ys = regression_data(n=8)
+    ys = ys if loss == "mse" else (ys[:, 0] > 0).astype(np.int32)
+    model = Regressor()  # averages axis 1: time only when batches come (B, T, F)
+    variables = model.init(jax.random.key(0), xs[:2])
+    with pytest.raises(ValueError) as refused:
+        lstm_jax.fit(model, variables, xs, ys, optimizer=optax.sgd(0.1), epochs=1,
+                     batch_size=2, loss=loss)  # fmt: skip
+    message = str(refused.value)
+    assert "the prediction has 4 rows where the batch has 2 samples" in message, message
+    assert "(B, T, ...) with batch_first=True" in message, message
+    trained, _ = lstm_jax.fit(model, variables, xs, ys, optimizer=optax.sgd(0.1), epochs=1,
+                              batch_size=2, loss=loss, batch_first=True)  # fmt: skip
+    assert jax.tree.structure(trained) == jax.tree.structure(variables)
+
+
 class TrainFlag(nn.Module):
     """Flax's other convention: ``train: bool`` after x (dropout active when True)."""
 

@@ -296,3 +296,33 @@ def test_a_killed_run_of_a_users_model_resumes_bitwise(tmp_path: Any) -> None:
     np.testing.assert_array_equal(resumed["losses"], expected)
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(resumed[key], value.numpy(), err_msg=key)
+
+
+class BatchFirstGRU(torch.nn.Module):
+    """(B, T, F) -> a batch-first GRU -> (B, 2) from the last step; no ``batch_first``
+    attribute of its own, so fit gives it time-major batches unless told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = torch.nn.GRU(3, 5, batch_first=True)
+        self.head = torch.nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(x)
+        return self.head(out[:, -1])
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_torch_a_batch_first_model_trained_time_major_is_told_its_layout(loss: str) -> None:
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((8, 6, 3)).astype(np.float32)
+    ys = rng.standard_normal((8, 2)).astype(np.float32) if loss == "mse" else np.arange(8) % 2
+    model = BatchFirstGRU()
+    options = dict(optimizer=lstm_jax.SGD(0.1), epochs=1, batch_size=4, loss=loss)
+    with pytest.raises(ValueError) as refused:
+        lstm_torch.fit(model, xs, ys, **options)
+    message = str(refused.value)
+    assert "the prediction has 6 rows where the batch has 4 samples" in message, message
+    assert "(B, T, ...) with batch_first=True" in message, message
+    losses = lstm_torch.fit(model, xs, ys, **options, batch_first=True)
+    assert losses.shape == (1,) and np.isfinite(losses).all()

@@ -75,6 +75,28 @@ def check_loss(loss: Any) -> Any:
     )
 
 
+def layout_hint(expected: tuple[int, ...], target: tuple[int, ...]) -> str:
+    """Why a batch's targets ``target`` miss the shape the prediction asks for,
+    ``expected``, when the batch layout is the cause ("" otherwise): per-step
+    predictions of a time-major model, (T, B, ...) against targets (B, T, ...), or a
+    model given batches in the layout it does not read (its first axis then has T rows
+    where the batch has B)."""
+    if len(expected) >= 2 and len(target) >= 2 and target[:2] == expected[1::-1]:
+        return (
+            " (a batch's targets are the rows ys[index], (B, ...), in every layout: return "
+            "per-step predictions of a time-major model batch-first, axes 0 and 1 swapped, "
+            "or train it with batch_first=True)"
+        )
+    if expected and target and expected[0] != target[0] and expected[1:] == target[1:]:
+        return (
+            f" (the prediction has {expected[0]} rows where the batch has {target[0]} samples: "
+            "does the model read its input in the other layout? fit gives it time-major "
+            "(T, B, ...) batches, or (B, T, ...) with batch_first=True; a model's own "
+            "batch_first attribute decides for it)"
+        )
+    return ""
+
+
 def batch_plan(n: int, batch_size: int) -> BatchPlan:
     """Full batches and remainder for ``n`` samples in batches of ``batch_size``."""
     n = check_positive_int("the number of samples", n)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lstm_jax.common.data import check_loss
+from lstm_jax.common.data import check_loss, layout_hint
 
 Array = jax.Array
 
@@ -54,27 +54,16 @@ def loss_value(loss: str, prediction: Array, target: Array) -> Array:
         if target.shape != prediction.shape:
             raise ValueError(
                 f"mse: expected targets of the predictions' shape {prediction.shape}, "
-                f"got {target.shape}{_time_major_hint(prediction.shape, target.shape)}"
+                f"got {target.shape}{layout_hint(prediction.shape, target.shape)}"
             )
         return jnp.mean(jnp.square(prediction - target))
     if target.shape != prediction.shape[:-1] or not jnp.issubdtype(target.dtype, jnp.integer):
         raise ValueError(
             f"cross_entropy: expected integer labels of shape {prediction.shape[:-1]} for "
             f"predictions of shape {prediction.shape}, got {target.dtype} {target.shape}"
-            f"{_time_major_hint(prediction.shape, target.shape)}"
+            f"{layout_hint(prediction.shape[:-1], target.shape)}"
         )
     return optax.losses.softmax_cross_entropy_with_integer_labels(prediction, target).mean()
-
-
-def _time_major_hint(prediction: tuple[int, ...], target: tuple[int, ...]) -> str:
-    """Why time-major per-step predictions (T, B, ...) miss their targets (B, T, ...)."""
-    if len(prediction) < 2 or len(target) < 2 or target[:2] != prediction[1::-1]:
-        return ""
-    return (
-        " (a batch's targets are the rows ys[index], (B, ...), in every layout: return "
-        "per-step predictions of a time-major model batch-first, jnp.swapaxes(prediction, "
-        "0, 1), or train it with batch_first=True)"
-    )
 
 
 def loss_and_aux(loss: Any, prediction: Array, target: Array) -> tuple[Array, Any]:
