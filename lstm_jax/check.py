@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(option is not None for option in own_options):
         return check_own_models(args, header)
     cell = fmt.lstm_cell_sizes(header, arrays)  # an LSTMCell's keys give the cell
-    if header.kind == fmt.MODEL and header.model_class in FAMILY:  # nn.GRU, nn.RNN, cells
+    if header.kind == fmt.MODEL and header.model_class in fmt.FAMILY:  # nn.GRU, nn.RNN, cells
         return _check_family(args, header, arrays)
     if header.kind == fmt.MODEL and cell is None:  # no configuration to build both models from
         print(
@@ -418,10 +418,6 @@ def _compare_own(path: str, torch_model: Any, flax_model: Any, call: tuple[Any, 
             f"the models could not run on the input of shapes {shapes} ({type(err).__name__}: "
             f"{err}); give the shape they take (--input-shape) or their arguments (--example)"
         ) from err
-
-
-# the torch modules of the recurrent family whose file (a state dict) the check rebuilds
-FAMILY = ("GRU", "RNN", "GRUCell", "RNNCell")
 
 
 def _check_family(args: argparse.Namespace, header: fmt.CheckpointHeader, arrays: dict) -> int:

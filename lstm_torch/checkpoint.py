@@ -155,6 +155,13 @@ def load_checkpoint(path: PathLike, model: Model | None = None) -> Model:
         if cell is not None and model is None:  # an LSTMCell's file: its keys give the cell
             dtype = torch.float64 if header.dtype == np.float64 else torch.float32
             model = nn.LSTMCell(*cell, dtype=dtype)
+        family = fmt.family_file(header.model_class)
+        if header.kind == fmt.MODEL and model is None and family is not None:
+            raise CheckpointError(
+                path,
+                f"holds {family}: build it and pass it, load_checkpoint(path, "
+                f"torch.nn.{header.model_class}(...))",
+            )
         if header.kind == fmt.MODEL and model is None:
             raise CheckpointError(
                 path,

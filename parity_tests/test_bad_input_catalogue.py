@@ -1884,14 +1884,14 @@ NNX_TRANSFER = {
         Outcome(
             nnx_checkpoint("cell", save_nnx(nnx_cell), nnx_lstm),
             CheckpointError,
-            "(file vs model): kind: model vs LSTM",
+            "(file vs model): kind: model (LSTMCell) vs LSTM",
         ),
         Outcome(
             torch_checkpoint(
                 "cell", save_torch(lambda: torch_module("LSTMCell")), lambda: torch_module("LSTM")
             ),
             lstm_torch.CheckpointError,
-            "(file vs model): kind: model vs LSTM",
+            "(file vs model): kind: model (LSTMCell) vs LSTM",
         ),
     ),
     "nnx save_checkpoint: variables with an NNX module": (

@@ -166,6 +166,34 @@ def test_checkpoints_both_ways_and_the_check_command(
         assert f"model: {name}(input_size=3" in printed and "result: OK" in printed
 
 
+@pytest.mark.parametrize(
+    ("torch_module", "missing"),
+    [
+        (torch.nn.GRU(3, 5, batch_first=True), "does not record its batch_first and dropout"),
+        (torch.nn.RNN(3, 5, nonlinearity="relu"), "its nonlinearity, batch_first and dropout"),
+        (torch.nn.RNNCell(3, 5), "does not record its nonlinearity"),
+        (torch.nn.GRUCell(3, 5), "a GRUCell's state dict:"),
+    ],
+    ids=["GRU", "RNN", "RNNCell", "GRUCell"],
+)
+def test_a_family_file_without_a_model_asks_for_that_class(
+    tmp_path: Path, torch_module: torch.nn.Module, missing: str
+) -> None:
+    """Its state dict gives the sizes, not every option: both loaders say which class to
+    build (not "a model of your own") and what the file does not record."""
+    name = type(torch_module).__name__
+    path = tmp_path / "f.safetensors"
+    lstm_torch.save_checkpoint(path, torch_module)
+    with pytest.raises(lstm_torch.CheckpointError) as by_torch:
+        lstm_torch.load_checkpoint(path)
+    with pytest.raises(lstm_jax.CheckpointError) as by_jax:
+        lstm_jax.load_checkpoint(path)
+    for refused, call in ((by_torch, f"torch.nn.{name}(...)"), (by_jax, f"lstm_jax.{name}(...)")):
+        message = str(refused.value)
+        assert missing in message and call in message, message
+        assert "of your own" not in message, message
+
+
 class HoldsGRU(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -67,6 +67,9 @@ FORMAT = "lstm-jax.checkpoint"
 FORMAT_VERSION = 1
 MODEL = "model"  # any model: its state dict under torch's keys, no configuration
 KINDS = ("LSTM", "LSTMModeler", MODEL)
+# torch's recurrent classes other than the LSTM (and lstm_jax's of the same names): saved
+# as kind "model", their state dict alone, which gives their sizes but not their options
+FAMILY = ("GRU", "RNN", "GRUCell", "RNNCell")
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 METADATA_KEYS = (
     "format",
@@ -168,10 +171,17 @@ class CheckpointHeader:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"{self.kind}({options}), {self.dtype}"
 
+    @property
+    def _kind_named(self) -> str:
+        """The kind, with the class of a "model" file: "model (GRU)"."""
+        if self.kind == MODEL and self.model_class:
+            return f"{MODEL} ({self.model_class})"
+        return self.kind
+
     def differences(self, other: CheckpointHeader) -> list[str]:
         """``"name: self's value vs other's"`` for every option (and the dtype) that differ."""
         if self.kind != other.kind:
-            return [f"kind: {self.kind} vs {other.kind}"]
+            return [f"kind: {self._kind_named} vs {other._kind_named}"]
         mine, theirs = self.options, other.options
         found = [
             f"{name}: {mine[name]!r} vs {theirs[name]!r}"
@@ -212,6 +222,21 @@ def lstm_cell_sizes(
     if rows != 4 * hidden_size:
         return None
     return input_size, hidden_size, "bias_ih" in keys
+
+
+def family_file(model_class: str | None) -> str | None:
+    """What a file of the recurrent family (:data:`FAMILY`) holds, for the message that
+    asks for the model to load it into; None for any other class."""
+    unrecorded = {
+        "GRU": "batch_first and dropout",
+        "RNN": "nonlinearity, batch_first and dropout",
+        "RNNCell": "nonlinearity",
+    }
+    if model_class not in FAMILY:
+        return None
+    if model_class not in unrecorded:
+        return f"a {model_class}'s state dict"
+    return f"a {model_class}'s state dict, which does not record its {unrecorded[model_class]}"
 
 
 def _check_ties(tied: Mapping[str, str]) -> None:

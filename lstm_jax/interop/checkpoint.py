@@ -154,6 +154,13 @@ def load_checkpoint(
     cell = fmt.lstm_cell_sizes(header, arrays)
     if cell is not None and model is None:  # an nn.LSTMCell's file: its keys give the cell
         model = LSTMCell(cell[1], bias=cell[2], param_dtype=header.dtype.type)
+    family = fmt.family_file(header.model_class)
+    if header.kind == MODEL and model is None and family is not None:
+        raise CheckpointError(
+            path,
+            f"holds {family}: pass the model, load_checkpoint(path, "
+            f"lstm_jax.{header.model_class}(...))",
+        )
     if header.kind == MODEL and model is None:
         raise CheckpointError(
             path,
