@@ -24,12 +24,15 @@ import re
 import time
 from pathlib import Path
 
+import jax
 import multiprocess_worker as worker
 import numpy as np
 import pytest
 from multiprocess import Job, Result
 
+from lstm_jax.common.errors import WorkerLost
 from lstm_jax.common.tolerances import TRAINING, scaled_error
+from lstm_jax.train import distributed
 from lstm_jax.train.distributed import WORKER_LOST_EXIT
 
 WORKER = str(Path(__file__).with_name("multiprocess_worker.py"))
@@ -202,6 +205,56 @@ def test_lost_coordinator_stops_the_job_fast(workdir: Path, two_processes: Path)
     assert "JAX distributed service detected fatal errors" in survivor.stderr, survivor.stderr[
         -3000:
     ]
+
+
+class FakeWatchdog:
+    """Stands in for the running watchdog: its verdict is ``lost`` (None: no loss seen)."""
+
+    def __init__(self, lost: str | None) -> None:
+        self.lost, self.asked = lost, 0
+
+    def verdict(self) -> str | None:
+        self.asked += 1
+        return self.lost
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("UNKNOWN: Gloo AllGather failed: [pair.cc:538] Read error: Connection reset"),
+        jax.errors.JaxRuntimeError("UNAVAILABLE: connection closed by peer"),
+    ],
+    ids=["ValueError with a runtime status", "JaxRuntimeError"],
+)
+def test_a_collective_failing_with_its_peer_gone_is_a_worker_lost(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """Gloo's collectives fail as a ValueError carrying XLA's status as well as a
+    JaxRuntimeError: both are the watchdog's to explain (CI once lost exit status 75 to
+    JAX's abort when the ValueError went by uncaught)."""
+    watchdog = FakeWatchdog("lstm_jax: lost process 1 of 2: no heartbeat for 6 s")
+    monkeypatch.setattr(distributed._Watchdog, "current", watchdog)
+    with pytest.raises(WorkerLost, match="lost process 1 of 2") as raised:
+        with distributed.lost_workers_reported():
+            raise error
+    assert raised.value.__cause__ is error and watchdog.asked == 1
+
+
+def test_a_callers_mistake_in_a_collective_is_raised_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ValueError of the caller's (no runtime status) is not waited on: the watchdog is
+    not asked."""
+    watchdog = FakeWatchdog(None)
+    monkeypatch.setattr(distributed._Watchdog, "current", watchdog)
+    with pytest.raises(ValueError, match="expected xs of"):
+        with distributed.lost_workers_reported():
+            raise ValueError("seq_lengths: expected xs of (N, T, ...) sequences, got (3,)")
+    assert watchdog.asked == 0
+    with pytest.raises(ValueError, match="UNKNOWN: Gloo"):  # a runtime failure, no loss seen
+        with distributed.lost_workers_reported():
+            raise ValueError("UNKNOWN: Gloo AllGather failed")
+    assert watchdog.asked == 1
 
 
 @pytest.mark.parametrize("timeout", [1, 2.5, True, "20"])

@@ -271,13 +271,32 @@ class _Watchdog:
         return None
 
 
+# The status codes XLA puts first in the message of a runtime failure ("UNKNOWN: Gloo
+# AllGather failed: ... Connection reset by peer"); some collectives raise such a failure
+# as a ValueError rather than a JaxRuntimeError.
+_RUNTIME_STATUSES = frozenset(
+    {"UNKNOWN", "UNAVAILABLE", "INTERNAL", "ABORTED", "CANCELLED", "DEADLINE_EXCEEDED",
+     "FAILED_PRECONDITION", "DATA_LOSS"}
+)  # fmt: skip
+
+
+def _runtime_failure(error: BaseException) -> bool:
+    """Whether ``error`` is the runtime's (a collective whose peer is gone may be), not a
+    mistake of the caller's."""
+    if isinstance(error, jax.errors.JaxRuntimeError):
+        return True
+    return isinstance(error, ValueError) and str(error).split(":", 1)[0] in _RUNTIME_STATUSES
+
+
 @contextlib.contextmanager
 def lost_workers_reported() -> Iterator[None]:
     """Around a computation over several processes: a failure of it that the watchdog
     explains as a lost process is raised as :class:`WorkerLost`, naming the process."""
     try:
         yield
-    except jax.errors.JaxRuntimeError as error:
+    except (jax.errors.JaxRuntimeError, ValueError) as error:
+        if not _runtime_failure(error):
+            raise
         watchdog = _Watchdog.current
         if watchdog is None:
             raise
